@@ -1,0 +1,215 @@
+"""Read and validate the app's ``POOLKIT_*`` configuration once, at ``init_app``.
+
+Every key, its default and its meaning is listed in ``KEYS`` and in docs/config.md.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import typing as t
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+from .url import DatabaseURL, parse_url
+
+PREFIX = "POOLKIT_"
+DEFAULT_BIND = "default"
+
+#: Driver timeouts poolkit sets unless the URL or POOLKIT_CONNECT_ARGS says otherwise, so
+#: that a half-open socket can never hang a request or the pool (seconds).
+DEFAULT_DRIVER_TIMEOUTS = {"connect_timeout": 10, "read_timeout": 60, "write_timeout": 60}
+
+#: Every POOLKIT_* key with its default. ``None`` for DATABASE_URL means "required".
+KEYS: dict[str, t.Any] = {
+    "DATABASE_URL": None,
+    "MAX_CONNECTIONS": 10,
+    "MIN_CACHED": 0,
+    "MAX_CACHED": None,
+    "MAX_USAGE": 0,
+    "SESSION": (),
+    "CONNECT_ARGS": {},
+    "BLOCKING": True,
+    "TIMEOUT": 30.0,
+    "MAX_LIFETIME": 1800.0,
+    "IDLE_TIMEOUT": 600.0,
+    "PING_INTERVAL": 0.5,
+    "RESET": "auto",
+    "LEAK_THRESHOLD": None,
+    "BINDS": {},
+    "SQL_DIR": None,
+    "COMMANDS_DIR": None,
+}
+
+#: Keys that may be set per bind in POOLKIT_BINDS (the rest are app-wide).
+POOL_KEYS = frozenset(KEYS) - {"BINDS", "SQL_DIR", "COMMANDS_DIR"}
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """The settings of one pool, validated."""
+
+    url: DatabaseURL
+    name: str = DEFAULT_BIND
+    max_connections: int = 10
+    min_cached: int = 0
+    max_cached: int = 10
+    max_usage: int = 0
+    session: tuple[str, ...] = ()
+    connect_args: dict[str, t.Any] = field(default_factory=dict)
+    blocking: bool = True
+    timeout: float = 30.0
+    max_lifetime: float = 1800.0
+    idle_timeout: float = 600.0
+    ping_interval: float = 0.5
+    reset: str = "auto"
+    leak_threshold: float | None = None
+
+    def driver_kwargs(self) -> dict[str, t.Any]:
+        """Arguments for the driver's connect(): defaults < URL options < CONNECT_ARGS."""
+        kwargs: dict[str, t.Any] = dict(DEFAULT_DRIVER_TIMEOUTS)
+        kwargs.update(self.url.connect_kwargs())
+        kwargs.update(self.connect_args)
+        for name in DEFAULT_DRIVER_TIMEOUTS:
+            if kwargs.get(name) == 0:  # 0 means "no timeout", as in the mysql client
+                kwargs[name] = None
+        return kwargs
+
+    def describe(self) -> dict[str, t.Any]:
+        """The settings as plain values, password masked, for `flask pool-status` and logs."""
+        return {
+            "name": self.name, "url": self.url.masked(), "driver": self.url.driver,
+            "max_connections": self.max_connections, "min_cached": self.min_cached,
+            "max_cached": self.max_cached, "max_usage": self.max_usage,
+            "timeout": self.timeout, "max_lifetime": self.max_lifetime,
+            "idle_timeout": self.idle_timeout, "ping_interval": self.ping_interval,
+            "reset": self.reset, "leak_threshold": self.leak_threshold,
+        }
+
+
+@dataclass(frozen=True)
+class PoolkitConfig:
+    """All pools of one app plus the app-wide keys."""
+
+    pools: dict[str, PoolSettings]
+    sql_dir: str | None = None
+    commands_dir: str | None = None
+
+
+def _number(key: str, value: t.Any, *, minimum: float, integer: bool) -> t.Any:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        what = "a whole number" if integer else "a number of seconds"
+        raise ConfigError(f"{key} must be {what}, not {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{key} must be at least {minimum:g}, not {value!r}")
+    return value
+
+
+def _pool_settings(name: str, values: dict[str, t.Any], where: str) -> PoolSettings:
+    def key(suffix: str) -> str:
+        return f"{where}{suffix}" if where.endswith("_") else f"{where}[{suffix!r}]"
+
+    url_value = values.get("DATABASE_URL")
+    if url_value is None:
+        raise ConfigError(f"{key('DATABASE_URL')} is not set: set it in the app config or the "
+                          "environment, e.g. mysql://user:password@127.0.0.1:3306/app")
+    url = parse_url(url_value, key("DATABASE_URL"))
+    max_connections = _number(key("MAX_CONNECTIONS"), values["MAX_CONNECTIONS"],
+                              minimum=1, integer=True)
+    min_cached = _number(key("MIN_CACHED"), values["MIN_CACHED"], minimum=0, integer=True)
+    max_cached = values["MAX_CACHED"]
+    max_cached = max_connections if max_cached is None else _number(
+        key("MAX_CACHED"), max_cached, minimum=0, integer=True)
+    if min_cached > max_connections:
+        raise ConfigError(f"{key('MIN_CACHED')}={min_cached} is more than "
+                          f"{key('MAX_CONNECTIONS')}={max_connections}")
+    if max_cached > max_connections:
+        raise ConfigError(f"{key('MAX_CACHED')}={max_cached} is more than "
+                          f"{key('MAX_CONNECTIONS')}={max_connections}")
+    if min_cached > max_cached:
+        raise ConfigError(f"{key('MIN_CACHED')}={min_cached} is more than "
+                          f"{key('MAX_CACHED')}={max_cached}")
+    session = values["SESSION"]
+    if isinstance(session, str):
+        session = (session,)
+    if not isinstance(session, (list, tuple)) or not all(isinstance(s, str) for s in session):
+        raise ConfigError(f"{key('SESSION')} must be an SQL string or a list of them")
+    connect_args = values["CONNECT_ARGS"]
+    if not isinstance(connect_args, dict):
+        raise ConfigError(f"{key('CONNECT_ARGS')} must be a dict of driver arguments")
+    reset = values["RESET"]
+    if reset not in ("auto", "always"):
+        raise ConfigError(f"{key('RESET')} must be 'auto' or 'always', not {reset!r}")
+    leak = values["LEAK_THRESHOLD"]
+    if leak is not None:
+        leak = _number(key("LEAK_THRESHOLD"), leak, minimum=0, integer=False)
+    return PoolSettings(
+        url=url,
+        name=name,
+        max_connections=max_connections,
+        min_cached=min_cached,
+        max_cached=max_cached,
+        max_usage=_number(key("MAX_USAGE"), values["MAX_USAGE"], minimum=0, integer=True),
+        session=tuple(session),
+        connect_args=dict(connect_args),
+        blocking=bool(values["BLOCKING"]),
+        timeout=float(_number(key("TIMEOUT"), values["TIMEOUT"], minimum=0, integer=False)),
+        max_lifetime=float(_number(key("MAX_LIFETIME"), values["MAX_LIFETIME"],
+                                   minimum=0, integer=False)),
+        idle_timeout=float(_number(key("IDLE_TIMEOUT"), values["IDLE_TIMEOUT"],
+                                   minimum=0, integer=False)),
+        ping_interval=float(_number(key("PING_INTERVAL"), values["PING_INTERVAL"],
+                                    minimum=0, integer=False)),
+        reset=reset,
+        leak_threshold=leak,
+    )
+
+
+def _unknown_key(key: str, known: t.Iterable[str]) -> ConfigError:
+    hint = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    tip = f" (did you mean {hint[0]}?)" if hint else ""
+    return ConfigError(f"unknown config key {key}{tip}; see docs/config.md for the keys")
+
+
+def load_config(config: t.Mapping[str, t.Any],
+                environ: t.Mapping[str, str] | None = None) -> PoolkitConfig:
+    """Build a validated :class:`PoolkitConfig` from a Flask config mapping.
+
+    ``POOLKIT_DATABASE_URL`` falls back to the environment variable of the same name.
+    """
+    environ = os.environ if environ is None else environ
+    known = [PREFIX + k for k in KEYS]
+    for key in config:
+        if isinstance(key, str) and key.startswith(PREFIX) and key[len(PREFIX):] not in KEYS:
+            raise _unknown_key(key, known)
+    values = {k: config.get(PREFIX + k, default) for k, default in KEYS.items()}
+    if values["DATABASE_URL"] is None:
+        values["DATABASE_URL"] = environ.get(PREFIX + "DATABASE_URL")
+    default = _pool_settings(DEFAULT_BIND, values, PREFIX)
+    pools = {DEFAULT_BIND: default}
+    binds = values["BINDS"]
+    if not isinstance(binds, dict):
+        raise ConfigError("POOLKIT_BINDS must be a dict of name -> URL or name -> dict of keys")
+    for name, bind in binds.items():
+        where = f"POOLKIT_BINDS[{name!r}]"
+        if name == DEFAULT_BIND:
+            raise ConfigError(f"{where}: 'default' is the name of the main pool; pick another")
+        if isinstance(bind, str):
+            bind = {"DATABASE_URL": bind}
+        if not isinstance(bind, dict):
+            raise ConfigError(f"{where} must be a URL or a dict of pool keys")
+        own: dict[str, t.Any] = {}
+        for raw_key, value in bind.items():
+            norm = str(raw_key).upper().removeprefix(PREFIX)
+            norm = "DATABASE_URL" if norm == "URL" else norm
+            if norm not in POOL_KEYS:
+                raise _unknown_key(f"{where}[{raw_key!r}]", [k.lower() for k in POOL_KEYS])
+            own[norm] = value
+        merged = {k: values[k] for k in POOL_KEYS} | {
+            "DATABASE_URL": None, "MAX_CACHED": None, "MIN_CACHED": 0}
+        merged.update(own)
+        settings = _pool_settings(name, merged, where)
+        pools[name] = settings
+    return PoolkitConfig(pools=pools, sql_dir=values["SQL_DIR"],
+                         commands_dir=values["COMMANDS_DIR"])

@@ -1,0 +1,220 @@
+"""Driver adapters: how poolkit opens, classifies and inspects PyMySQL and mysqlclient connections.
+
+The pool needs three facts from a driver that DB-API does not give:
+
+* whether a transaction (or a read snapshot) may be open, so that a connection is rolled back
+  on return only when that is needed (PyMySQL: the server's status flags, with
+  ``session_track_transaction_info`` so that read snapshots count too);
+* whether an error means the connection is gone (it is then discarded, never reused);
+* whether re-running the failed statement on a new connection is safe (DBUtils' failover
+  re-executes; poolkit lets it only when the statement cannot have committed).
+"""
+
+from __future__ import annotations
+
+import importlib
+import ssl
+import threading
+import time
+import typing as t
+from dataclasses import dataclass
+
+from .errors import DriverNotInstalledError
+
+#: MySQL/MariaDB error codes that mean the connection is gone.
+DISCONNECT_CODES = frozenset({
+    1053,  # server shutdown in progress
+    1927,  # MariaDB: connection was killed
+    2002, 2003,  # can't connect (socket / TCP)
+    2006,  # server has gone away
+    2013,  # lost connection during query
+    2014,  # commands out of sync: the protocol state is lost
+    2026,  # TLS error
+    2055,  # lost connection at '…', system error
+    4031,  # MySQL 8: disconnected by the server because of inactivity
+})
+
+_SERVER_STATUS_IN_TRANS = 0x0001
+_SERVER_STATUS_AUTOCOMMIT = 0x0002
+_SERVER_SESSION_STATE_CHANGED = 0x4000
+_CLIENT_SESSION_TRACK = 1 << 23
+
+
+def error_code(error: BaseException) -> int | None:
+    """The server or client error number of a driver error, if it has one."""
+    args = getattr(error, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0]
+    return None
+
+
+def is_disconnect(error: BaseException) -> bool:
+    """True when *error* means the connection can no longer be used."""
+    code = error_code(error)
+    if code in DISCONNECT_CODES:
+        return True
+    name = type(error).__name__
+    # PyMySQL raises InterfaceError(0, '') on a closed socket and InternalError for a
+    # wrong packet sequence: both leave the connection unusable.
+    return name in {"InterfaceError", "InternalError"}
+
+
+def is_retry_safe(error: BaseException) -> bool:
+    """DBUtils' ``isfatal`` hook: fail over (reconnect and re-run) only where that cannot duplicate.
+
+    The tracked PyMySQL connection marks a disconnect as safe when the statement began
+    outside any transaction with autocommit off: the server rolls back whatever it did.
+    """
+    return bool(getattr(error, "poolkit_retry_safe", False))
+
+
+_ssl_context: ssl.SSLContext | None = None
+_ssl_lock = threading.Lock()
+
+
+def _shared_ssl_context(factory: t.Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    # PyMySQL >= 1.2 builds a TLS context for every connect in its "preferred" mode
+    # (~40 ms of CPU each); the pool builds it once and shares it.
+    global _ssl_context
+    with _ssl_lock:
+        if _ssl_context is None:
+            _ssl_context = factory()
+        return _ssl_context
+
+
+def _tracked_pymysql_class() -> type[t.Any]:
+    import pymysql
+
+    base: type[t.Any] = pymysql.connections.Connection
+
+    class TrackedConnection(base):  # type: ignore[misc]
+        """A PyMySQL connection that remembers what the pool needs to know about it."""
+
+        poolkit_broken = False
+        poolkit_maybe_open = True
+        poolkit_tracks_state = False
+        poolkit_created = 0.0
+        poolkit_last_used = 0.0
+        poolkit_wait_timeout = 0.0
+
+        def _create_ssl_ctx(self, sslp: t.Any) -> t.Any:
+            if isinstance(sslp, dict) and not sslp:
+                return _shared_ssl_context(lambda: base._create_ssl_ctx(self, {}))
+            return base._create_ssl_ctx(self, sslp)
+
+        def query(self, sql: t.Any, unbuffered: bool = False) -> t.Any:
+            status = self.server_status or 0
+            safe = not (status & (_SERVER_STATUS_IN_TRANS | _SERVER_STATUS_AUTOCOMMIT)
+                        or self.poolkit_maybe_open)
+            try:
+                result = base.query(self, sql, unbuffered)
+            except Exception as error:
+                self.poolkit_last_used = time.monotonic()
+                if is_disconnect(error):
+                    self.poolkit_broken = True
+                    error.poolkit_retry_safe = safe and self.poolkit_tracks_state  # type: ignore[attr-defined]
+                raise
+            self.poolkit_last_used = time.monotonic()
+            if self.server_status & (_SERVER_STATUS_IN_TRANS | _SERVER_SESSION_STATE_CHANGED):
+                self.poolkit_maybe_open = True
+            return result
+
+        def commit(self) -> None:
+            base.commit(self)
+            self.poolkit_maybe_open = False
+
+        def rollback(self) -> None:
+            base.rollback(self)
+            self.poolkit_maybe_open = False
+
+    return TrackedConnection
+
+
+@dataclass(frozen=True)
+class Driver:
+    """What poolkit needs to know about one DB-API driver."""
+
+    name: str
+    module: t.Any
+    connection_class: t.Any
+    dict_cursor: t.Any
+    tracks_state: bool
+
+    @property
+    def failures(self) -> tuple[type[BaseException], ...]:
+        """The exception classes DBUtils' failover looks at."""
+        m = self.module
+        return (m.OperationalError, m.InterfaceError, m.InternalError)
+
+    def connect(self, kwargs: dict[str, t.Any]) -> t.Any:
+        """Open a raw connection and prepare it for pooling."""
+        if self.name == "pymysql":
+            kwargs = {"client_flag": _CLIENT_SESSION_TRACK, **kwargs}
+        else:
+            kwargs = _mysqldb_kwargs(kwargs)
+        con = self.connection_class(**kwargs)
+        now = time.monotonic()
+        if self.tracks_state:
+            cursor = con.cursor()
+            try:
+                cursor.execute("SET SESSION session_track_transaction_info = 'STATE'")
+                con.poolkit_tracks_state = True
+            except self.module.Error:  # an old server: fall back to a rollback on every return
+                con.poolkit_tracks_state = False
+            cursor.execute("SELECT @@SESSION.wait_timeout")
+            row = cursor.fetchone()
+            cursor.close()
+            con.poolkit_wait_timeout = float(row[0]) if row else 0.0
+            con.poolkit_maybe_open = False
+            con.poolkit_created = con.poolkit_last_used = now
+        return con
+
+    def needs_reset(self, raw: t.Any) -> bool:
+        """True when a rollback is needed before *raw* is reused (unknown → True)."""
+        if not self.tracks_state or not getattr(raw, "poolkit_tracks_state", False):
+            return True
+        return bool(raw.poolkit_maybe_open or raw.server_status & _SERVER_STATUS_IN_TRANS)
+
+    def is_broken(self, raw: t.Any) -> bool:
+        """True when *raw* saw a disconnect or its socket is closed."""
+        if getattr(raw, "poolkit_broken", False):
+            return True
+        if self.name == "pymysql":
+            return not raw.open
+        return False
+
+
+def _mysqldb_kwargs(kwargs: dict[str, t.Any]) -> dict[str, t.Any]:
+    # mysqlclient names a few arguments differently and has no write_timeout=None.
+    renamed = {"password": "passwd", "database": "db"}
+    out = {renamed.get(k, k): v for k, v in kwargs.items() if v is not None}
+    if out.get("ssl_disabled"):
+        out.pop("ssl_disabled")
+        out["ssl_mode"] = "DISABLED"
+    return out
+
+
+_EXTRAS = {"pymysql": "pymysql", "mysqldb": "mysqlclient"}
+
+
+def get_driver(name: str) -> Driver:
+    """The :class:`Driver` for *name*, or a clear error saying which extra to install."""
+    if name == "pymysql":
+        try:
+            pymysql = importlib.import_module("pymysql")
+        except ImportError:
+            raise DriverNotInstalledError(
+                "the mysql:// scheme needs PyMySQL: pip install pymysql") from None
+        return Driver("pymysql", pymysql, _tracked_pymysql_class(),
+                      pymysql.cursors.DictCursor, tracks_state=True)
+    if name == "mysqldb":
+        try:
+            mysqldb = importlib.import_module("MySQLdb")
+            cursors = importlib.import_module("MySQLdb.cursors")
+        except ImportError:
+            raise DriverNotInstalledError(
+                "the mysql+mysqldb:// scheme needs mysqlclient: "
+                "pip install 'poolkit[mysqlclient]'") from None
+        return Driver("mysqldb", mysqldb, mysqldb.connect, cursors.DictCursor,
+                      tracks_state=False)
+    raise DriverNotInstalledError(f"unknown driver {name!r}; use pymysql or mysqldb")

@@ -1,0 +1,286 @@
+"""The engine: DBUtils' ``PooledDB`` with the slow parts moved out of its lock.
+
+``PooledDB`` opens, pings and rolls back connections while it holds the pool's lock, waits
+for a free connection forever, hands out the oldest idle connection first and rolls back on
+every return. This subclass keeps its connection classes (``SteadyDBConnection`` failover,
+``PooledDedicatedDBConnection``) and its idle cache, and changes four decisions:
+
+* connects, pings and rollbacks happen outside the lock, so a burst of new connections
+  opens in parallel instead of one after another;
+* a waiter gives up after ``timeout`` seconds with :class:`~poolkit.errors.PoolTimeout`;
+* the idle cache is LIFO: the most recently used connection is the warmest and the one
+  whose ping can be skipped (used less than ``ping_interval`` seconds ago);
+* a connection is rolled back on return only when the driver says a transaction or a read
+  snapshot may be open, and it is retired at checkout when it is broken, past its
+  lifetime or idle longer than ``idle_timeout`` or the server's ``wait_timeout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+import typing as t
+
+from dbutils.pooled_db import PooledDB, PooledDedicatedDBConnection
+
+from . import signals
+from .config import PoolSettings
+from .drivers import Driver, is_retry_safe
+from .errors import PoolClosedError, PoolTimeout
+from .stats import PoolStats
+
+_ABANDONED: list[t.Any] = []  # connections inherited across fork() that must never be closed
+
+
+class _Creator:
+    """The ``creator`` DBUtils calls for every new connection (also on failover)."""
+
+    def __init__(self, engine: PooledEngine) -> None:
+        self._engine = engine
+        self.dbapi = engine.driver.module
+        self.threadsafety = 1
+
+    def __call__(self) -> t.Any:
+        engine = self._engine
+        started = time.monotonic()
+        try:
+            raw = engine.driver.connect(engine.driver_kwargs)
+        except Exception:
+            engine.stats.connect_errors += 1
+            raise
+        now = time.monotonic()
+        lifetime = engine.settings.max_lifetime
+        if engine.driver.tracks_state:  # jitter spreads retirements so they do not all coincide
+            raw.poolkit_expires = now + lifetime * (0.9 + 0.1 * random.random()) if lifetime \
+                else float("inf")
+        engine.stats.connections_opened += 1
+        engine.stats.connect_time_total += now - started
+        if signals.connection_opened.receivers:
+            signals.connection_opened.send(engine.owner, connect_time=now - started)
+        return raw
+
+
+class PooledEngine(PooledDB):  # type: ignore[misc]
+    """``PooledDB`` with a deadline, LIFO reuse and no I/O under the lock (see module doc)."""
+
+    def __init__(self, settings: PoolSettings, driver: Driver, owner: object) -> None:
+        self.settings = settings
+        self.driver = driver
+        self.owner = owner
+        self.driver_kwargs = settings.driver_kwargs()
+        self.stats = PoolStats()
+        self._waiting = 0
+        self._opening = 0
+        self._pool_closed = False
+        self._abandoned = False
+        self._ping_interval = settings.ping_interval
+        self._always_reset = settings.reset == "always"
+        self._idle_cache: list[t.Any] = []
+        super().__init__(
+            _Creator(self), mincached=0, maxcached=settings.max_cached, maxshared=0,
+            maxconnections=settings.max_connections, blocking=settings.blocking,
+            maxusage=settings.max_usage or None, setsession=list(settings.session) or None,
+            reset=False, failures=driver.failures, ping=(1, self._is_alive),
+            isfatal=is_retry_safe,
+        )
+
+    # -- health -------------------------------------------------------------------------
+    def _is_alive(self, raw: t.Any) -> bool:
+        # HikariCP's alive-bypass: a connection used moments ago is alive; skip the round trip.
+        if time.monotonic() - getattr(raw, "poolkit_last_used", 0.0) < self._ping_interval:
+            return True
+        self.stats.pings += 1
+        try:
+            raw.ping(False)
+        except Exception:
+            self.stats.ping_failures += 1
+            raise
+        if self.driver.tracks_state:
+            raw.poolkit_last_used = time.monotonic()
+        return True
+
+    def _retire_reason(self, con: t.Any, now: float) -> str | None:
+        raw = con._con
+        if con._closed or self.driver.is_broken(raw):
+            return "broken"
+        if now > getattr(raw, "poolkit_expires", float("inf")):
+            return "lifetime"
+        idle = now - getattr(raw, "poolkit_last_used", now)
+        wait_timeout = getattr(raw, "poolkit_wait_timeout", 0.0)
+        if idle > self.settings.idle_timeout > 0 or (wait_timeout and idle > wait_timeout - 1):
+            return "idle"
+        return None
+
+    # -- checkout -----------------------------------------------------------------------
+    def connection(self, shareable: bool = False) -> PooledDedicatedDBConnection:
+        """Check out a connection, waiting at most ``settings.timeout`` seconds."""
+        start = time.monotonic()
+        deadline = start + (self.settings.timeout if self._blocking else 0.0)
+        retired: list[tuple[t.Any, str]] = []
+        con = None
+        error: PoolTimeout | None = None
+        lock = self._lock
+        with lock:
+            while True:
+                if self._pool_closed:
+                    raise PoolClosedError(f"pool {self.settings.name!r} is closed")
+                idle = self._idle_cache
+                while idle:
+                    candidate = idle.pop()
+                    reason = self._retire_reason(candidate, start)
+                    if reason is None:
+                        con = candidate
+                        break
+                    retired.append((candidate, reason))
+                if con is not None:
+                    self._connections += 1
+                    break
+                if self._connections + self._opening < self._maxconnections:
+                    self._opening += 1  # reserve a slot; the connect happens outside the lock
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.stats.timeouts += 1
+                    error = PoolTimeout(self._timeout_message(time.monotonic() - start))
+                    break
+                self._waiting += 1
+                try:
+                    lock.wait(remaining)
+                finally:
+                    self._waiting -= 1
+            waited = time.monotonic() - start
+            stats = self.stats
+            stats.wait_time_total += waited
+            if waited > stats.wait_time_max:
+                stats.wait_time_max = waited
+        for old, reason in retired:
+            self._discard(old, reason)
+        if error is not None:
+            if signals.pool_timeout.receivers:
+                signals.pool_timeout.send(self.owner, wait_time=waited)
+            raise error
+        if con is None:
+            con = self._open()
+        elif con._ping_check() is False:  # dead, and DBUtils could not reopen it
+            self._discard(con, "broken")
+            with lock:
+                self._connections -= 1
+                self._opening += 1
+            con = self._open()
+        with lock:
+            self.stats.checkouts += 1
+        if signals.connection_checked_out.receivers:
+            signals.connection_checked_out.send(self.owner, wait_time=waited)
+        return PooledDedicatedDBConnection(self, con)
+
+    def _open(self) -> t.Any:
+        """Open a new steady connection outside the lock (the caller reserved a slot)."""
+        try:
+            con = self.steady_connection()
+        except BaseException:
+            with self._lock:
+                self._opening -= 1
+                self._lock.notify()
+            raise
+        with self._lock:
+            self._opening -= 1
+            self._connections += 1
+        return con
+
+    def _timeout_message(self, waited: float) -> str:
+        g = self.gauges()
+        return (f"pool {self.settings.name!r} ({self.settings.url.masked()}): no connection "
+                f"free after {waited:.1f} s (size {g['size']}, in use {g['in_use']}, idle "
+                f"{g['idle']}, waiting {g['waiting']}, max {g['max_connections']}); raise "
+                "POOLKIT_MAX_CONNECTIONS, return connections sooner, or find leaks with "
+                "POOLKIT_LEAK_THRESHOLD")
+
+    # -- return -------------------------------------------------------------------------
+    def cache(self, con: t.Any) -> None:
+        """Take a connection back: roll back only if needed, then keep it or close it."""
+        raw = con._con
+        reason: str | None = None
+        reset = False
+        if self._abandoned:
+            reason = "fork"
+        elif con._closed or self.driver.is_broken(raw):
+            reason = "broken"
+        elif self._always_reset or con._transaction or self.driver.needs_reset(raw):
+            try:
+                raw.rollback()
+                reset = True
+            except Exception:
+                reason = "broken"
+            con._transaction = False
+        with self._lock:
+            self._connections -= 1
+            if reset:
+                self.stats.resets += 1
+            if reason is None:
+                if self._pool_closed:
+                    reason = "close"
+                elif len(self._idle_cache) >= self._maxcached:
+                    reason = "overflow"
+                else:
+                    self._idle_cache.append(con)
+            self._lock.notify()
+        if reason is not None:
+            self._discard(con, reason)
+
+    def _discard(self, con: t.Any, reason: str) -> None:
+        if reason == "fork":
+            _forget(con)
+        else:
+            con._close()
+        with self._lock:
+            self.stats.connections_closed += 1
+            if reason not in ("close", "overflow"):
+                self.stats.discarded += 1
+        if signals.connection_discarded.receivers:
+            signals.connection_discarded.send(self.owner, reason=reason)
+
+    # -- state --------------------------------------------------------------------------
+    def gauges(self) -> dict[str, int]:
+        """The pool's state now (call without holding the lock)."""
+        idle = len(self._idle_cache)
+        in_use: int = self._connections
+        return {"size": idle + in_use + self._opening, "idle": idle, "in_use": in_use,
+                "waiting": self._waiting, "opening": self._opening,
+                "max_connections": self._maxconnections}
+
+    def close(self) -> None:
+        """Close idle connections now; connections in use are closed when returned."""
+        with self._lock:
+            self._pool_closed = True
+            idle: list[t.Any] = self._idle_cache
+            self._idle_cache = []
+            self._lock.notify_all()
+        for con in idle:
+            self._discard(con, "close")
+
+    def abandon(self) -> None:
+        """After fork(): drop every inherited connection without touching the parent's sockets."""
+        with self._lock:
+            self._abandoned = self._pool_closed = True
+            idle: list[t.Any] = self._idle_cache
+            self._idle_cache = []
+        for con in idle:
+            _forget(con)
+
+    def __del__(self) -> None:
+        if not getattr(self, "_abandoned", True):
+            with contextlib.suppress(Exception):  # interpreter shutdown
+                self.close()
+
+
+def _forget(con: t.Any) -> None:
+    # Close our file descriptor without sending COM_QUIT (which would end the parent's
+    # session); drivers without a silent close are kept referenced forever instead.
+    raw = con._con
+    con._closed = True
+    force_close = getattr(raw, "_force_close", None)
+    if force_close is not None:
+        force_close()
+    else:
+        _ABANDONED.append(raw)

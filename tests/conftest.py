@@ -1,0 +1,56 @@
+"""Shared fixtures: a real database per session (poolkit.testing), apps built on it, a CLI runner.
+
+``poolkit_server``, ``database_url`` and ``make_database`` come from the ``poolkit.testing``
+pytest plugin (registered by the package's ``pytest11`` entry point).
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+import pytest
+from flask import Flask
+
+from poolkit import Poolkit
+from poolkit.testing import admin_connect
+from poolkit.url import parse_url
+
+
+@pytest.fixture
+def make_app(database_url: str) -> t.Iterator[t.Callable[..., Flask]]:
+    """Build Flask apps with Poolkit on the session's database; pools closed afterwards."""
+    made: list[Poolkit] = []
+
+    def factory(extension: Poolkit | None = None, **config: t.Any) -> Flask:
+        app = Flask("poolkit_test_app")
+        app.config.update(POOLKIT_DATABASE_URL=database_url, **config)
+        extension = extension or Poolkit()
+        extension.init_app(app)
+        made.append(extension)
+        return app
+
+    yield factory
+    for extension in made:
+        extension.close()
+
+
+@pytest.fixture
+def app(make_app: t.Callable[..., Flask]) -> Flask:
+    """An app with the default settings."""
+    return make_app()
+
+
+@pytest.fixture
+def admin(database_url: str) -> t.Iterator[t.Any]:
+    """A plain autocommit PyMySQL connection to the session's database, for checks."""
+    con = admin_connect(parse_url(database_url))
+    yield con
+    con.close()
+
+
+def server_count(admin: t.Any, sql: str, *args: t.Any) -> t.Any:
+    """Run *sql* on the admin connection and return the first column of the first row."""
+    with admin.cursor() as cur:
+        cur.execute(sql, args or None)
+        row = cur.fetchone()
+    return row[0] if row else None
