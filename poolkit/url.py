@@ -93,7 +93,11 @@ def parse_url(url: str, key: str = "POOLKIT_DATABASE_URL") -> DatabaseURL:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as error:
-        raise ConfigError(f"{key} is not a valid URL ({_without_password(error)})") from None
+        # urllib quotes the would-be port, which is a piece of the password when the password
+        # holds an unencoded / # or ?: keep only the reason, never the value.
+        reason = _without_password(error).partition(" as ")[0]
+        raise ConfigError(f"{key} is not a valid URL ({reason}; percent-encode / # ? @ : in "
+                          "the password)") from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         shown = scheme or "(none)"
@@ -128,15 +132,12 @@ def parse_url(url: str, key: str = "POOLKIT_DATABASE_URL") -> DatabaseURL:
 
 def mask_url(url: str) -> str:
     """*url* with any password replaced by ``***`` (works on URLs that do not parse)."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rsplit("@", 1)
-        user = netloc[0].split(":", 1)[0]
-        return url.replace(parts.netloc, f"{user}:{MASK}@{netloc[1]}", 1)
-    except ValueError:
-        return _without_password(url)
+    # Split by hand: urllib misreads a password holding an unencoded / # or ? as the port.
+    head, sep, tail = url.partition("://")
+    creds, at, rest = tail.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return url
+    return f"{head}://{creds.split(':', 1)[0]}:{MASK}@{rest}"
 
 
 def _without_password(value: object) -> str:

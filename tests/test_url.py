@@ -1,0 +1,156 @@
+"""URL parsing: schemes → drivers, options, errors that name the key, the password masked."""
+
+from __future__ import annotations
+
+import pytest
+
+from poolkit import ConfigError
+from poolkit.url import MASK, SCHEMES, mask_url, parse_url
+
+SECRET = "s3cr3t-Pa55"
+
+
+@pytest.mark.parametrize(("scheme", "driver"), [
+    ("mysql", "pymysql"), ("mysql+pymysql", "pymysql"), ("mariadb", "pymysql"),
+    ("mariadb+pymysql", "pymysql"), ("mysql+mysqldb", "mysqldb"),
+    ("mysql+mysqlclient", "mysqldb"), ("mariadb+mysqldb", "mysqldb"),
+])
+def test_scheme_picks_the_driver(scheme: str, driver: str) -> None:
+    url = parse_url(f"{scheme}://app:pw@db.local:3307/shop")
+    assert (url.driver, url.scheme) == (driver, scheme)
+    assert (url.host, url.port, url.user, url.password, url.database) == (
+        "db.local", 3307, "app", "pw", "shop")
+
+
+def test_every_scheme_is_covered() -> None:
+    assert set(SCHEMES.values()) == {"pymysql", "mysqldb"}
+
+
+def test_scheme_is_case_insensitive_and_port_defaults_to_3306() -> None:
+    url = parse_url("MySQL://app@127.0.0.1/shop")
+    assert (url.scheme, url.port, url.password) == ("mysql", 3306, "")
+
+
+def test_url_encoded_password_and_user_are_decoded() -> None:
+    url = parse_url("mysql://us%40er:p%40ss%3Aw%2Fo%23rd%3F@127.0.0.1/shop")
+    assert url.user == "us@er"
+    assert url.password == "p@ss:w/o#rd?"
+    assert url.connect_kwargs()["password"] == "p@ss:w/o#rd?"
+
+
+def test_unix_socket_needs_no_host() -> None:
+    url = parse_url("mysql://app:pw@/shop?unix_socket=/run/mysqld/mysqld.sock")
+    kwargs = url.connect_kwargs()
+    assert kwargs["unix_socket"] == "/run/mysqld/mysqld.sock"
+    assert kwargs["host"] == "localhost"
+    assert kwargs["database"] == "shop"
+
+
+def test_options_are_typed() -> None:
+    url = parse_url("mysql://app:pw@h/shop?charset=utf8mb4&connect_timeout=5"
+                    "&read_timeout=7&autocommit=true&local_infile=0&ssl_disabled=yes")
+    assert url.options == {"charset": "utf8mb4", "connect_timeout": 5, "read_timeout": 7,
+                           "autocommit": True, "local_infile": False, "ssl_disabled": True}
+    kwargs = url.connect_kwargs()
+    assert kwargs["connect_timeout"] == 5
+    assert kwargs["autocommit"] is True
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("connect_timeout=soon", "connect_timeout='soon' must be a whole number"),
+    ("autocommit=maybe", "autocommit='maybe' must be true or false"),
+])
+def test_badly_typed_option(query: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_url(f"mysql://app:pw@h/shop?{query}")
+
+
+def test_unknown_option_suggests_the_right_one() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_url("mysql://app:pw@h/shop?conect_timeout=3")
+    text = str(info.value)
+    assert "unknown option 'conect_timeout'" in text
+    assert "did you mean 'connect_timeout'?" in text
+    assert text.startswith("POOLKIT_DATABASE_URL")
+
+
+def test_error_names_the_key_it_was_given() -> None:
+    with pytest.raises(ConfigError, match=r"^POOLKIT_BINDS\['replica'\] has no host"):
+        parse_url("mysql://app:pw@/shop", "POOLKIT_BINDS['replica']")
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("mysql://app:pw@/shop", "has no host"),
+    ("mysql://app:pw@h", "has no database name"),
+    ("mysql://app:pw@h/", "has no database name"),
+    ("mysql://app:pw@h/a/b", "has no database name"),
+    ("postgres://app:pw@h/shop", "unknown scheme 'postgres'"),
+    ("127.0.0.1/shop", r"unknown scheme '\(none\)'"),
+    ("", "is empty"),
+    ("   ", "is empty"),
+    ("mysql://app:pw@h:99999/shop", "not a valid URL"),
+])
+def test_invalid_urls(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_url(url)
+
+
+def test_unknown_scheme_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_url("sqlite://app:pw@h/shop")
+    assert "mysql://" in str(info.value)
+    assert "mysql+mysqldb://" in str(info.value)
+
+
+def test_not_a_string_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="is empty"):
+        parse_url(None)  # type: ignore[arg-type]
+
+
+# -- masking ------------------------------------------------------------------------------
+def test_str_and_repr_mask_the_password() -> None:
+    url = parse_url(f"mysql://app:{SECRET}@db.local:3306/shop?charset=utf8mb4")
+    for text in (str(url), repr(url), url.masked(), f"{url!r}", f"{[url]}"):
+        assert SECRET not in text
+        assert MASK in text
+    assert str(url) == "mysql://app:***@db.local:3306/shop?charset=utf8mb4"
+    assert repr(url) == "DatabaseURL('mysql://app:***@db.local:3306/shop?charset=utf8mb4')"
+
+
+def test_no_password_no_mask() -> None:
+    assert str(parse_url("mysql://root@h/shop")) == "mysql://root@h:3306/shop"
+
+
+def test_with_database_keeps_credentials_and_masking() -> None:
+    url = parse_url(f"mysql://app:{SECRET}@h/shop").with_database("other")
+    assert url.password == SECRET
+    assert url.database == "other"
+    assert SECRET not in repr(url)
+
+
+@pytest.mark.parametrize("url", [
+    f"mysql://app:{SECRET}@/shop",
+    f"mysql://app:{SECRET}@h",
+    f"mysql://app:{SECRET}@h:99999/shop",
+    f"postgres://app:{SECRET}@h/shop",
+    f"mysql://app:{SECRET}@h/shop?bogus=1",
+    f"mysql://app:{SECRET}@h/shop?connect_timeout=x",
+    f"mysql://app:{SECRET}@[::1/shop",
+    # An unencoded '#', '/' or '?' in the password makes urllib read part of it as the port.
+    "mysql://app:s3cr#et-Pa55@h/shop",
+    "mysql://app:s3cr/et-Pa55@h/shop",
+    "mysql://app:s3cr?et-Pa55@h/shop",
+])
+def test_errors_never_contain_the_password(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_url(url)
+    text = str(info.value)
+    assert "s3cr" not in text
+    assert "Pa55" not in text
+
+
+def test_mask_url_masks_what_does_not_parse() -> None:
+    assert mask_url(f"mysql://app:{SECRET}@h/shop") == "mysql://app:***@h/shop"
+    assert mask_url("mysql://app:s3cr#et@h/shop") == "mysql://app:***@h/shop"
+    assert mask_url("mysql://app@h/shop") == "mysql://app@h/shop"
+    assert mask_url("not a url") == "not a url"
