@@ -166,9 +166,10 @@ def _pool_settings(name: str, values: dict[str, t.Any], where: str) -> PoolSetti
     )
 
 
-def _unknown_key(key: str, known: t.Iterable[str]) -> ConfigError:
-    hint = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
-    tip = f" (did you mean {hint[0]}?)" if hint else ""
+def _unknown_key(key: str, name: str, known: t.Iterable[str], prefix: str = "") -> ConfigError:
+    # Compare bare names: with the shared POOLKIT_ prefix every key looks like every other.
+    hint = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    tip = f" (did you mean {prefix}{hint[0]}?)" if hint else ""
     return ConfigError(f"unknown config key {key}{tip}; see docs/config.md for the keys")
 
 
@@ -179,10 +180,9 @@ def load_config(config: t.Mapping[str, t.Any],
     ``POOLKIT_DATABASE_URL`` falls back to the environment variable of the same name.
     """
     environ = os.environ if environ is None else environ
-    known = [PREFIX + k for k in KEYS]
     for key in config:
         if isinstance(key, str) and key.startswith(PREFIX) and key[len(PREFIX):] not in KEYS:
-            raise _unknown_key(key, known)
+            raise _unknown_key(key, key[len(PREFIX):], KEYS, PREFIX)
     values = {k: config.get(PREFIX + k, default) for k, default in KEYS.items()}
     if values["DATABASE_URL"] is None:
         values["DATABASE_URL"] = environ.get(PREFIX + "DATABASE_URL")
@@ -204,7 +204,8 @@ def load_config(config: t.Mapping[str, t.Any],
             norm = str(raw_key).upper().removeprefix(PREFIX)
             norm = "DATABASE_URL" if norm == "URL" else norm
             if norm not in POOL_KEYS:
-                raise _unknown_key(f"{where}[{raw_key!r}]", [k.lower() for k in POOL_KEYS])
+                raise _unknown_key(f"{where}[{raw_key!r}]", norm.lower(),
+                                   [k.lower() for k in POOL_KEYS])
             own[norm] = value
         merged = {k: values[k] for k in POOL_KEYS} | {
             "DATABASE_URL": None, "MAX_CACHED": None, "MIN_CACHED": 0}
