@@ -13,7 +13,10 @@ The pool needs three facts from a driver that DB-API does not give:
 from __future__ import annotations
 
 import importlib
+import socket
 import ssl
+import struct
+import sys
 import threading
 import time
 import typing as t
@@ -38,6 +41,7 @@ _SERVER_STATUS_IN_TRANS = 0x0001
 _SERVER_STATUS_AUTOCOMMIT = 0x0002
 _SERVER_SESSION_STATE_CHANGED = 0x4000
 _CLIENT_SESSION_TRACK = 1 << 23
+_TXN_FLAGS = _SERVER_STATUS_IN_TRANS | _SERVER_SESSION_STATE_CHANGED
 
 
 def error_code(error: BaseException) -> int | None:
@@ -68,6 +72,14 @@ def is_retry_safe(error: BaseException) -> bool:
     return bool(getattr(error, "poolkit_retry_safe", False))
 
 
+_KERNEL_TIMEOUTS = sys.platform.startswith("linux")
+
+
+def _timeval(seconds: float | None) -> bytes:
+    seconds = seconds or 0.0
+    return struct.pack("ll", int(seconds), int((seconds % 1) * 1_000_000))
+
+
 _ssl_context: ssl.SSLContext | None = None
 _ssl_lock = threading.Lock()
 
@@ -86,6 +98,8 @@ def _tracked_pymysql_class() -> type[t.Any]:
     import pymysql
 
     base: type[t.Any] = pymysql.connections.Connection
+    base_query = base.query
+    base_connect = base.connect
 
     class TrackedConnection(base):  # type: ignore[misc]
         """A PyMySQL connection that remembers what the pool needs to know about it."""
@@ -96,6 +110,44 @@ def _tracked_pymysql_class() -> type[t.Any]:
         poolkit_created = 0.0
         poolkit_last_used = 0.0
         poolkit_wait_timeout = 0.0
+        poolkit_timeouts: tuple[float | None, float | None] = (None, None)
+
+        def connect(self, sock: t.Any = None) -> None:
+            base_connect(self, sock)
+            # Python sockets with a timeout poll() before every recv/send (~6 % of a short
+            # query). After the handshake, let the kernel enforce the same timeouts instead.
+            read: float | None = getattr(self, "_read_timeout", None)
+            write: float | None = getattr(self, "_write_timeout", None)
+            if _KERNEL_TIMEOUTS and (read or write) and self._sock is not None:
+                self._sock.settimeout(None)
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(read))
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(write))
+                self._current_timeout = None
+                self.poolkit_timeouts = (read, write)
+                self._read_timeout = self._write_timeout = None
+
+        def _read_bytes(self, num_bytes: int) -> bytes:
+            # PyMySQL's own version, plus: a kernel read timeout makes the buffered read
+            # return None, which must end the connection like a Python socket timeout does.
+            try:
+                data = self._rfile.read(num_bytes)
+            except OSError as error:
+                self._force_close()
+                lost = pymysql.err.OperationalError(
+                    2013, f"Lost connection to MySQL server during query ({error})")
+                lost.poolkit_timeout = isinstance(error, TimeoutError)
+                raise lost from None
+            except BaseException:
+                self._force_close()
+                raise
+            if data is None or len(data) < num_bytes:
+                self._force_close()
+                reason = f" (read timeout: {self.poolkit_timeouts[0]} s)" if data is None else ""
+                lost = pymysql.err.OperationalError(
+                    2013, "Lost connection to MySQL server during query" + reason)
+                lost.poolkit_timeout = data is None
+                raise lost
+            return t.cast(bytes, data)
 
         def _create_ssl_ctx(self, sslp: t.Any) -> t.Any:
             if isinstance(sslp, dict) and not sslp:
@@ -103,19 +155,22 @@ def _tracked_pymysql_class() -> type[t.Any]:
             return base._create_ssl_ctx(self, sslp)
 
         def query(self, sql: t.Any, unbuffered: bool = False) -> t.Any:
-            status = self.server_status or 0
-            safe = not (status & (_SERVER_STATUS_IN_TRANS | _SERVER_STATUS_AUTOCOMMIT)
-                        or self.poolkit_maybe_open)
+            # Hot path: one call and one flag test. A failed statement leaves server_status
+            # and poolkit_maybe_open as they were before it, so the except branch can tell
+            # whether the statement began outside any transaction.
             try:
-                result = base.query(self, sql, unbuffered)
+                result = base_query(self, sql, unbuffered)
             except Exception as error:
-                self.poolkit_last_used = time.monotonic()
                 if is_disconnect(error):
                     self.poolkit_broken = True
-                    error.poolkit_retry_safe = safe and self.poolkit_tracks_state  # type: ignore[attr-defined]
+                    status = self.server_status or 0
+                    # A timed-out statement may still run on the server: never run it twice.
+                    error.poolkit_retry_safe = (  # type: ignore[attr-defined]
+                        self.poolkit_tracks_state and not self.poolkit_maybe_open
+                        and not getattr(error, "poolkit_timeout", False)
+                        and not status & (_SERVER_STATUS_IN_TRANS | _SERVER_STATUS_AUTOCOMMIT))
                 raise
-            self.poolkit_last_used = time.monotonic()
-            if self.server_status & (_SERVER_STATUS_IN_TRANS | _SERVER_SESSION_STATE_CHANGED):
+            if self.server_status & _TXN_FLAGS:
                 self.poolkit_maybe_open = True
             return result
 
@@ -154,6 +209,9 @@ class Driver:
             kwargs = _mysqldb_kwargs(kwargs)
         con = self.connection_class(**kwargs)
         now = time.monotonic()
+        con.poolkit_broken = con.poolkit_maybe_open = con.poolkit_tracks_state = False
+        con.poolkit_created = con.poolkit_last_used = now
+        con.poolkit_wait_timeout = 0.0
         if self.tracks_state:
             cursor = con.cursor()
             try:
@@ -166,22 +224,20 @@ class Driver:
             cursor.close()
             con.poolkit_wait_timeout = float(row[0]) if row else 0.0
             con.poolkit_maybe_open = False
-            con.poolkit_created = con.poolkit_last_used = now
+            con.poolkit_last_used = time.monotonic()
         return con
 
     def needs_reset(self, raw: t.Any) -> bool:
         """True when a rollback is needed before *raw* is reused (unknown → True)."""
-        if not self.tracks_state or not getattr(raw, "poolkit_tracks_state", False):
+        if not raw.poolkit_tracks_state:
             return True
         return bool(raw.poolkit_maybe_open or raw.server_status & _SERVER_STATUS_IN_TRANS)
 
     def is_broken(self, raw: t.Any) -> bool:
         """True when *raw* saw a disconnect or its socket is closed."""
-        if getattr(raw, "poolkit_broken", False):
+        if raw.poolkit_broken:
             return True
-        if self.name == "pymysql":
-            return not raw.open
-        return False
+        return self.name == "pymysql" and raw._sock is None
 
 
 def _mysqldb_kwargs(kwargs: dict[str, t.Any]) -> dict[str, t.Any]:

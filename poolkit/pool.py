@@ -12,7 +12,7 @@ import threading
 import time
 import traceback
 import typing as t
-from contextlib import contextmanager
+import weakref
 
 from . import signals
 from .config import PoolSettings
@@ -21,6 +21,19 @@ from .drivers import Driver, get_driver
 from .pooled import PooledEngine
 
 logger = logging.getLogger("poolkit")
+
+_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_pools):
+        if pool._pid != os.getpid():
+            pool._after_fork()
+
+
+# gunicorn --preload, uWSGI without lazy-apps: a pool created before fork() is detected in the
+# child by its pid and replaced there, so the hot path carries no pid check.
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Pool:
@@ -35,43 +48,49 @@ class Pool:
         self._borrowed: dict[int, tuple[float, list[traceback.FrameSummary]]] = {}
         self._leak_watch: threading.Thread | None = None
         self._stop = threading.Event()
+        self._checkout: t.Callable[[], t.Any]
+        self._checkin: t.Callable[[t.Any], None]
+        self._bind_engine()
         if settings.leak_threshold is not None:
             self._start_leak_watch(settings.leak_threshold)
+        _pools.add(self)
 
     def prefill(self) -> None:
         """Open ``min_cached`` connections now (called at init_app; errors propagate)."""
         held = [self._checkout() for _ in range(self.settings.min_cached)]
-        for pooled in held:
-            self._checkin(pooled, 0.0)
+        for con in held:
+            self._checkin(con)
 
     # -- borrowing ------------------------------------------------------------------------
-    def _checkout(self) -> t.Any:
-        if os.getpid() != self._pid:
-            self._after_fork()
-        pooled = self._engine.connection()
-        if self._leak_watch is not None:
-            self._borrowed[id(pooled)] = (time.monotonic(), traceback.extract_stack()[:-3])
-        return pooled
+    def _bind_engine(self) -> None:
+        # The hot path calls the engine directly; the leak watch wraps it when enabled.
+        if self.settings.leak_threshold is None:
+            self._checkout = self._engine.checkout
+            self._checkin = self._engine.checkin
+        else:
+            self._checkout = self._checkout_watched
+            self._checkin = self._checkin_watched
 
-    def _checkin(self, pooled: t.Any, checked_out_at: float) -> None:
-        if self._leak_watch is not None:
-            self._borrowed.pop(id(pooled), None)
-        pooled.close()
-        if signals.connection_returned.receivers:
-            signals.connection_returned.send(self, held_time=time.monotonic() - checked_out_at)
+    def _checkout_watched(self) -> t.Any:
+        con = self._engine.checkout()
+        self._borrowed[id(con)] = (time.monotonic(), traceback.extract_stack()[:-3])
+        return con
+
+    def _checkin_watched(self, con: t.Any) -> None:
+        self._borrowed.pop(id(con), None)
+        self._engine.checkin(con)
 
     def checkout(self) -> Connection:
         """A checked-out :class:`Connection`; call its ``close()`` to give it back."""
-        return Connection(self).acquire()
+        conn = Connection(self)
+        conn._con = self._checkout()
+        return conn
 
-    @contextmanager
-    def connection(self) -> t.Iterator[Connection]:
+    def connection(self) -> Connection:
         """``with pool.connection() as conn:`` — returned to the pool whatever happens."""
-        conn = self.checkout()
-        try:
-            yield conn
-        finally:
-            conn.close()
+        conn = Connection(self)
+        conn._con = self._checkout()
+        return conn
 
     # -- state ----------------------------------------------------------------------------
     def stats(self) -> dict[str, float]:
@@ -90,6 +109,7 @@ class Pool:
         old = self._engine
         self._pid = os.getpid()
         self._engine = PooledEngine(self.settings, self.driver, self)
+        self._bind_engine()
         self._borrowed.clear()
         old.abandon()
         if self.settings.leak_threshold is not None:

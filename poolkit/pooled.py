@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 import time
 import typing as t
 
@@ -51,9 +52,9 @@ class _Creator:
             raise
         now = time.monotonic()
         lifetime = engine.settings.max_lifetime
-        if engine.driver.tracks_state:  # jitter spreads retirements so they do not all coincide
-            raw.poolkit_expires = now + lifetime * (0.9 + 0.1 * random.random()) if lifetime \
-                else float("inf")
+        # Jitter spreads retirements so that connections opened together do not expire together.
+        raw.poolkit_expires = (now + lifetime * (0.9 + 0.1 * random.random()) if lifetime
+                               else float("inf"))
         engine.stats.connections_opened += 1
         engine.stats.connect_time_total += now - started
         if signals.connection_opened.receivers:
@@ -77,6 +78,8 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         self._ping_interval = settings.ping_interval
         self._always_reset = settings.reset == "always"
         self._idle_cache: list[t.Any] = []
+        self._maxusage = settings.max_usage
+        self._pymysql = driver.name == "pymysql"
         super().__init__(
             _Creator(self), mincached=0, maxcached=settings.max_cached, maxshared=0,
             maxconnections=settings.max_connections, blocking=settings.blocking,
@@ -84,11 +87,14 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
             reset=False, failures=driver.failures, ping=(1, self._is_alive),
             isfatal=is_retry_safe,
         )
+        # A plain lock (C-level enter/exit) shared with the Condition that waiters sleep on.
+        self._mutex = threading.Lock()
+        self._lock = threading.Condition(self._mutex)
 
     # -- health -------------------------------------------------------------------------
     def _is_alive(self, raw: t.Any) -> bool:
         # HikariCP's alive-bypass: a connection used moments ago is alive; skip the round trip.
-        if time.monotonic() - getattr(raw, "poolkit_last_used", 0.0) < self._ping_interval:
+        if time.monotonic() - raw.poolkit_last_used < self._ping_interval:
             return True
         self.stats.pings += 1
         try:
@@ -96,32 +102,52 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         except Exception:
             self.stats.ping_failures += 1
             raise
-        if self.driver.tracks_state:
-            raw.poolkit_last_used = time.monotonic()
+        raw.poolkit_last_used = time.monotonic()
         return True
 
     def _retire_reason(self, con: t.Any, now: float) -> str | None:
         raw = con._con
         if con._closed or self.driver.is_broken(raw):
             return "broken"
-        if now > getattr(raw, "poolkit_expires", float("inf")):
+        if now > raw.poolkit_expires:
             return "lifetime"
-        idle = now - getattr(raw, "poolkit_last_used", now)
+        if self._maxusage and con._usage >= self._maxusage:
+            return "usage"
+        idle = now - raw.poolkit_last_used
         wait_timeout = getattr(raw, "poolkit_wait_timeout", 0.0)
         if idle > self.settings.idle_timeout > 0 or (wait_timeout and idle > wait_timeout - 1):
             return "idle"
         return None
 
     # -- checkout -----------------------------------------------------------------------
-    def connection(self, shareable: bool = False) -> PooledDedicatedDBConnection:
-        """Check out a connection, waiting at most ``settings.timeout`` seconds."""
+    def checkout(self) -> t.Any:
+        """Check out a steady connection, waiting at most ``settings.timeout`` seconds."""
+        with self._mutex:
+            idle = self._idle_cache
+            if idle and not self._pool_closed:
+                # Fast path: the warmest idle connection, used moments ago, needs no check.
+                con = idle[-1]
+                raw = con._con
+                now = time.monotonic()
+                if (now - raw.poolkit_last_used < self._ping_interval
+                        and now < raw.poolkit_expires
+                        and not (self._maxusage and con._usage >= self._maxusage)):
+                    idle.pop()
+                    con.poolkit_since = now
+                    self._connections += 1
+                    self.stats.checkouts += 1
+                    if signals.connection_checked_out.receivers:
+                        signals.connection_checked_out.send(self.owner, wait_time=0.0)
+                    return con
+        return self._checkout_slow()
+
+    def _checkout_slow(self) -> t.Any:
         start = time.monotonic()
         deadline = start + (self.settings.timeout if self._blocking else 0.0)
         retired: list[tuple[t.Any, str]] = []
         con = None
         error: PoolTimeout | None = None
-        lock = self._lock
-        with lock:
+        with self._mutex:
             while True:
                 if self._pool_closed:
                     raise PoolClosedError(f"pool {self.settings.name!r} is closed")
@@ -146,7 +172,7 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
                     break
                 self._waiting += 1
                 try:
-                    lock.wait(remaining)
+                    self._lock.wait(remaining)
                 finally:
                     self._waiting -= 1
             waited = time.monotonic() - start
@@ -164,26 +190,32 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
             con = self._open()
         elif con._ping_check() is False:  # dead, and DBUtils could not reopen it
             self._discard(con, "broken")
-            with lock:
+            with self._mutex:
                 self._connections -= 1
                 self._opening += 1
             con = self._open()
-        with lock:
+        con.poolkit_since = time.monotonic()
+        with self._mutex:
             self.stats.checkouts += 1
         if signals.connection_checked_out.receivers:
             signals.connection_checked_out.send(self.owner, wait_time=waited)
-        return PooledDedicatedDBConnection(self, con)
+        return con
+
+    def connection(self, shareable: bool = False) -> PooledDedicatedDBConnection:
+        """``PooledDB``'s API: a wrapper that returns the connection on ``close()``."""
+        return PooledDedicatedDBConnection(self, self.checkout())
 
     def _open(self) -> t.Any:
         """Open a new steady connection outside the lock (the caller reserved a slot)."""
         try:
             con = self.steady_connection()
         except BaseException:
-            with self._lock:
+            with self._mutex:
                 self._opening -= 1
-                self._lock.notify()
+                if self._waiting:
+                    self._lock.notify()
             raise
-        with self._lock:
+        with self._mutex:
             self._opening -= 1
             self._connections += 1
         return con
@@ -197,23 +229,31 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
                 "POOLKIT_LEAK_THRESHOLD")
 
     # -- return -------------------------------------------------------------------------
-    def cache(self, con: t.Any) -> None:
+    def checkin(self, con: t.Any) -> None:
         """Take a connection back: roll back only if needed, then keep it or close it."""
         raw = con._con
         reason: str | None = None
         reset = False
+        if self._pymysql:  # inlined Driver.is_broken / needs_reset: this runs on every return
+            broken = raw.poolkit_broken or raw._sock is None
+            dirty = (raw.poolkit_maybe_open or raw.server_status & 1
+                     or not raw.poolkit_tracks_state)
+        else:
+            broken = self.driver.is_broken(raw)
+            dirty = self.driver.needs_reset(raw)
         if self._abandoned:
             reason = "fork"
-        elif con._closed or self.driver.is_broken(raw):
+        elif broken or con._closed:
             reason = "broken"
-        elif self._always_reset or con._transaction or self.driver.needs_reset(raw):
+        elif dirty or self._always_reset or con._transaction:
             try:
                 raw.rollback()
                 reset = True
             except Exception:
                 reason = "broken"
             con._transaction = False
-        with self._lock:
+        now = raw.poolkit_last_used = time.monotonic()  # the alive-bypass window starts here
+        with self._mutex:
             self._connections -= 1
             if reset:
                 self.stats.resets += 1
@@ -224,16 +264,21 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
                     reason = "overflow"
                 else:
                     self._idle_cache.append(con)
-            self._lock.notify()
+            if self._waiting:
+                self._lock.notify()
         if reason is not None:
             self._discard(con, reason)
+        if signals.connection_returned.receivers:
+            signals.connection_returned.send(self.owner, held_time=now - con.poolkit_since)
+
+    cache = checkin  # what PooledDedicatedDBConnection.close() calls
 
     def _discard(self, con: t.Any, reason: str) -> None:
         if reason == "fork":
             _forget(con)
         else:
             con._close()
-        with self._lock:
+        with self._mutex:
             self.stats.connections_closed += 1
             if reason not in ("close", "overflow"):
                 self.stats.discarded += 1
@@ -251,7 +296,7 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
 
     def close(self) -> None:
         """Close idle connections now; connections in use are closed when returned."""
-        with self._lock:
+        with self._mutex:
             self._pool_closed = True
             idle: list[t.Any] = self._idle_cache
             self._idle_cache = []
@@ -260,11 +305,16 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
             self._discard(con, "close")
 
     def abandon(self) -> None:
-        """After fork(): drop every inherited connection without touching the parent's sockets."""
-        with self._lock:
-            self._abandoned = self._pool_closed = True
-            idle: list[t.Any] = self._idle_cache
-            self._idle_cache = []
+        """After fork(): drop every inherited connection without touching the parent's sockets.
+
+        Runs in the (single-threaded) child, where a lock held by a parent thread at fork time
+        would never be released: the locks are replaced, not taken.
+        """
+        self._mutex = threading.Lock()
+        self._lock = threading.Condition(self._mutex)
+        self._abandoned = self._pool_closed = True
+        idle: list[t.Any] = self._idle_cache
+        self._idle_cache = []
         for con in idle:
             _forget(con)
 
