@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import typing as t
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from .drivers import is_retry_safe
 
@@ -190,7 +190,10 @@ class Connection:
             yield self
         except BaseException:
             self._depth = 0
-            con.rollback()
+            # A dead connection cannot roll back (the server already did); keep the caller's
+            # error, not the rollback's InterfaceError. The pool discards it on return.
+            with suppress(Exception):
+                con.rollback()
             raise
         self._depth = 0
         con.commit()

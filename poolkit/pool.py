@@ -21,6 +21,7 @@ from .drivers import Driver, get_driver
 from .pooled import PooledEngine
 
 logger = logging.getLogger("poolkit")
+_HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 _pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
@@ -73,7 +74,9 @@ class Pool:
 
     def _checkout_watched(self) -> t.Any:
         con = self._engine.checkout()
-        self._borrowed[id(con)] = (time.monotonic(), traceback.extract_stack()[:-3])
+        # The borrower's frames only: how many poolkit frames sit above varies by entry point.
+        stack = [f for f in traceback.extract_stack() if not f.filename.startswith(_HERE)]
+        self._borrowed[id(con)] = (time.monotonic(), stack)
         return con
 
     def _checkin_watched(self, con: t.Any) -> None:

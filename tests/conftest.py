@@ -11,7 +11,7 @@ import typing as t
 import pytest
 from flask import Flask
 
-from poolkit import Poolkit
+from poolkit import Pool, Poolkit, load_config
 from poolkit.testing import admin_connect
 from poolkit.url import parse_url
 
@@ -54,3 +54,19 @@ def server_count(admin: t.Any, sql: str, *args: t.Any) -> t.Any:
         cur.execute(sql, args or None)
         row = cur.fetchone()
     return row[0] if row else None
+
+
+@pytest.fixture
+def make_pool(database_url: str) -> t.Iterator[t.Callable[..., Pool]]:
+    """Build a :class:`poolkit.Pool` on the session's database from POOLKIT_* keys; closed after."""
+    made: list[Pool] = []
+
+    def factory(**config: t.Any) -> Pool:
+        config.setdefault("POOLKIT_DATABASE_URL", database_url)
+        pool = Pool(load_config(config).pools["default"])
+        made.append(pool)
+        return pool
+
+    yield factory
+    for pool in made:
+        pool.close()
