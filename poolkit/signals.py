@@ -18,9 +18,10 @@ _signals = Namespace()
 connection_opened = _signals.signal("poolkit.connection-opened")
 #: A connection was handed to a borrower. ``wait_time`` (s).
 connection_checked_out = _signals.signal("poolkit.connection-checked-out")
-#: A borrower gave its connection back. ``held_time`` (s), ``reset`` (bool: rolled back).
+#: A borrower gave its connection back. ``held_time`` (s).
 connection_returned = _signals.signal("poolkit.connection-returned")
-#: A connection was closed for good. ``reason``: broken, lifetime, idle, overflow, fork, close.
+#: A connection was closed for good. ``reason``: broken, lifetime, idle, usage, overflow, fork,
+#: close.
 connection_discarded = _signals.signal("poolkit.connection-discarded")
 #: A borrower waited POOLKIT_TIMEOUT seconds and got :class:`poolkit.errors.PoolTimeout`.
 pool_timeout = _signals.signal("poolkit.pool-timeout")
