@@ -258,30 +258,45 @@ def _global_verdict(result: StrategyResult, threads: int) -> Verdict:
                    "breaks only under concurrency; try more --threads or --seconds")
 
 
+def _server_note(result: StrategyResult) -> str:
+    server = result.server.connections
+    if server == result.load.connections_opened:
+        return ""
+    note = f"; the server counted {server:,}"
+    return note + (", other clients included" if server > result.load.connections_opened else "")
+
+
 def _per_view_verdict(result: StrategyResult) -> Verdict:
     load = result.load
-    server = result.server.connections
+    opened = load.connections_opened
     cpu = result.connect_cpu_mean_ms
-    per_request = server / load.requests if load.requests else 0.0
-    text = (f"per-view: {per_request:.2f} server connections per request ({server:,} for "
-            f"{load.requests:,} requests), mean connect {_ms(result.connect_time_mean_ms)}"
-            + (f" ({_ms(cpu)} of it CPU)" if cpu is not None else "") + ", "
-            f"{result.req_per_s:,.0f} req/s — every request pays a full connect")
-    return Verdict("per-view", load.requests > 0 and server >= load.requests, text)
+    per_request = opened / load.requests if load.requests else 0.0
+    text = (f"per-view: {per_request:.2f} connections per request ({opened:,} opened for "
+            f"{load.requests:,} requests{_server_note(result)}), mean connect "
+            f"{_ms(result.connect_time_mean_ms)}"
+            + (f" ({_ms(cpu)} of it CPU)" if cpu is not None else "")
+            + f", {result.req_per_s:,.0f} req/s — every request pays a full connect")
+    holds = load.requests > 0 and min(opened, result.server.connections) >= load.requests
+    return Verdict("per-view", holds, text)
 
 
 def _pooled_verdict(result: StrategyResult, workers: int,
                     per_view: StrategyResult | None) -> Verdict:
     load = result.load
     bound = (result.pool_size or 0) * workers
-    server = result.server.connections
+    opened = load.connections_opened
     bad = load.error_count + load.wrong_rows + load.lost_rows
     text = (f"pooled: {load.error_count:,} errors, {load.wrong_rows + load.lost_rows:,} wrong "
-            f"rows, {server:,} server connections for {load.requests:,} requests (pool "
-            f"{result.pool_size}" + (f" × {workers} workers" if workers > 1 else "") + ")")
+            f"rows, {opened:,} connections opened for {load.requests:,} requests (pool "
+            f"{result.pool_size}" + (f" × {workers} workers" if workers > 1 else "")
+            + f"{_server_note(result)})")
     if per_view is not None and per_view.req_per_s > 0:
         text += f", {result.req_per_s / per_view.req_per_s:,.0f}× the per-view throughput"
-    holds = bad == 0 and server <= bound
-    text += (" — reuse a bounded set of connections" if holds
-             else " — see the errors above")
+    holds = bad == 0 and opened <= bound
+    if holds:
+        text += " — reuse a bounded set of connections"
+    elif bad:
+        text += " — see the errors above"
+    else:
+        text += f" — more than the bound of {bound}: connections were replaced"
     return Verdict("pooled", holds, text)
