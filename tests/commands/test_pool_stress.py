@@ -1,0 +1,105 @@
+"""``flask pool-stress`` through the test CLI runner, on the real server."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+from flask import Flask
+
+from commands.pool_stress import format_progress, pool_stress_command
+from poolkit import Poolkit
+from poolkit.stress import Progress
+
+
+def run(app: Flask, *args: str) -> Result:
+    return app.test_cli_runner().invoke(pool_stress_command, list(args))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--strategy", "global,shared"], "unknown strategy 'shared'; choose from global, per-view"),
+    (["--threads", "0"], "--threads must be between 1 and 512, not 0"),
+    (["--seconds", "-1"], "--seconds must be more than 0"),
+    (["--write", "--query", "SELECT 1"], "--query and --write choose different workloads"),
+])
+def test_bad_option_is_one_line_and_exit_2(app: Flask, args: list[str], message: str) -> None:
+    result = run(app, *args)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: ") and message in lines[0]
+
+
+def test_unknown_endpoint_exits_1_with_one_line(app: Flask) -> None:
+    result = run(app, "--endpoint", "/nowhere", "--seconds", "0.1")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: --endpoint /nowhere: no GET view of the app matches that path "
+        "(see 'flask routes')"]
+
+
+def test_plot_without_matplotlib_says_what_to_install(app: Flask, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib → ImportError
+    result = run(app, "--plot", str(tmp_path / "out.png"), "--strategy", "pooled")
+    assert result.exit_code == 1
+    assert result.output.strip() == ("Error: --plot needs matplotlib: "
+                                     "pip install 'poolkit[plot]'")
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_progress_line_format() -> None:
+    line = format_progress(Progress(elapsed=3.02, strategy="pooled", threads=16, workers=1,
+                                    req_per_s=4210.4, p95_ms=4.08, err_per_s=0.0))
+    assert line == "[  3s ] pooled   thr 16  req/s 4,210  p95 4.1 ms  err/s 0"
+    line = format_progress(Progress(elapsed=1.0, strategy="global", threads=8, workers=2,
+                                    req_per_s=10.0, p95_ms=1.0, err_per_s=3.0))
+    assert "thr 2×8" in line
+
+
+@pytest.mark.stress
+def test_table_verdicts_json_and_plot(app: Flask, tmp_path: Path) -> None:
+    out_json, out_png = tmp_path / "stress.json", tmp_path / "stress.png"
+    result = run(app, "--seconds", "1", "--threads", "8", "--pool-size", "4",
+                 "--json", str(out_json), "--plot", str(out_png))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:3] == ["strategy", "requests", "req/s"]
+    assert [line.split()[0] for line in lines[1:4]] == ["global", "per-view", "pooled"]
+    assert any(line.startswith("global: ") for line in lines)
+    assert any(line.startswith("per-view: ") for line in lines)
+    assert any(line.startswith("pooled: 0 errors, 0 wrong rows") for line in lines)
+    assert "[" not in result.output.split("\n", 1)[0]  # no progress line: stderr is no tty
+    data = json.loads(out_json.read_text())
+    assert list(data["strategies"]) == ["global", "per-view", "pooled"]
+    glob, per_view, pooled = (data["strategies"][k] for k in ("global", "per-view", "pooled"))
+    assert glob["wrong_rows"] + glob["lost_rows"] + glob["errors"] > 0
+    assert per_view["server_connections"] >= per_view["requests"] > 0
+    assert pooled["errors"] == pooled["wrong_rows"] == 0
+    assert pooled["connections_opened"] <= 4
+    assert [v["strategy"] for v in data["verdicts"]] == ["global", "per-view", "pooled"]
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.stress
+def test_quiet_prints_only_the_verdicts(app: Flask) -> None:
+    result = run(app, "-q", "--strategy", "pooled", "--seconds", "0.5", "--threads", "4")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("pooled: 0 errors")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_password_is_never_printed(database_url: str) -> None:
+    app = Flask("wrong_password")
+    app.config["POOLKIT_DATABASE_URL"] = database_url.replace("root:@", "root:s3cret@")
+    extension = Poolkit(app)
+    try:
+        result = run(app, "--strategy", "pooled", "--seconds", "0.2", "-v")
+    finally:
+        extension.close()
+    assert result.exit_code == 1
+    assert "s3cret" not in result.output
+    assert result.output.startswith("Error: cannot connect to mysql://root:***@")
