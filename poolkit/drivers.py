@@ -2,9 +2,11 @@
 
 The pool needs three facts from a driver that DB-API does not give:
 
-* whether a transaction (or a read snapshot) may be open, so that a connection is rolled back
-  on return only when that is needed (PyMySQL: the server's status flags, with
-  ``session_track_transaction_info`` so that read snapshots count too);
+* whether a transaction (or a read snapshot) is open, so that a connection is rolled back on
+  return only when needed. The server says so in ``SERVER_STATUS_IN_TRANS`` after every
+  statement -- a SELECT from an InnoDB table under autocommit=0 included -- but PyMySQL drops
+  the flags of the EOF packet that ends a result set, so its ``server_status`` lags one
+  statement behind. The tracked connection keeps them;
 * whether an error means the connection is gone (it is then discarded, never reused);
 * whether re-running the failed statement on a new connection is safe (DBUtils' failover
   re-executes; poolkit lets it only when the statement cannot have committed).
@@ -12,6 +14,7 @@ The pool needs three facts from a driver that DB-API does not give:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import socket
 import ssl
@@ -39,9 +42,6 @@ DISCONNECT_CODES = frozenset({
 
 _SERVER_STATUS_IN_TRANS = 0x0001
 _SERVER_STATUS_AUTOCOMMIT = 0x0002
-_SERVER_SESSION_STATE_CHANGED = 0x4000
-_CLIENT_SESSION_TRACK = 1 << 23
-_TXN_FLAGS = _SERVER_STATUS_IN_TRANS | _SERVER_SESSION_STATE_CHANGED
 
 
 def error_code(error: BaseException) -> int | None:
@@ -97,6 +97,20 @@ def _shared_ssl_context(factory: t.Callable[[], ssl.SSLContext]) -> ssl.SSLConte
 def _tracked_pymysql_class() -> type[t.Any]:
     import pymysql
 
+    eof_wrapper = pymysql.protocol.EOFPacketWrapper
+
+    class TrackedResult(pymysql.connections.MySQLResult):  # type: ignore[misc]
+        """A result that keeps the server status of the EOF packet ending its rows."""
+
+        def _check_packet_is_eof(self, packet: t.Any) -> bool:
+            if not packet.is_eof_packet():
+                return False
+            wrapped = eof_wrapper(packet)
+            self.warning_count = wrapped.warning_count
+            self.has_next = wrapped.has_next
+            self.server_status = wrapped.server_status
+            return True
+
     base: type[t.Any] = pymysql.connections.Connection
     base_query = base.query
     base_connect = base.connect
@@ -105,8 +119,6 @@ def _tracked_pymysql_class() -> type[t.Any]:
         """A PyMySQL connection that remembers what the pool needs to know about it."""
 
         poolkit_broken = False
-        poolkit_maybe_open = True
-        poolkit_tracks_state = False
         poolkit_created = 0.0
         poolkit_last_used = 0.0
         poolkit_wait_timeout = 0.0
@@ -155,32 +167,32 @@ def _tracked_pymysql_class() -> type[t.Any]:
             return base._create_ssl_ctx(self, sslp)
 
         def query(self, sql: t.Any, unbuffered: bool = False) -> t.Any:
-            # Hot path: one call and one flag test. A failed statement leaves server_status
-            # and poolkit_maybe_open as they were before it, so the except branch can tell
-            # whether the statement began outside any transaction.
+            # A failed statement leaves server_status as it was before the statement, so the
+            # except branch can tell whether the statement began outside any transaction.
             try:
-                result = base_query(self, sql, unbuffered)
+                return base_query(self, sql, unbuffered)
             except Exception as error:
                 if is_disconnect(error):
                     self.poolkit_broken = True
                     status = self.server_status or 0
                     # A timed-out statement may still run on the server: never run it twice.
                     error.poolkit_retry_safe = (  # type: ignore[attr-defined]
-                        self.poolkit_tracks_state and not self.poolkit_maybe_open
-                        and not getattr(error, "poolkit_timeout", False)
+                        not getattr(error, "poolkit_timeout", False)
                         and not status & (_SERVER_STATUS_IN_TRANS | _SERVER_STATUS_AUTOCOMMIT))
                 raise
-            if self.server_status & _TXN_FLAGS:
-                self.poolkit_maybe_open = True
-            return result
 
-        def commit(self) -> None:
-            base.commit(self)
-            self.poolkit_maybe_open = False
-
-        def rollback(self) -> None:
-            base.rollback(self)
-            self.poolkit_maybe_open = False
+        def _read_query_result(self, unbuffered: bool = False) -> t.Any:
+            # PyMySQL's own, with a result class that keeps the final EOF packet's status.
+            self._result = None
+            result = TrackedResult(self)
+            if unbuffered:
+                result.init_unbuffered_query()
+            else:
+                result.read()
+            self._result = result
+            if result.server_status is not None:
+                self.server_status = result.server_status
+            return result.affected_rows
 
     return TrackedConnection
 
@@ -201,37 +213,35 @@ class Driver:
         m = self.module
         return (m.OperationalError, m.InterfaceError, m.InternalError)
 
-    def connect(self, kwargs: dict[str, t.Any]) -> t.Any:
-        """Open a raw connection and prepare it for pooling."""
-        if self.name == "pymysql":
-            kwargs = {"client_flag": _CLIENT_SESSION_TRACK, **kwargs}
-        else:
+    def connect(self, kwargs: dict[str, t.Any], session: t.Sequence[str] = ()) -> t.Any:
+        """Open a raw connection, run the *session* SQL, and note what the pool needs."""
+        if self.name != "pymysql":
             kwargs = _mysqldb_kwargs(kwargs)
         con = self.connection_class(**kwargs)
-        now = time.monotonic()
-        con.poolkit_broken = con.poolkit_maybe_open = con.poolkit_tracks_state = False
-        con.poolkit_created = con.poolkit_last_used = now
-        con.poolkit_wait_timeout = 0.0
-        if self.tracks_state:
+        try:
+            con.poolkit_broken = False
+            con.poolkit_created = time.monotonic()
             cursor = con.cursor()
-            try:
-                cursor.execute("SET SESSION session_track_transaction_info = 'STATE'")
-                con.poolkit_tracks_state = True
-            except self.module.Error:  # an old server: fall back to a rollback on every return
-                con.poolkit_tracks_state = False
+            for sql in session:
+                cursor.execute(sql)
+            # Read after the session SQL, which may change it (SET SESSION wait_timeout=…).
             cursor.execute("SELECT @@SESSION.wait_timeout")
             row = cursor.fetchone()
             cursor.close()
-            con.poolkit_wait_timeout = float(row[0]) if row else 0.0
-            con.poolkit_maybe_open = False
-            con.poolkit_last_used = time.monotonic()
+            con.commit()  # the session SQL must not leave a transaction open
+        except BaseException:
+            with contextlib.suppress(Exception):
+                con.close()
+            raise
+        con.poolkit_wait_timeout = float(row[0]) if row else 0.0
+        con.poolkit_last_used = time.monotonic()
         return con
 
     def needs_reset(self, raw: t.Any) -> bool:
         """True when a rollback is needed before *raw* is reused (unknown → True)."""
-        if not raw.poolkit_tracks_state:
+        if not self.tracks_state:
             return True
-        return bool(raw.poolkit_maybe_open or raw.server_status & _SERVER_STATUS_IN_TRANS)
+        return bool(raw.server_status & _SERVER_STATUS_IN_TRANS)
 
     def is_broken(self, raw: t.Any) -> bool:
         """True when *raw* saw a disconnect or its socket is closed."""

@@ -46,11 +46,15 @@ class _Creator:
         engine = self._engine
         started = time.monotonic()
         try:
-            raw = engine.driver.connect(engine.driver_kwargs)
+            raw = engine.driver.connect(engine.driver_kwargs, engine.settings.session)
         except Exception:
             engine.stats.connect_errors += 1
             raise
         now = time.monotonic()
+        # No ping for a connection used moments ago -- but never past the server's wait_timeout.
+        wait_timeout = raw.poolkit_wait_timeout
+        raw.poolkit_bypass = min(engine.settings.ping_interval,
+                                 wait_timeout - 1 if wait_timeout else float("inf"))
         lifetime = engine.settings.max_lifetime
         # Jitter spreads retirements so that connections opened together do not expire together.
         raw.poolkit_expires = (now + lifetime * (0.9 + 0.1 * random.random()) if lifetime
@@ -75,7 +79,6 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         self._opening = 0
         self._pool_closed = False
         self._abandoned = False
-        self._ping_interval = settings.ping_interval
         self._always_reset = settings.reset == "always"
         self._idle_cache: list[t.Any] = []
         self._maxusage = settings.max_usage
@@ -83,7 +86,7 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         super().__init__(
             _Creator(self), mincached=0, maxcached=settings.max_cached, maxshared=0,
             maxconnections=settings.max_connections, blocking=settings.blocking,
-            maxusage=settings.max_usage or None, setsession=list(settings.session) or None,
+            maxusage=settings.max_usage or None, setsession=None,  # run by _Creator
             reset=False, failures=driver.failures, ping=(1, self._is_alive),
             isfatal=is_retry_safe,
         )
@@ -94,7 +97,7 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
     # -- health -------------------------------------------------------------------------
     def _is_alive(self, raw: t.Any) -> bool:
         # HikariCP's alive-bypass: a connection used moments ago is alive; skip the round trip.
-        if time.monotonic() - raw.poolkit_last_used < self._ping_interval:
+        if time.monotonic() - raw.poolkit_last_used < raw.poolkit_bypass:
             return True
         self.stats.pings += 1
         try:
@@ -129,11 +132,12 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
                 con = idle[-1]
                 raw = con._con
                 now = time.monotonic()
-                if (now - raw.poolkit_last_used < self._ping_interval
+                if (now - raw.poolkit_last_used < raw.poolkit_bypass
                         and now < raw.poolkit_expires
                         and not (self._maxusage and con._usage >= self._maxusage)):
                     idle.pop()
                     con.poolkit_since = now
+                    con.poolkit_raw = raw
                     self._connections += 1
                     self.stats.checkouts += 1
                     if signals.connection_checked_out.receivers:
@@ -188,13 +192,18 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
             raise error
         if con is None:
             con = self._open()
-        elif con._ping_check() is False:  # dead, and DBUtils could not reopen it
-            self._discard(con, "broken")
-            with self._mutex:
-                self._connections -= 1
-                self._opening += 1
-            con = self._open()
+        else:
+            raw = con._con
+            if con._ping_check() is False:  # dead, and DBUtils could not reopen it
+                self._discard(con, "broken")
+                with self._mutex:
+                    self._connections -= 1
+                    self._opening += 1
+                con = self._open()
+            elif con._con is not raw:  # the ping failed and DBUtils reopened it
+                self._count_replaced()
         con.poolkit_since = time.monotonic()
+        con.poolkit_raw = con._con
         with self._mutex:
             self.stats.checkouts += 1
         if signals.connection_checked_out.receivers:
@@ -234,10 +243,11 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         raw = con._con
         reason: str | None = None
         reset = False
+        if raw is not con.poolkit_raw:  # replaced by a failover while checked out
+            self._count_replaced()
         if self._pymysql:  # inlined Driver.is_broken / needs_reset: this runs on every return
             broken = raw.poolkit_broken or raw._sock is None
-            dirty = (raw.poolkit_maybe_open or raw.server_status & 1
-                     or not raw.poolkit_tracks_state)
+            dirty = raw.server_status & 1  # SERVER_STATUS_IN_TRANS, read snapshots included
         else:
             broken = self.driver.is_broken(raw)
             dirty = self.driver.needs_reset(raw)
@@ -272,6 +282,14 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
             signals.connection_returned.send(self.owner, held_time=now - con.poolkit_since)
 
     cache = checkin  # what PooledDedicatedDBConnection.close() calls
+
+    def _count_replaced(self) -> None:
+        # DBUtils' failover closed a broken connection and opened another in its place.
+        with self._mutex:
+            self.stats.connections_closed += 1
+            self.stats.discarded += 1
+        if signals.connection_discarded.receivers:
+            signals.connection_discarded.send(self.owner, reason="broken")
 
     def _discard(self, con: t.Any, reason: str) -> None:
         if reason == "fork":
