@@ -220,7 +220,7 @@ class StressReport:
             elif result.strategy == "per-view":
                 out.append(_per_view_verdict(result))
             else:
-                out.append(_pooled_verdict(result, self.workers, per_view))
+                out.append(_pooled_verdict(result, self.workers, per_view, self.warmup))
         return out
 
     def to_dict(self) -> dict[str, t.Any]:
@@ -280,8 +280,8 @@ def _per_view_verdict(result: StrategyResult) -> Verdict:
     return Verdict("per-view", holds, text)
 
 
-def _pooled_verdict(result: StrategyResult, workers: int,
-                    per_view: StrategyResult | None) -> Verdict:
+def _pooled_verdict(result: StrategyResult, workers: int, per_view: StrategyResult | None,
+                    warmup: float) -> Verdict:
     load = result.load
     bound = (result.pool_size or 0) * workers
     opened = load.connections_opened
@@ -289,6 +289,7 @@ def _pooled_verdict(result: StrategyResult, workers: int,
     text = (f"pooled: {load.error_count:,} errors, {load.wrong_rows + load.lost_rows:,} wrong "
             f"rows, {opened:,} connections opened for {load.requests:,} requests (pool "
             f"{result.pool_size}" + (f" × {workers} workers" if workers > 1 else "")
+            + (", the rest opened during the warm-up" if warmup else "")
             + f"{_server_note(result)})")
     if per_view is not None and per_view.req_per_s > 0:
         text += f", {result.req_per_s / per_view.req_per_s:,.0f}× the per-view throughput"
