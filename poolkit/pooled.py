@@ -7,7 +7,9 @@ every return. This subclass keeps its connection classes (``SteadyDBConnection``
 
 * connects, pings and rollbacks happen outside the lock, so a burst of new connections
   opens in parallel instead of one after another;
-* a waiter gives up after ``timeout`` seconds with :class:`~poolkit.errors.PoolTimeout`;
+* waiters are served first come, first served (a returned connection is handed straight to
+  the longest waiter) and give up after ``timeout`` seconds with
+  :class:`~poolkit.errors.PoolTimeout`;
 * the idle cache is LIFO: the most recently used connection is the warmest and the one
   whose ping can be skipped (used less than ``ping_interval`` seconds ago);
 * a connection is rolled back on return only when the driver says a transaction or a read
@@ -17,6 +19,7 @@ every return. This subclass keeps its connection classes (``SteadyDBConnection``
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import random
 import threading
@@ -31,7 +34,22 @@ from .drivers import Driver, is_retry_safe
 from .errors import PoolClosedError, PoolTimeout
 from .stats import PoolStats
 
-_ABANDONED: list[t.Any] = []  # connections inherited across fork() that must never be closed
+_ABANDONED: list[t.Any] = []
+
+_NOTHING = object()  # a waiter not served yet
+_SLOT = object()  # a waiter may open a new connection
+_CLOSED = object()  # the pool closed while waiting
+
+
+class _Waiter:
+    """One borrower waiting for a connection; served first come, first served."""
+
+    __slots__ = ("con", "ready")
+
+    def __init__(self) -> None:
+        self.con: t.Any = _NOTHING
+        self.ready = threading.Lock()
+        self.ready.acquire()  # connections inherited across fork() that must never be closed
 
 
 class _Creator:
@@ -75,7 +93,7 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         self.owner = owner
         self.driver_kwargs = settings.driver_kwargs()
         self.stats = PoolStats()
-        self._waiting = 0
+        self._waiters: collections.deque[_Waiter] = collections.deque()
         self._opening = 0
         self._pool_closed = False
         self._abandoned = False
@@ -90,9 +108,9 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
             reset=False, failures=driver.failures, ping=(1, self._is_alive),
             isfatal=is_retry_safe,
         )
-        # A plain lock (C-level enter/exit) shared with the Condition that waiters sleep on.
+        # A plain lock (C-level enter/exit) on the hot path; each waiter sleeps on its own lock.
         self._mutex = threading.Lock()
-        self._lock = threading.Condition(self._mutex)
+        self._lock = threading.Condition(self._mutex)  # PooledDB's attribute, for its methods
 
     # -- health -------------------------------------------------------------------------
     def _is_alive(self, raw: t.Any) -> bool:
@@ -127,7 +145,7 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         """Check out a steady connection, waiting at most ``settings.timeout`` seconds."""
         with self._mutex:
             idle = self._idle_cache
-            if idle and not self._pool_closed:
+            if idle and not self._waiters and not self._pool_closed:
                 # Fast path: the warmest idle connection, used moments ago, needs no check.
                 con = idle[-1]
                 raw = con._con
@@ -149,48 +167,44 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         start = time.monotonic()
         deadline = start + (self.settings.timeout if self._blocking else 0.0)
         retired: list[tuple[t.Any, str]] = []
-        con = None
-        error: PoolTimeout | None = None
+        con: t.Any = None
+        waiter: _Waiter | None = None
+        must_open = False
         with self._mutex:
-            while True:
-                if self._pool_closed:
-                    raise PoolClosedError(f"pool {self.settings.name!r} is closed")
-                idle = self._idle_cache
-                while idle:
-                    candidate = idle.pop()
-                    reason = self._retire_reason(candidate, start)
-                    if reason is None:
-                        con = candidate
-                        break
-                    retired.append((candidate, reason))
-                if con is not None:
-                    self._connections += 1
+            if self._pool_closed:
+                raise PoolClosedError(f"pool {self.settings.name!r} is closed")
+            idle = self._idle_cache
+            while idle and not self._waiters:
+                candidate = idle.pop()
+                reason = self._retire_reason(candidate, start)
+                if reason is None:
+                    con = candidate
                     break
-                if self._connections + self._opening < self._maxconnections:
-                    self._opening += 1  # reserve a slot; the connect happens outside the lock
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self.stats.timeouts += 1
-                    error = PoolTimeout(self._timeout_message(time.monotonic() - start))
-                    break
-                self._waiting += 1
-                try:
-                    self._lock.wait(remaining)
-                finally:
-                    self._waiting -= 1
-            waited = time.monotonic() - start
+                retired.append((candidate, reason))
+            if con is not None:
+                self._connections += 1
+            elif not self._waiters and (
+                    self._connections + self._opening < self._maxconnections):
+                self._opening += 1  # reserve a slot; the connect happens outside the lock
+                must_open = True
+            elif deadline > start:
+                waiter = _Waiter()  # wait in line: first come, first served
+                self._waiters.append(waiter)
+        for old, reason in retired:
+            self._discard(old, reason)
+        if waiter is not None:
+            con = self._wait(waiter, deadline)
+            if con is _SLOT:
+                con, must_open = None, True
+        elif con is None and not must_open:
+            self._time_out(start)
+        waited = time.monotonic() - start
+        with self._mutex:
             stats = self.stats
             stats.wait_time_total += waited
             if waited > stats.wait_time_max:
                 stats.wait_time_max = waited
-        for old, reason in retired:
-            self._discard(old, reason)
-        if error is not None:
-            if signals.pool_timeout.receivers:
-                signals.pool_timeout.send(self.owner, wait_time=waited)
-            raise error
-        if con is None:
+        if must_open:
             con = self._open()
         else:
             raw = con._con
@@ -210,6 +224,37 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
             signals.connection_checked_out.send(self.owner, wait_time=waited)
         return con
 
+    def _wait(self, waiter: _Waiter, deadline: float) -> t.Any:
+        """Sleep until a returning borrower hands us its connection, or time out."""
+        handed = waiter.ready.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        with self._mutex:
+            if not handed and waiter.con is _NOTHING:
+                self._waiters.remove(waiter)
+                waiter.con = None
+        if waiter.con is None:
+            self._time_out(deadline - self.settings.timeout)
+        if waiter.con is _CLOSED:
+            raise PoolClosedError(f"pool {self.settings.name!r} is closed")
+        return waiter.con
+
+    def _time_out(self, start: float) -> t.NoReturn:
+        waited = time.monotonic() - start
+        with self._mutex:
+            self.stats.timeouts += 1
+            error = PoolTimeout(self._timeout_message(waited))
+        if signals.pool_timeout.receivers:
+            signals.pool_timeout.send(self.owner, wait_time=waited)
+        raise error
+
+    def _hand_off(self, con: t.Any) -> bool:
+        """Give *con* (or a slot to open one) to the longest waiter; call with the mutex held."""
+        if not self._waiters:
+            return False
+        waiter = self._waiters.popleft()
+        waiter.con = con
+        waiter.ready.release()
+        return True
+
     def connection(self, shareable: bool = False) -> PooledDedicatedDBConnection:
         """``PooledDB``'s API: a wrapper that returns the connection on ``close()``."""
         return PooledDedicatedDBConnection(self, self.checkout())
@@ -221,8 +266,9 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         except BaseException:
             with self._mutex:
                 self._opening -= 1
-                if self._waiting:
-                    self._lock.notify()
+                if self._waiters:  # let the next waiter try (and fail fast) instead of sleeping
+                    self._opening += 1
+                    self._hand_off(_SLOT)
             raise
         with self._mutex:
             self._opening -= 1
@@ -267,15 +313,20 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
             self._connections -= 1
             if reset:
                 self.stats.resets += 1
-            if reason is None:
-                if self._pool_closed:
-                    reason = "close"
-                elif len(self._idle_cache) >= self._maxcached:
-                    reason = "overflow"
-                else:
-                    self._idle_cache.append(con)
-            if self._waiting:
-                self._lock.notify()
+            if reason is None and self._pool_closed:
+                reason = "close"
+            if reason is None and self._waiters:
+                # Straight to the longest waiter (as HikariCP and psycopg_pool do): letting the
+                # returning thread take it back again starves waiters into PoolTimeout.
+                self._connections += 1
+                self._hand_off(con)
+            elif reason is None and len(self._idle_cache) < self._maxcached:
+                self._idle_cache.append(con)
+            else:
+                reason = reason or "overflow"
+                if self._waiters and not self._pool_closed:
+                    self._opening += 1  # the closed connection's slot goes to a waiter
+                    self._hand_off(_SLOT)
         if reason is not None:
             self._discard(con, reason)
         if signals.connection_returned.receivers:
@@ -309,7 +360,7 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         idle = len(self._idle_cache)
         in_use: int = self._connections
         return {"size": idle + in_use + self._opening, "idle": idle, "in_use": in_use,
-                "waiting": self._waiting, "opening": self._opening,
+                "waiting": len(self._waiters), "opening": self._opening,
                 "max_connections": self._maxconnections}
 
     def close(self) -> None:
@@ -318,7 +369,8 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
             self._pool_closed = True
             idle: list[t.Any] = self._idle_cache
             self._idle_cache = []
-            self._lock.notify_all()
+            while self._hand_off(_CLOSED):
+                pass
         for con in idle:
             self._discard(con, "close")
 
