@@ -379,7 +379,7 @@ def main() -> None:
     args = parser.parse_args()
     full_url = os.environ.get("POOLKIT_DATABASE_URL", DEFAULT_URL)
     url = parse_url(full_url)
-    print(f"server {url.masked()}, PyMySQL {pymysql.__version__}, Python "
+    print(f"server {url.masked()}, PyMySQL {pymysql.VERSION_STRING}, Python "
           f"{sys.version.split()[0]}, {os.cpu_count()} CPUs")
     if not args.spike_only:
         bench_shape(url, full_url, threads=1, conns=1, rounds=args.rounds, seconds=args.seconds)
