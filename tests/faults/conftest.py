@@ -131,6 +131,13 @@ class Load:
         with self.lock:
             return list(self.outcomes)
 
+    def join(self, timeout: float = 15.0) -> None:
+        """Wait for every thread to send all its requests (bounded), then stop the load."""
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.finish(max(1.0, deadline - time.monotonic()))
+
     def finish(self, timeout: float = 15.0) -> None:
         """Stop the load and join every thread (bounded); fail if one is stuck."""
         self.stop.set()
