@@ -11,6 +11,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	@# mysqlclient (the optional mysql+mysqldb:// driver) builds against libmariadb/libmysqlclient.
+	@if pkg-config --exists libmariadb || pkg-config --exists mysqlclient; then \
+	  $(PY) -m pip install -q -e '.[mysqlclient]'; \
+	else echo "note: mysqlclient not installed (no libmariadb-dev); its tests will skip"; fi
 	touch $@
 
 ## demo: load the example app's sql/ into the database, then measure the three strategies.

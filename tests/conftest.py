@@ -6,6 +6,8 @@ pytest plugin (registered by the package's ``pytest11`` entry point).
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import typing as t
 
 import pytest
@@ -14,6 +16,15 @@ from flask import Flask
 from poolkit import Pool, Poolkit, load_config
 from poolkit.testing import admin_connect
 from poolkit.url import parse_url
+
+#: mysqlclient needs a C build (libmariadb-dev); a user's machine may lack it. CI sets
+#: POOLKIT_TEST_REQUIRE_MYSQLCLIENT=1, so there a missing mysqlclient fails instead of skipping.
+needs_mysqlclient = pytest.mark.skipif(
+    importlib.util.find_spec("MySQLdb") is None
+    and os.environ.get("POOLKIT_TEST_REQUIRE_MYSQLCLIENT") != "1",
+    reason="mysqlclient is not installed: pip install 'poolkit[mysqlclient]' "
+    "(needs libmariadb-dev)",
+)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import contextlib
 import typing as t
 
 import pytest
+from conftest import needs_mysqlclient
 from flask import Flask
 
 from poolkit import Pool, Poolkit, db, load_config
@@ -13,7 +14,7 @@ from poolkit.drivers import DISCONNECT_CODES, error_code, get_driver, is_disconn
 from poolkit.testing import admin_connect
 from poolkit.url import parse_url
 
-DRIVERS = ["pymysql", "mysqldb"]
+DRIVERS = ["pymysql", pytest.param("mysqldb", marks=needs_mysqlclient)]
 
 
 def with_scheme(url: str, driver: str) -> str:
@@ -90,6 +91,7 @@ def test_connection_is_reused(pool: Pool) -> None:
     assert (stats["connections_opened"], stats["checkouts"], stats["idle"]) == (1, 2, 1)
 
 
+@needs_mysqlclient
 def test_mysqlclient_through_the_extension(database_url: str, admin: t.Any,
                                            table: str) -> None:
     app = Flask(__name__)
@@ -166,13 +168,11 @@ def test_every_disconnect_code_is_classified(code: int) -> None:
     assert is_disconnect(pymysql.err.OperationalError(code, "gone"))
 
 
+@pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize("code", [1205, 1213, 1062, 1969, 3024])
-def test_retryable_statement_errors_are_not_disconnects(code: int) -> None:
-    import MySQLdb
-    import pymysql
-
-    assert not is_disconnect(pymysql.err.OperationalError(code, "statement failed"))
-    assert not is_disconnect(MySQLdb.OperationalError(code, "statement failed"))
+def test_retryable_statement_errors_are_not_disconnects(driver: str, code: int) -> None:
+    module = get_driver(driver).module
+    assert not is_disconnect(module.OperationalError(code, "statement failed"))
 
 
 def test_error_code_of_errors_without_one() -> None:
