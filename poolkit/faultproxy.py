@@ -148,6 +148,7 @@ class FaultProxy:
         self._links: set[_Link] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._closed_listener = threading.Event()
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
 
@@ -207,7 +208,12 @@ class FaultProxy:
     def refuse(self, seconds: float | None = None) -> None:
         """Refuse new connections (ECONNREFUSED) for *seconds*, or until :meth:`restore`."""
         until = float("inf") if seconds is None else time.monotonic() + seconds
+        self._closed_listener.clear()
         self._refuse_until = until
+        if self._acceptor is not None and self._acceptor.is_alive():
+            # Return once nothing listens any more, so that a cut() right after this call
+            # leaves no connection open (as a server restart does).
+            self._closed_listener.wait(1.0)
 
     def restore(self) -> None:
         """Pass traffic again: no delays, no black hole, no refusal.
@@ -267,6 +273,7 @@ class FaultProxy:
                     if self._listener is not None:
                         self._listener.close()
                         self._listener = None
+                    self._closed_listener.set()
                     self._stop.wait(TICK)
                     continue
                 if self._listener is None:

@@ -16,20 +16,22 @@ from dataclasses import dataclass, field
 import pytest
 from flask import Flask
 
+from poolkit import Poolkit
 from poolkit.faultproxy import FaultProxy
 from poolkit.url import DatabaseURL, parse_url
 
 
 @pytest.fixture
-def fault_app(make_app: t.Callable[..., Flask], admin: t.Any,
-              database_url: str) -> t.Iterator[t.Callable[..., Flask]]:
-    """``make_app`` that keeps its apps alive until their pools are closed, then checks that
-    no connection of theirs is left open on the server."""
+def fault_app(admin: t.Any, database_url: str) -> t.Iterator[t.Callable[..., Flask]]:
+    """Build apps with Poolkit (POOLKIT_DATABASE_URL may point at a proxy); afterwards close
+    their pools and check that no connection of theirs is left open on the server."""
     apps: list[Flask] = []
 
     def factory(**config: t.Any) -> Flask:
-        app = make_app(**config)
-        apps.append(app)
+        app = Flask("poolkit_fault_app")
+        app.config.update({"POOLKIT_DATABASE_URL": database_url, **config})
+        Poolkit(app)
+        apps.append(app)  # a strong reference: Poolkit keeps its apps in a WeakSet
         return app
 
     yield factory
