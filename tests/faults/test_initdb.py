@@ -1,0 +1,90 @@
+"""Scenario 7 (and the sql/ cases of 8): ``flask initdb`` when the connection dies mid-file,
+and bad files in ``sql/``.
+
+Figures: the error line of the interrupted run, whether the file was recorded (assertion:
+no), whether a re-run finishes the job (assertion: yes); one error line per bad file.
+Not covered yet: a run interrupted with Ctrl-C (SIGINT) and its lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from commands.initdb import initdb_command
+from poolkit.faultproxy import FaultProxy
+
+pytestmark = pytest.mark.faults
+
+
+def history_names(admin: t.Any) -> list[str]:
+    with admin.cursor() as cur:
+        cur.execute("SHOW TABLES LIKE 'poolkit_sql_history'")
+        if not cur.fetchone():
+            return []
+        cur.execute("SELECT * FROM poolkit_sql_history")
+        return [str(row) for row in cur.fetchall()]
+
+
+def test_connection_cut_mid_file_is_not_recorded_and_a_rerun_finishes(
+        fault_app: t.Callable[..., Flask], proxy: FaultProxy, proxied_url: str,
+        admin: t.Any, tmp_path: Path) -> None:
+    with admin.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS fault_initdb")
+    lines = ["CREATE TABLE IF NOT EXISTS fault_initdb (id INT PRIMARY KEY);"]
+    lines += [f"INSERT IGNORE INTO fault_initdb VALUES ({n});" for n in range(1, 6)]
+    lines += ["DO SLEEP(0.5);"]  # line 7: the cut comes while this runs
+    lines += [f"INSERT IGNORE INTO fault_initdb VALUES ({n});" for n in range(6, 11)]
+    (tmp_path / "50_fault.sql").write_text("\n".join(lines) + "\n")
+    app = fault_app(POOLKIT_DATABASE_URL=proxied_url, POOLKIT_SQL_DIR=str(tmp_path))
+    runner = app.test_cli_runner()
+    timer = threading.Timer(0.25, proxy.cut)
+    timer.start()
+    try:
+        first = runner.invoke(initdb_command, [])
+    finally:
+        timer.join(5.0)
+    print(f"\n[scenario 7] cut mid-file: exit {first.exit_code}: {first.output.strip()}")
+    assert first.exit_code != 0
+    assert "50_fault.sql" in first.output and ":7" in first.output, first.output
+    assert not any("50_fault.sql" in row for row in history_names(admin))
+    started = time.monotonic()
+    second = runner.invoke(initdb_command, [])
+    print(f"[scenario 7] re-run: exit {second.exit_code} in {time.monotonic() - started:.2f} s")
+    assert second.exit_code == 0, second.output
+    assert any("50_fault.sql" in row for row in history_names(admin))
+    with admin.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM fault_initdb")
+        assert cur.fetchone()[0] == 10
+        cur.execute("DROP TABLE fault_initdb")
+
+
+@pytest.mark.parametrize("kind", ["binary", "not-utf8", "empty", "directory"])
+def test_bad_file_in_sql_dir_is_one_clear_line(fault_app: t.Callable[..., Flask],
+                                               admin: t.Any, tmp_path: Path,
+                                               kind: str) -> None:
+    (tmp_path / "10_ok.sql").write_text(
+        "CREATE TABLE IF NOT EXISTS fault_enc (name VARCHAR(20)) CHARACTER SET utf8mb4;\n")
+    bad = tmp_path / "20_bad.sql"
+    if kind == "binary":
+        bad.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    elif kind == "not-utf8":
+        bad.write_bytes("INSERT INTO fault_enc VALUES ('café');\n".encode("latin-1"))
+    elif kind == "empty":
+        bad.write_bytes(b"")
+    else:
+        bad.mkdir()
+    before = history_names(admin)
+    app = fault_app(POOLKIT_SQL_DIR=str(tmp_path))
+    result = app.test_cli_runner().invoke(initdb_command, [])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    print(f"\n[scenario 8 sql {kind}] exit {result.exit_code}: {result.output.strip()}")
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert len(lines) == 1 and "20_bad.sql" in lines[0], result.output
+    assert history_names(admin) == before, "a file was recorded although the run stopped"
