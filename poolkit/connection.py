@@ -184,7 +184,10 @@ class Connection:
             finally:
                 self._depth -= 1
             return
-        con.begin()  # marks the steady connection: no transparent failover inside
+        # BEGIN as a statement, not the driver's begin(): on a connection that died while idle
+        # it is then re-run on a fresh one when the driver marks that retry-safe.
+        self.execute("BEGIN")
+        con._transaction = True  # what DBUtils' begin() marks: no transparent failover inside
         self._depth = 1
         try:
             yield self

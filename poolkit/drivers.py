@@ -123,9 +123,20 @@ def _tracked_pymysql_class() -> type[t.Any]:
         poolkit_last_used = 0.0
         poolkit_wait_timeout = 0.0
         poolkit_timeouts: tuple[float | None, float | None] = (None, None)
+        _read_timeout: float | None  # PyMySQL's, declared for mypy (no value here)
 
         def connect(self, sock: t.Any = None) -> None:
-            base_connect(self, sock)
+            # PyMySQL reads the server's greeting with read_timeout: bound the whole handshake
+            # by connect_timeout instead (as libmysqlclient does), or a server that accepts
+            # but never greets holds a pool slot for read_timeout (60 s by default).
+            read_timeout: float | None = getattr(self, "_read_timeout", None)
+            connect_timeout: float | None = getattr(self, "connect_timeout", None)
+            if connect_timeout and (read_timeout is None or read_timeout > connect_timeout):
+                self._read_timeout = connect_timeout
+            try:
+                base_connect(self, sock)
+            finally:
+                self._read_timeout = read_timeout
             # Python sockets with a timeout poll() before every recv/send (~6 % of a short
             # query). After the handshake, let the kernel enforce the same timeouts instead.
             read: float | None = getattr(self, "_read_timeout", None)
