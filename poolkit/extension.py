@@ -81,6 +81,11 @@ def _context_connection(bind: str = DEFAULT_BIND) -> Connection:
     return conn
 
 
+def _close_pools(pools: list[Pool]) -> None:
+    for pool in pools:
+        pool.close()
+
+
 def _teardown(exc: BaseException | None) -> None:
     connections: dict[str, Connection] | None = g.pop(_G_KEY, None)
     if connections:
@@ -110,6 +115,8 @@ class Poolkit:
         pools = {name: Pool(settings) for name, settings in config.pools.items()}
         app.extensions[EXTENSION_KEY] = PoolkitState(self, config, pools, app.root_path)
         app.teardown_appcontext(_teardown)
+        # An app that is dropped (tests, app factories) must not leave its connections open.
+        weakref.finalize(app, _close_pools, list(pools.values()))
         commands_dir = Path(config.commands_dir or Path(app.root_path) / "commands")
         register_user_commands(app.cli, commands_dir)
         for pool in pools.values():
