@@ -137,8 +137,10 @@ def _statement_regex(delimiter: bytes) -> re.Pattern[bytes]:
 
     alts = [
         klass,
-        alt(ord("'"), rb"'(?:[^'\\]+|\\[\s\S])*'"),
-        alt(ord('"'), rb'"(?:[^"\\]+|\\[\s\S])*"'),
+        # Unrolled loops: "(?:[^'\\]+|\\.)*" backtracks exponentially on a literal that is
+        # not closed within the buffer (a chunk boundary inside a long string).
+        alt(ord("'"), rb"'[^'\\]*(?:\\[\s\S][^'\\]*)*'"),
+        alt(ord('"'), rb'"[^"\\]*(?:\\[\s\S][^"\\]*)*"'),
         alt(ord("`"), rb"`[^`]*`"),
         # '-' unless it opens '-- ' (the next two bytes must be here to tell)
         alt(ord("-"), rb"-(?=[^-]|-[^ \t\n\r\f\v])"),

@@ -170,5 +170,5 @@ def test_sakila_is_the_same_at_every_chunk_size(name: str) -> None:
     if name == "sakila-schema.sql":
         assert len(whole) == 46
         creates = [sql.split(b"\n", 1)[0] for sql, _ in whole if sql.startswith(b"CREATE")]
-        assert sum(b"TRIGGER" in c for c in creates) == 6
+        assert sum(b"TRIGGER" in c for c in creates) == 3  # the other 3 come with the data
         assert sum(b"PROCEDURE" in c or b"FUNCTION" in c for c in creates) == 6
