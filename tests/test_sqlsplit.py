@@ -43,6 +43,9 @@ CASES: list[tuple[str, bytes, list[tuple[bytes, int]]]] = [
     ("mariadb executable comment", b"/*M!100100 SET @x=1 */;", [(b"/*M!100100 SET @x=1 */", 1)]),
     ("sandbox line", b"/*!999999\\- enable the sandbox mode */\n-- MariaDB dump\nSELECT 1;\n",
      [(b"SELECT 1", 3)]),
+    ("sandbox line, MariaDB 10.11.8+", b"/*M!999999\\- enable the sandbox mode */ \n"
+     b"/*M!100616 SET @OLD_NOTE_VERBOSITY=@@NOTE_VERBOSITY, NOTE_VERBOSITY=0 */;\n",
+     [(b"/*M!100616 SET @OLD_NOTE_VERBOSITY=@@NOTE_VERBOSITY, NOTE_VERBOSITY=0 */", 2)]),
     ("delimiter change", b"DELIMITER //\nCREATE PROCEDURE p() BEGIN SELECT 1; SELECT 2; END//\n"
      b"DELIMITER ;\nSELECT 3;",
      [(b"CREATE PROCEDURE p() BEGIN SELECT 1; SELECT 2; END", 2), (b"SELECT 3", 4)]),
