@@ -1,0 +1,89 @@
+"""Applying files through a pooled connection: bytes unchanged, errors at file:line, interrupts."""
+
+from __future__ import annotations
+
+import typing as t
+from pathlib import Path
+
+import pytest
+
+from poolkit import Pool
+from poolkit.sqlapply import apply_file, count_statements, import_session, locate
+from poolkit.sqlfiles import check_file
+from poolkit.sqlsplit import Statement
+
+
+def _write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_bytes_reach_the_server_unchanged(make_pool: t.Callable[..., Pool],
+                                          tmp_path: Path) -> None:
+    pool = make_pool()
+    blob = bytes(range(256))
+    escaped = blob.replace(b"\\", b"\\\\").replace(b"'", b"\\'").replace(b"\x00", b"\\0")
+    path = _write(tmp_path, "1.sql", b"CREATE TABLE blobs (v LONGBLOB);\n"
+                  b"INSERT INTO blobs VALUES (_binary '" + escaped + b"');\n"
+                  b"INSERT INTO blobs VALUES ('%s %d 100%');\n")
+    with import_session(pool.connection()) as raw:
+        result = apply_file(raw, check_file(path))
+        assert result.ok and result.statements == 3
+        with raw.cursor() as cur:
+            cur.execute("SELECT v FROM blobs")
+            assert [r[0] for r in cur.fetchall()] == [blob, b"%s %d 100%"]
+            cur.execute("DROP TABLE blobs")
+
+
+def test_call_with_several_result_sets(make_pool: t.Callable[..., Pool], tmp_path: Path) -> None:
+    pool = make_pool()
+    path = _write(tmp_path, "1.sql", b"DELIMITER //\nCREATE PROCEDURE two() BEGIN SELECT 1; "
+                  b"SELECT 2; END//\nDELIMITER ;\nCALL two();\nCALL two();\nSELECT 3;\n"
+                  b"DROP PROCEDURE two;\n")
+    with import_session(pool.connection()) as raw:
+        result = apply_file(raw, check_file(path))
+    assert result.ok, result.errors
+    assert result.statements == 5
+    assert count_statements(path) == 5
+
+
+def test_the_session_is_discarded_afterwards(make_pool: t.Callable[..., Pool],
+                                             tmp_path: Path) -> None:
+    pool = make_pool()
+    path = _write(tmp_path, "1.sql", b"SET @leak = 1;\nSET SESSION sql_mode = 'ANSI_QUOTES';\n")
+    with import_session(pool.connection()) as raw:
+        assert raw.get_autocommit()
+        assert apply_file(raw, check_file(path)).ok
+    with pool.connection() as conn:
+        assert conn.scalar("SELECT @leak") is None
+        assert "ANSI_QUOTES" not in conn.scalar("SELECT @@SESSION.sql_mode")
+
+
+def test_error_line_from_the_servers_at_line() -> None:
+    class Fake(Exception):
+        sqlstate = "42000"
+
+    stmt = Statement(b"SELECT\n1\nFROM WHERE", 40, 0, 10, Path("sql/20_data.sql"))
+    error = locate(Fake(1064, "You have an error near 'WHERE' at line 3"), stmt, Path("x"))
+    assert error.headline() == ("sql/20_data.sql:42: ERROR 1064 (42000): You have an error "
+                                "near 'WHERE' at line 3")
+    assert error.excerpt() == [(41, "1"), (42, "FROM WHERE")]
+
+
+def test_keyboard_interrupt_leaves_nothing_recorded(make_pool: t.Callable[..., Pool],
+                                                    tmp_path: Path) -> None:
+    pool = make_pool()
+    path = _write(tmp_path, "1.sql", b"SELECT 1;\nSELECT 2;\n")
+    seen: list[int] = []
+
+    def interrupt(stmt: Statement, seconds: float) -> None:
+        seen.append(stmt.line)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), import_session(pool.connection()) as raw:
+        apply_file(raw, check_file(path), on_statement=interrupt)
+    assert seen == [1]
+    assert pool.stats()["in_use"] == 0  # the connection went back (and was discarded)
+    with pool.connection() as conn:
+        assert conn.scalar("SELECT 1") == 1
