@@ -152,9 +152,21 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
                 on_statement(stmt, time.perf_counter() - before)
             if on_progress is not None and stmt.path == top:
                 on_progress(stmt.end_offset)
+    except BaseException as error:
+        if not isinstance(error, Exception):
+            # Ctrl-C may land mid-statement, leaving a reply unread: the session cannot be
+            # trusted any more. Close it now (its locks go with it) without a COM_QUIT.
+            _drop_session(raw)
+        raise
     finally:
         result.seconds = time.perf_counter() - started
     return result
+
+
+def _drop_session(raw: t.Any) -> None:
+    close = getattr(raw, "_force_close", None) or raw.close
+    with suppress(Exception):
+        close()
 
 
 def count_statements(path: Path, chunk_size: int = CHUNK_SIZE) -> int:

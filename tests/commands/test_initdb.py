@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import threading
+import os
+import subprocess
+import sys
 import typing as t
 from pathlib import Path
 
@@ -202,24 +204,29 @@ def test_lock_held_elsewhere_fails_clearly(env: Env) -> None:
     assert env.run().exit_code == 0  # released with the holder's session
 
 
-def test_two_concurrent_runs_do_not_interleave(env: Env) -> None:
+def test_two_concurrent_runs_do_not_interleave(env: Env, tmp_path: Path) -> None:
     env.write("1_slow.sql", b"CREATE TABLE log (n INT AUTO_INCREMENT PRIMARY KEY, who INT);\n"
                             b"INSERT INTO log (who) VALUES (CONNECTION_ID());\n"
                             b"DO SLEEP(1);\n"
                             b"INSERT INTO log (who) VALUES (CONNECTION_ID());\n")
-    results: list[Result] = []
-
-    def go() -> None:
-        results.append(env.run("--lock-timeout", "20"))
-
-    threads = [threading.Thread(target=go) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert [r.exit_code for r in results] == [0, 0], [_out(r) for r in results]
-    outputs = sorted(r.output for r in results)
-    assert "nothing to apply" in outputs[-1] or "nothing to apply" in outputs[0]
+    # Two processes, as two deploys would be (CliRunner swaps sys.stdout: not for threads).
+    # The app reads POOLKIT_DATABASE_URL from the environment; sql/ lies beside it.
+    (tmp_path / "initdb_app.py").write_text(
+        "from flask import Flask\nfrom poolkit import Poolkit\n\n"
+        "app = Flask(__name__)\nPoolkit(app)\n")
+    environ = {**os.environ, "POOLKIT_DATABASE_URL": env.url,
+               "PYTHONPATH": str(tmp_path)}
+    flask = str(Path(sys.executable).with_name("flask"))
+    runs = [subprocess.Popen([flask, "--app", "initdb_app", "initdb", "--lock-timeout", "30"],
+                             env=environ, cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = []
+    for run in runs:
+        out, _ = run.communicate(timeout=60)
+        assert run.returncode == 0, out
+        outputs.append(out)
+    assert sum("1 file applied, 4 statements" in out for out in outputs) == 1, outputs
+    assert sum("nothing to apply" in out for out in outputs) == 1, outputs
     who = [row[0] for row in env.rows("SELECT who FROM log ORDER BY n")]
     assert len(who) == 2 and who[0] == who[1]  # one run did the whole file
     assert env.rows("SELECT COUNT(*) FROM poolkit_sql_history") == [(1,)]
