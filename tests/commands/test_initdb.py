@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import typing as t
 from pathlib import Path
 
@@ -278,3 +279,17 @@ def test_password_never_printed(make_database: t.Callable[[], str], tmp_path: Pa
     assert result.exit_code == 1
     assert "s3cret-pw" not in _out(result)
     assert "cannot connect to mysql://nobody_here:***@" in _out(result)
+
+
+def test_wait_gives_up_after_the_deadline(tmp_path: Path) -> None:
+    (tmp_path / "1.sql").write_bytes(SCHEMA)
+    made = Env("mysql://root:@127.0.0.1:9/nothing_listens", tmp_path)  # port 9: refused
+    try:
+        started = time.monotonic()
+        result = made.run("--wait", "1.2")
+        waited = time.monotonic() - started
+    finally:
+        made.extension.close()
+    assert result.exit_code == 1
+    assert "cannot connect to mysql://root@127.0.0.1:9/nothing_listens" in result.output
+    assert 0.9 <= waited < 10
