@@ -41,13 +41,17 @@ class Env:
         return self.app.test_cli_runner().invoke(args=["initdb", *args])
 
     def rows(self, sql: str) -> list[tuple[t.Any, ...]]:
-        con = admin_connect(parse_url(self.url))
-        try:
-            with con.cursor() as cur:
-                cur.execute(sql)
-                return list(cur.fetchall())
-        finally:
-            con.close()
+        return _rows(self.url, sql)
+
+
+def _rows(url: str, sql: str) -> list[tuple[t.Any, ...]]:
+    con = admin_connect(parse_url(url))
+    try:
+        with con.cursor() as cur:
+            cur.execute(sql)
+            return list(cur.fetchall())
+    finally:
+        con.close()
 
 
 @pytest.fixture
@@ -293,3 +297,24 @@ def test_wait_gives_up_after_the_deadline(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "cannot connect to mysql://root@127.0.0.1:9/nothing_listens" in result.output
     assert 0.9 <= waited < 10
+
+
+def test_database_option_picks_a_named_pool(env: Env, make_database: t.Callable[[], str],
+                                            tmp_path: Path) -> None:
+    reports = make_database()
+    app = Flask("poolkit_initdb_binds")
+    app.config.update(POOLKIT_DATABASE_URL=env.url, POOLKIT_SQL_DIR=str(env.folder),
+                      POOLKIT_BINDS={"reports": {"DATABASE_URL": reports}})
+    extension = Poolkit(app)
+    env.write("1.sql", SCHEMA)
+    try:
+        runner = app.test_cli_runner()
+        unknown = runner.invoke(args=["initdb", "--database", "nope"])
+        assert unknown.exit_code == 1
+        assert "no pool named 'nope'" in unknown.output
+        result = runner.invoke(args=["initdb", "--database", "reports"])
+        assert result.exit_code == 0, result.output
+    finally:
+        extension.close()
+    assert env.rows("SHOW TABLES") == []
+    assert _rows(reports, "SHOW TABLES") == [("poolkit_sql_history",), ("t",)]
