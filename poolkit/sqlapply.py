@@ -13,9 +13,11 @@ callers get callbacks per statement and a :class:`FileResult` per file.
 
 from __future__ import annotations
 
+import queue
 import re
 import socket
 import struct
+import threading
 import time
 import typing as t
 from contextlib import contextmanager, suppress
@@ -33,6 +35,8 @@ if t.TYPE_CHECKING:
 
 _AT_LINE = re.compile(r"at line (\d+)\s*$")
 EXCERPT_WIDTH = 160
+#: Files from this size on are split in a thread while the server works (see read_ahead).
+READ_AHEAD_MIN_BYTES = 4 * 1024 * 1024
 
 OnStatement = t.Callable[[Statement, float], None]
 OnProgress = t.Callable[[int], None]
@@ -135,8 +139,11 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
     result = FileResult(file)
     started = time.perf_counter()
     top = file.path
+    statements = split_file(file.path, chunk_size=chunk_size)
+    if file.size >= READ_AHEAD_MIN_BYTES:
+        statements = read_ahead(statements)
     try:
-        for stmt in split_file(file.path, chunk_size=chunk_size):
+        for stmt in statements:
             before = time.perf_counter()
             try:
                 run(stmt.sql)
@@ -160,7 +167,59 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
         raise
     finally:
         result.seconds = time.perf_counter() - started
+        close = getattr(statements, "close", None)
+        if close is not None:
+            close()
     return result
+
+
+_END = object()
+
+
+def read_ahead(statements: t.Iterator[Statement], depth: int = 2) -> t.Iterator[Statement]:
+    """Split in a thread while the server runs the previous statement.
+
+    The socket wait releases the GIL, so reading and splitting a big dump overlaps with the
+    server's work instead of adding to it. At most *depth* statements wait in the queue.
+    """
+    items: queue.Queue[t.Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for stmt in statements:
+                if not put(stmt):
+                    return
+            put(_END)
+        except BaseException as error:  # handed to the consumer, raised there
+            put(error)
+        finally:
+            close = getattr(statements, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="poolkit-sql-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _drop_session(raw: t.Any) -> None:

@@ -87,3 +87,41 @@ def test_keyboard_interrupt_leaves_nothing_recorded(make_pool: t.Callable[..., P
     assert pool.stats()["in_use"] == 0  # the connection went back (and was discarded)
     with pool.connection() as conn:
         assert conn.scalar("SELECT 1") == 1
+
+
+def test_read_ahead_gives_the_same_statements_and_forwards_errors(tmp_path: Path) -> None:
+    from poolkit.errors import SqlFileError
+    from poolkit.sqlapply import read_ahead
+    from poolkit.sqlsplit import split_file
+
+    path = _write(tmp_path, "1.sql", b"".join(b"SELECT %d;\n" % i for i in range(5000)))
+    assert list(read_ahead(split_file(path, chunk_size=64))) == list(split_file(path))
+    bad = _write(tmp_path, "2.sql", b"SELECT 1;\nDELIMITER\n")
+    got: list[int] = []
+    with pytest.raises(SqlFileError, match="DELIMITER must be followed"):
+        for stmt in read_ahead(split_file(bad)):
+            got.append(stmt.line)
+    assert got == [1]
+    early = read_ahead(split_file(path))
+    assert next(early).line == 1
+    early.close()  # the producer thread stops
+
+
+def test_big_file_goes_through_read_ahead(make_pool: t.Callable[..., Pool],
+                                          tmp_path: Path) -> None:
+    from poolkit.sqlapply import READ_AHEAD_MIN_BYTES
+
+    rows = b",".join(b"(%d,'row;%d -- not a comment')" % (i, i) for i in range(20000))
+    statement = b"INSERT INTO big VALUES " + rows + b";\n"
+    copies = READ_AHEAD_MIN_BYTES // len(statement) + 2
+    data = b"CREATE TABLE big (id INT, v VARCHAR(40));\n" + statement * copies + b"BROKEN;\n"
+    path = _write(tmp_path, "big.sql", data)
+    pool = make_pool()
+    with import_session(pool.connection()) as raw:
+        result = apply_file(raw, check_file(path))
+        assert result.statements == 1 + copies
+        assert [e.line for e in result.errors] == [2 + copies]
+        with raw.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM big")
+            assert cur.fetchone() == (20000 * copies,)
+            cur.execute("DROP TABLE big")
