@@ -24,7 +24,9 @@ client's rules, which this module follows:
 Comments inside a statement are kept (the server ignores them), so the server's "at line N"
 counts the file's own lines from :attr:`Statement.line`. A statement made only of comments is
 never sent. Bytes are never decoded: BLOBs and ``_binary '…'`` literals reach the server as
-they are in the file.
+they are in the file, with one exception the client makes too: it reads lines without the
+``\r`` of a CRLF ending (unless started with ``--binary-mode``), so a CRLF inside a string
+literal arrives as LF. Dumps escape both bytes (``\r\n``), so their data is unaffected.
 
 Not modelled: ``ANSI_QUOTES`` and ``NO_BACKSLASH_ESCAPES`` server modes (the client follows
 the server's status flags; poolkit assumes the defaults).
@@ -534,4 +536,6 @@ class _Splitter:
     def _emit(self, pieces: list[bytes], start: int, stop: int, line: int, offset: int,
               end: int) -> Statement:
         sql = self._text(pieces, start, stop).rstrip(_WS)
+        if b"\r\n" in sql:  # as the client, which reads lines without their CR
+            sql = sql.replace(b"\r\n", b"\n")
         return Statement(sql, line, offset, self.base + end, self.path)

@@ -59,7 +59,9 @@ CASES: list[tuple[str, bytes, list[tuple[bytes, int]]]] = [
      [(b"SELECT 1; SELECT 2", 2), (b"SELECT 3", 4)]),
     ("delimiter inside string under new delimiter", b"DELIMITER //\nSELECT '//'//\n",
      [(b"SELECT '//'", 2)]),
-    ("crlf", b"SELECT 1;\r\n-- c\r\nSELECT\r\n 2;\r\n", [(b"SELECT 1", 1), (b"SELECT\r\n 2", 3)]),
+    ("crlf", b"SELECT 1;\r\n-- c\r\nSELECT\r\n 2;\r\n", [(b"SELECT 1", 1), (b"SELECT\n 2", 3)]),
+    # The client drops the CR of CRLF line ends, inside literals too; a lone CR stays.
+    ("crlf in a literal", b"SELECT 'a\r\nb', 'c\rd';\r\n", [(b"SELECT 'a\nb', 'c\rd'", 1)]),
     ("crlf delimiter line", b"DELIMITER //\r\nSELECT 1//\r\nDELIMITER ;\r\nSELECT 2;\r\n",
      [(b"SELECT 1", 2), (b"SELECT 2", 4)]),
     ("utf-8 bom", b"\xef\xbb\xbfSELECT 1;", [(b"SELECT 1", 1)]),
