@@ -282,7 +282,15 @@ class _Splitter:
                     bol = True
                 pos += 1
                 continue
-            if bol and c not in b"#-/\\":
+            if bol and c in b"dDsS":  # perhaps 'delimiter …' or 'source …' on its own line
+                head = bytes(buf[pos:pos + 10]).lower()
+                if len(head) < 10 and not self.eof and b"\n" not in head:
+                    pos -= self._fill(pos, pos)
+                    continue
+            else:
+                head = b""
+            # Only then is the whole line needed: a dump's INSERT line may be megabytes long.
+            if head.startswith((b"delimiter", b"source")):
                 end = self._line_end(pos)
                 if end is None:
                     pos -= self._fill(pos, pos)
