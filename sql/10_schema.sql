@@ -13,6 +13,7 @@ CREATE TABLE employee (
   salary DECIMAL(10,2) NULL,
   hired DATE NULL,
   department_id INT NULL,
+  created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
   CONSTRAINT fk_employee_department FOREIGN KEY (department_id) REFERENCES department (id)
 ) DEFAULT CHARSET=utf8mb4;
 
