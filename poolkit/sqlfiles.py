@@ -8,6 +8,7 @@ and saying what to do, so a bad file fails the run before the first statement is
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import re
@@ -92,11 +93,17 @@ def sniff(head: bytes) -> str | None:
             return f"is {why}"
     outside = _LITERAL.sub(b"''", head)
     bad = _CONTROL.search(outside)
-    if bad is None:
-        return None
-    # Where SQL text must be (outside literals), a NUL or control byte means binary data.
-    return (f"is not SQL text: binary byte 0x{bad.group()[0]:02x} outside any string literal "
-            "(a binary file, or the wrong file?)")
+    if bad is not None:
+        # Where SQL text must be (outside literals), a NUL or control byte means binary data.
+        return (f"is not SQL text: binary byte 0x{bad.group()[0]:02x} outside any string "
+                "literal (a binary file, or the wrong file?)")
+    try:  # literals may hold any bytes (BLOBs in dumps); the SQL around them must be UTF-8
+        codecs.getincrementaldecoder("utf-8")().decode(outside, final=False)
+    except UnicodeDecodeError as error:
+        byte = outside[error.start]
+        return (f"is not UTF-8 outside string literals (byte 0x{byte:02x}): save it as UTF-8 "
+                "(e.g. iconv -f latin1 -t utf-8)")
+    return None
 
 
 def check_file(path: Path, name: str | None = None) -> SqlFile:

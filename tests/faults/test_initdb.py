@@ -73,8 +73,8 @@ def test_bad_file_in_sql_dir_is_one_clear_line(fault_app: t.Callable[..., Flask]
     bad = tmp_path / "20_bad.sql"
     if kind == "binary":
         bad.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
-    elif kind == "not-utf8":
-        bad.write_bytes("INSERT INTO fault_enc VALUES ('café');\n".encode("latin-1"))
+    elif kind == "not-utf8":  # Latin-1 where SQL text must be: an identifier
+        bad.write_bytes("CREATE TABLE fault_café (name VARCHAR(20));\n".encode("latin-1"))
     elif kind == "empty":
         bad.write_bytes(b"")
     else:
@@ -88,3 +88,27 @@ def test_bad_file_in_sql_dir_is_one_clear_line(fault_app: t.Callable[..., Flask]
     assert "Traceback" not in result.output
     assert len(lines) == 1 and "20_bad.sql" in lines[0], result.output
     assert history_names(admin) == before, "a file was recorded although the run stopped"
+
+
+def test_latin1_bytes_inside_a_literal_reach_the_server(fault_app: t.Callable[..., Flask],
+                                                         admin: t.Any, tmp_path: Path) -> None:
+    # Literals may hold any bytes (BLOBs in dumps), so they are sent unchanged, as the mysql
+    # client does; the server, not poolkit, judges them against the connection's charset.
+    (tmp_path / "10_ok.sql").write_text(
+        "CREATE TABLE IF NOT EXISTS fault_enc (name VARCHAR(20)) CHARACTER SET utf8mb4;\n")
+    (tmp_path / "20_bad.sql").write_bytes(
+        "SET SESSION sql_mode = 'STRICT_ALL_TABLES';\n"
+        "INSERT INTO fault_enc VALUES ('café');\n".encode("latin-1"))
+    before = history_names(admin)
+    app = fault_app(POOLKIT_SQL_DIR=str(tmp_path))
+    result = app.test_cli_runner().invoke(initdb_command, [])
+    print(f"\n[scenario 8 sql latin-1 literal] exit {result.exit_code}: {result.output.strip()}")
+    assert result.exit_code == 1
+    assert "20_bad.sql:2: ERROR 1366" in result.output
+    assert "Traceback" not in result.output
+    added = [row for row in history_names(admin) if row not in before]
+    assert [row.split("'")[1] for row in added] == ["10_ok.sql"], added  # 20_bad not recorded
+    with admin.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM fault_enc")
+        assert cur.fetchone()[0] == 0
+        cur.execute("DROP TABLE fault_enc")
