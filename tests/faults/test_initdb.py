@@ -3,11 +3,16 @@ and bad files in ``sql/``.
 
 Figures: the error line of the interrupted run, whether the file was recorded (assertion:
 no), whether a re-run finishes the job (assertion: yes); one error line per bad file.
-Not covered yet: a run interrupted with Ctrl-C (SIGINT) and its lock.
+And a real ``flask initdb`` process interrupted with Ctrl-C (SIGINT): exit code, time to stop,
+history (the interrupted file not recorded), the lock released.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import typing as t
@@ -18,6 +23,9 @@ from flask import Flask
 
 from commands.initdb import initdb_command
 from poolkit.faultproxy import FaultProxy
+from poolkit.sqlhistory import lock_name
+from poolkit.testing import admin_connect
+from poolkit.url import parse_url
 
 pytestmark = pytest.mark.faults
 
@@ -112,3 +120,64 @@ def test_latin1_bytes_inside_a_literal_reach_the_server(fault_app: t.Callable[..
         cur.execute("SELECT COUNT(*) FROM fault_enc")
         assert cur.fetchone()[0] == 0
         cur.execute("DROP TABLE fault_enc")
+
+
+def test_ctrl_c_mid_file_leaves_history_consistent_and_releases_the_lock(
+        make_database: t.Callable[[], str], tmp_path: Path) -> None:
+    # Scenario 7b: a real `flask initdb` process gets SIGINT (Ctrl-C) while a file runs.
+    url = make_database()
+    database = parse_url(url).database
+    (tmp_path / "10_first.sql").write_text("CREATE TABLE first_done (id INT);\n")
+    (tmp_path / "20_slow.sql").write_text(
+        "CREATE TABLE slow_rows (id INT);\n"
+        + "".join(f"INSERT INTO slow_rows VALUES ({i});\nDO SLEEP(0.1);\n" for i in range(100)))
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, POOLKIT_DATABASE_URL=url, PYTHONWARNINGS="ignore")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "examples.app", "initdb", "-v",
+         "--sql-dir", str(tmp_path)], cwd=root,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    admin = admin_connect(parse_url(url))
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # wait until 20_slow.sql is under way
+            with admin.cursor() as cur:
+                cur.execute("SELECT COUNT(*) FROM information_schema.TABLES "
+                            "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = 'slow_rows'", (database,))
+                if cur.fetchone()[0]:
+                    break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        interrupted_at = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=20)
+        stopped_after = time.monotonic() - interrupted_at
+        with admin.cursor() as cur:
+            cur.execute("SELECT file FROM poolkit_sql_history ORDER BY file")
+            recorded = [row[0] for row in cur.fetchall()]
+            cur.execute("SELECT COUNT(*) FROM slow_rows")
+            rows = cur.fetchone()[0]
+            cur.execute("SELECT IS_FREE_LOCK(%s)", (lock_name(database),))
+            lock_free = cur.fetchone()[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        admin.close()
+    print(f"\n[scenario 7] Ctrl-C: exit {process.returncode} after {stopped_after:.2f} s, "
+          f"recorded {recorded}, {rows} of 100 rows left (autocommit import), lock free "
+          f"{lock_free}; stderr: {err.strip().splitlines()[-1:]}")
+    assert process.returncode != 0
+    assert stopped_after < 5
+    assert recorded == ["10_first.sql"]  # the interrupted file is not recorded
+    assert 0 < rows < 100  # what ran stays: the import runs in autocommit, like the client
+    assert lock_free == 1
+    assert "Traceback" not in err
+
+    # A re-run applies the interrupted file again from its start.
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "examples.app", "initdb", "--status",
+         "--sql-dir", str(tmp_path)],
+        cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert "[ ] pending  20_slow.sql" in done.stdout, done.stdout
+    assert "[X] applied  10_first.sql" in done.stdout, done.stdout
