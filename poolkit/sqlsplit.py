@@ -155,6 +155,12 @@ def _statement_regex(delimiter: bytes) -> re.Pattern[bytes]:
 
 
 _regex_cache: dict[bytes, re.Pattern[bytes]] = {}
+# The statement regex runs over at most this many bytes per call: sre keeps backtracking state
+# for every iteration of a repeat, so one match over a 50 MB INSERT would take gigabytes.
+_WINDOW = 1 << 16
+# The body of a '…' or "…" literal: anything but the quote, a backslash escaping any byte.
+_STRING_BODY = {q: re.compile(b"[^%s\\\\]*(?:\\\\[\\s\\S][^%s\\\\]*)*" % (bytes([q]), bytes([q])))
+                for q in b"'\""}
 _SPACE_RUN = re.compile(rb"[ \t\r\f\v]*")
 
 
@@ -196,6 +202,24 @@ def _get_arg(text: bytes) -> bytes | None:
         out.append(c)
         i += 1
     return bytes(out) if out and not quote else None
+
+
+def _quoted_end(buf: bytearray, pos: int) -> int:
+    """The index after the literal opened at *pos*, or -1 when it does not close in *buf*."""
+    quote = buf[pos]
+    if quote == 0x60:  # backticks have no escapes
+        close = buf.find(b"`", pos + 1)
+        return close + 1 if close >= 0 else -1
+    body = _STRING_BODY[quote]
+    n = len(buf)
+    i = pos + 1
+    while True:  # a window per turn; a turn that does not move ends the loop
+        j = body.match(buf, i, min(n, i + _WINDOW)).end()  # type: ignore[union-attr]
+        if j < n and buf[j] == quote:
+            return j + 1
+        if j == i:  # the end of buf, or a backslash as its last byte
+            return -1
+        i = j
 
 
 class _Splitter:
@@ -396,8 +420,9 @@ class _Splitter:
         while True:
             delimiter = session.delimiter
             buf = self.buf
-            pos = _regex_for(delimiter).match(buf, pos).end()  # type: ignore[union-attr]
             n = len(buf)
+            rx = _regex_for(delimiter)
+            pos = rx.match(buf, pos, min(n, pos + _WINDOW)).end()  # type: ignore[union-attr]
             eof = self.eof
             if pos >= n:
                 if eof:
@@ -473,12 +498,16 @@ class _Splitter:
                         yield self._emit(pieces, start, pos, line, offset, n)
                         return None
                     need = n - pos + 1
-            elif c in _QUOTES:
+            elif c in _QUOTES:  # a literal longer than the window, or not all here yet
+                close = _quoted_end(buf, pos)
+                if close >= 0:
+                    pos = close
+                    continue
                 if eof:  # unterminated: the rest of the file, as the client sends it
                     yield self._emit(pieces, start, n, line, offset, n)
                     return None
                 need = n - pos + 1
-            elif eof:  # first byte of the delimiter at the very end of the file
+            elif eof or n - pos >= len(delimiter):  # the window's end, or not the delimiter
                 pos += 1
                 continue
             else:
@@ -538,7 +567,8 @@ class _Splitter:
         return "resume", (found + len(self.session.delimiter) if found >= 0 else end)
 
     def _text(self, pieces: list[bytes], start: int, stop: int) -> bytes:
-        body = bytes(self.buf[start:stop])
+        with memoryview(self.buf) as view:  # one copy, not two (a statement may be 50 MB)
+            body = bytes(view[start:stop])
         return b"".join([*pieces, body]) if pieces else body
 
     def _emit(self, pieces: list[bytes], start: int, stop: int, line: int, offset: int,

@@ -177,3 +177,23 @@ def test_sakila_is_the_same_at_every_chunk_size(name: str) -> None:
         creates = [sql.split(b"\n", 1)[0] for sql, _ in whole if sql.startswith(b"CREATE")]
         assert sum(b"TRIGGER" in c for c in creates) == 3  # the other 3 come with the data
         assert sum(b"PROCEDURE" in c or b"FUNCTION" in c for c in creates) == 6
+
+
+@pytest.mark.parametrize("size", [65535, 65536, 65537, 200_000])
+def test_literals_and_runs_longer_than_the_regex_window(size: int) -> None:
+    # The statement regex looks at 64 KiB per call (sre's memory grows with each iteration);
+    # literals, identifiers and plain text across that edge must still be read whole.
+    parts = [b"'" + b"a\\';" * (size // 4) + b"'", b"x" * size,
+             b"`" + b"b;" * (size // 2) + b"`", b'"' + b"\\\\" * (size // 2) + b'"']
+    first = b"SELECT " + b",".join(parts)
+    data = first + b";SELECT 2;"
+    for chunk_size in (7, 4096, 65536, 1 << 20):
+        got = [(s.sql, s.line) for s in split_bytes(data, chunk_size=chunk_size)]
+        assert got == [(first, 1), (b"SELECT 2", 1)], chunk_size
+
+
+def test_a_literal_of_many_escapes_is_fast() -> None:
+    # 8 MB of escapes: a Python loop per escape, or one regex over it all, took seconds/GBs.
+    literal = b"'" + b"ab\\'c" * (1 << 21) + b"'"
+    [stmt] = split_bytes(b"INSERT INTO t VALUES (" + literal + b");", chunk_size=1 << 16)
+    assert stmt.sql.endswith(literal + b")")
