@@ -59,6 +59,25 @@ def admin(database_url: str) -> t.Iterator[t.Any]:
     con.close()
 
 
+def scratch_table(admin: t.Any, name: str, columns: str) -> str:
+    """Create table *name* (InnoDB) if needed and empty it; returns its name."""
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns}) ENGINE=InnoDB")
+        cur.execute(f"TRUNCATE {name}")
+    return name
+
+
+def query_rows(url: str | t.Any, sql: str) -> list[tuple[t.Any, ...]]:
+    """All rows of *sql* on a fresh admin connection to *url* (a URL string or DatabaseURL)."""
+    con = admin_connect(parse_url(url) if isinstance(url, str) else url)
+    try:
+        with con.cursor() as cur:
+            cur.execute(sql)
+            return list(cur.fetchall())
+    finally:
+        con.close()
+
+
 def server_count(admin: t.Any, sql: str, *args: t.Any) -> t.Any:
     """Run *sql* on the admin connection and return the first column of the first row."""
     with admin.cursor() as cur:

@@ -6,7 +6,7 @@ import contextlib
 import typing as t
 
 import pytest
-from conftest import needs_mysqlclient
+from conftest import needs_mysqlclient, scratch_table
 from flask import Flask
 
 from poolkit import Pool, Poolkit, db, load_config
@@ -24,11 +24,7 @@ def with_scheme(url: str, driver: str) -> str:
 
 @pytest.fixture
 def table(admin: t.Any) -> str:
-    with admin.cursor() as cur:
-        cur.execute("CREATE TABLE IF NOT EXISTS drv_item "
-                    "(id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(50)) ENGINE=InnoDB")
-        cur.execute("TRUNCATE drv_item")
-    return "drv_item"
+    return scratch_table(admin, "drv_item", "id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(50)")
 
 
 def rows(admin: t.Any) -> list[str]:

@@ -6,18 +6,16 @@ import threading
 import typing as t
 
 import pytest
+from conftest import scratch_table
 from flask import Flask
 
 from poolkit import Poolkit, db
 
 
 @pytest.fixture
-def employee(admin: t.Any) -> t.Iterator[str]:
-    with admin.cursor() as cur:
-        cur.execute("CREATE TABLE IF NOT EXISTS ext_employee "
-                    "(id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(50)) ENGINE=InnoDB")
-        cur.execute("TRUNCATE ext_employee")
-    yield "ext_employee"
+def employee(admin: t.Any) -> str:
+    return scratch_table(admin, "ext_employee",
+                         "id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(50)")
 
 
 def names(admin: t.Any) -> list[str]:

@@ -14,10 +14,10 @@ import typing as t
 from pathlib import Path
 
 import pytest
+from conftest import query_rows
 from flask import Flask
 
 from poolkit import Poolkit
-from poolkit.testing import admin_connect
 from poolkit.url import DatabaseURL, parse_url
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -27,14 +27,6 @@ pytestmark = pytest.mark.skipif(not SAKILA.is_dir(),
                                 reason=f"{CORPUS} is absent (a clone without the corpus)")
 
 
-def _rows(url: DatabaseURL, sql: str) -> list[tuple[t.Any, ...]]:
-    con = admin_connect(url)
-    try:
-        with con.cursor() as cur:
-            cur.execute(sql)
-            return list(cur.fetchall())
-    finally:
-        con.close()
 
 
 @pytest.fixture
@@ -65,11 +57,11 @@ def sakila(app_on: t.Callable[[str], Flask], make_database: t.Callable[[], str]
     assert "2 files applied, 108 statements" in result.output
     server = parse_url(url)
     yield server.with_database("sakila")
-    _rows(server, "DROP DATABASE IF EXISTS sakila")
+    query_rows(server, "DROP DATABASE IF EXISTS sakila")
 
 
 def test_sakila_loads_like_the_client(sakila: DatabaseURL) -> None:
-    one = lambda sql: _rows(sakila, sql)[0]  # noqa: E731
+    one = lambda sql: query_rows(sakila, sql)[0]  # noqa: E731
     assert one("SELECT COUNT(*) FROM rental") == (16044,)
     assert one("SELECT COUNT(*) FROM film_text") == (1000,)  # the triggers came first
     assert one("SELECT COUNT(*) FROM information_schema.ROUTINES "
@@ -100,17 +92,17 @@ def test_mariadb_dump_round_trip(sakila: DatabaseURL, app_on: t.Callable[[str], 
     result = app.test_cli_runner().invoke(args=["initdb", str(dump)])
     assert result.exit_code == 0, result.output
     copy = parse_url(target)
-    tables = [r[0] for r in _rows(sakila, "SELECT TABLE_NAME FROM information_schema.TABLES "
+    tables = [r[0] for r in query_rows(sakila, "SELECT TABLE_NAME FROM information_schema.TABLES "
                                           "WHERE TABLE_SCHEMA = 'sakila' AND "
                                           "TABLE_TYPE = 'BASE TABLE' ORDER BY 1")]
     assert len(tables) == 16
     names = ", ".join(f"`{name}`" for name in tables)
-    original = [r[1] for r in _rows(sakila, f"CHECKSUM TABLE {names}")]
-    copied = [r[1] for r in _rows(copy, f"CHECKSUM TABLE {names}")]
+    original = [r[1] for r in query_rows(sakila, f"CHECKSUM TABLE {names}")]
+    copied = [r[1] for r in query_rows(copy, f"CHECKSUM TABLE {names}")]
     assert copied == original
     assert None not in copied
     for kind, column in (("ROUTINES", "ROUTINE_SCHEMA"), ("TRIGGERS", "TRIGGER_SCHEMA")):
         sql = f"SELECT COUNT(*) FROM information_schema.{kind} WHERE {column} = DATABASE()"
-        assert _rows(copy, sql) == [(6,)]
-    history = _rows(copy, "SELECT file, statements FROM poolkit_sql_history")
+        assert query_rows(copy, sql) == [(6,)]
+    history = query_rows(copy, "SELECT file, statements FROM poolkit_sql_history")
     assert history[0][0] == "sakila-dump.sql" and history[0][1] > 50

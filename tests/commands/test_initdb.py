@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
+from conftest import query_rows
 from flask import Flask
 
 from poolkit import Poolkit
@@ -41,17 +42,9 @@ class Env:
         return self.app.test_cli_runner().invoke(args=["initdb", *args])
 
     def rows(self, sql: str) -> list[tuple[t.Any, ...]]:
-        return _rows(self.url, sql)
+        return query_rows(self.url, sql)
 
 
-def _rows(url: str, sql: str) -> list[tuple[t.Any, ...]]:
-    con = admin_connect(parse_url(url))
-    try:
-        with con.cursor() as cur:
-            cur.execute(sql)
-            return list(cur.fetchall())
-    finally:
-        con.close()
 
 
 @pytest.fixture
@@ -317,4 +310,4 @@ def test_database_option_picks_a_named_pool(env: Env, make_database: t.Callable[
     finally:
         extension.close()
     assert env.rows("SHOW TABLES") == []
-    assert _rows(reports, "SHOW TABLES") == [("poolkit_sql_history",), ("t",)]
+    assert query_rows(reports, "SHOW TABLES") == [("poolkit_sql_history",), ("t",)]

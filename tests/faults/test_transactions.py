@@ -13,6 +13,7 @@ import typing as t
 import uuid
 
 import pytest
+from conftest import scratch_table
 from flask import Flask
 
 from poolkit import db
@@ -27,11 +28,8 @@ ROWS = 3  # rows each write request inserts
 
 @pytest.fixture
 def writes(admin: t.Any) -> str:
-    with admin.cursor() as cur:
-        cur.execute("CREATE TABLE IF NOT EXISTS fault_write (id INT AUTO_INCREMENT PRIMARY KEY,"
-                    " token CHAR(32) NOT NULL, seq INT NOT NULL, KEY (token)) ENGINE=InnoDB")
-        cur.execute("TRUNCATE fault_write")
-    return "fault_write"
+    return scratch_table(admin, "fault_write", "id INT AUTO_INCREMENT PRIMARY KEY, "
+                         "token CHAR(32) NOT NULL, seq INT NOT NULL, KEY (token)")
 
 
 def rows_by_token(admin: t.Any) -> dict[str, int]:
