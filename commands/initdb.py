@@ -26,6 +26,7 @@ from poolkit.sqlapply import (
     create_database,
     describe_error,
     import_session,
+    kill_running_statement,
     use_database,
     wait_for_server,
 )
@@ -143,7 +144,8 @@ def initdb_command(files: tuple[Path, ...], sql_dir: Path | None, bind: str, sho
             return
         try:
             with server_lock(raw, database, lock_timeout):
-                _run(raw, history, checked, database, force, continue_on_error, verbose, quiet)
+                _run(raw, history, checked, database, force, continue_on_error, verbose, quiet,
+                     on_interrupt=lambda: kill_running_statement(settings, raw))
         except PoolkitError as error:
             raise click.ClickException(str(error)) from None
 
@@ -160,7 +162,8 @@ def _dry_run(files: list[SqlFile], quiet: bool) -> None:
 
 
 def _run(raw: t.Any, history: History, files: list[SqlFile], database: str, force: bool,
-         continue_on_error: bool, verbose: bool, quiet: bool) -> None:
+         continue_on_error: bool, verbose: bool, quiet: bool,
+         on_interrupt: t.Callable[[], object] = lambda: None) -> None:
     history.ensure()
     applied = history.load()  # read under the lock: another run may just have finished
     states = status(files, applied)
@@ -183,6 +186,7 @@ def _run(raw: t.Any, history: History, files: list[SqlFile], database: str, forc
         try:
             result = _apply(raw, file, database, continue_on_error, verbose, quiet)
         except KeyboardInterrupt:
+            on_interrupt()  # stop the server's statement now, as the mysql client does
             click.echo(f"interrupted: {_shown(file.path)} was not recorded as applied", err=True)
             raise click.Abort() from None
         statements += result.statements

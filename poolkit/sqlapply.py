@@ -311,3 +311,30 @@ def _worth_waiting(error: BaseException) -> bool:
 def describe_error(error: BaseException) -> str:
     """A driver error as one line, any password masked."""
     return mask_url(f"{type(error).__name__}: {error}")
+
+
+def kill_running_statement(settings: PoolSettings, raw: t.Any) -> bool:
+    """``KILL QUERY`` the import session's statement from a second connection (Ctrl-C).
+
+    As the mysql client does: otherwise the server runs the interrupted statement (a long
+    ``ALTER``, a big ``INSERT``) to its end before it notices the client has gone, and holds
+    the initdb lock until then. Returns whether the KILL was sent.
+    """
+    try:
+        thread_id = int(raw.thread_id())
+        driver = get_driver(settings.url.driver)
+        kwargs = settings.driver_kwargs()
+        kwargs["connect_timeout"] = 5
+        killer = driver.connect(kwargs)
+    except Exception:
+        return False
+    try:
+        cursor = killer.cursor()
+        cursor.execute(f"KILL QUERY {thread_id}")
+        cursor.close()
+        return True
+    except Exception:
+        return False
+    finally:
+        with suppress(Exception):
+            killer.close()
