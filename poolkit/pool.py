@@ -83,17 +83,16 @@ class Pool:
         self._borrowed.pop(id(con), None)
         self._engine.checkin(con)
 
-    def checkout(self) -> Connection:
-        """A checked-out :class:`Connection`; call its ``close()`` to give it back."""
+    def connection(self) -> Connection:
+        """``with pool.connection() as conn:`` — returned to the pool whatever happens.
+
+        Without ``with``, call ``conn.close()`` to give it back.
+        """
         conn = Connection(self)
         conn._con = self._checkout()
         return conn
 
-    def connection(self) -> Connection:
-        """``with pool.connection() as conn:`` — returned to the pool whatever happens."""
-        conn = Connection(self)
-        conn._con = self._checkout()
-        return conn
+    checkout = connection  # the name for code that closes the connection itself
 
     # -- state ----------------------------------------------------------------------------
     def stats(self) -> dict[str, float]:
