@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from poolkit.config import load_config  # noqa: E402
-from poolkit.pool import Pool  # noqa: E402
-from poolkit.sqlapply import apply_file, import_session  # noqa: E402
-from poolkit.sqlfiles import check_file  # noqa: E402
-from poolkit.testing import admin_connect  # noqa: E402
+from poolkit.pool.pool import Pool  # noqa: E402
+from poolkit.sqlimport.apply import apply_file, import_session  # noqa: E402
+from poolkit.sqlimport.files import check_file  # noqa: E402
+from poolkit.testing.plugin import admin_connect  # noqa: E402
 from poolkit.url import DatabaseURL, parse_url  # noqa: E402
 
 SAKILA = ROOT.parent / "shared" / "corpus" / "sakila"

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flask import Flask
 
 from poolkit import Poolkit
-from poolkit.stress import StressOptions, run_stress
-from poolkit.stress_report import StressReport
+from poolkit.stress.report import StressReport
+from poolkit.stress.runner import StressOptions, run_stress
 
 DEFAULT_URL = "mysql://root:@127.0.0.1:3306/test"
 TARGET = 50.0

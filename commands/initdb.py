@@ -14,11 +14,10 @@ import typing as t
 from pathlib import Path
 
 import click
-from flask import current_app
-from flask.cli import with_appcontext
 
+from poolkit.commands._cli import poolkit_state, with_poolkit_app
 from poolkit.errors import PoolkitError
-from poolkit.sqlapply import (
+from poolkit.sqlimport.apply import (
     FileResult,
     StatementError,
     apply_file,
@@ -30,9 +29,9 @@ from poolkit.sqlapply import (
     use_database,
     wait_for_server,
 )
-from poolkit.sqlfiles import SqlFile, check_files, discover
-from poolkit.sqlhistory import APPLIED, CHANGED, PENDING, History, server_lock, status
-from poolkit.sqlsplit import Statement
+from poolkit.sqlimport.files import SqlFile, check_files, discover
+from poolkit.sqlimport.history import APPLIED, CHANGED, PENDING, History, server_lock, status
+from poolkit.sqlimport.split import Statement
 
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024
 _MARKS = {APPLIED: "[X] applied", PENDING: "[ ] pending", CHANGED: "[!] changed"}
@@ -102,15 +101,13 @@ def _apply(raw: t.Any, file: SqlFile, database: str, continue_on_error: bool,
               help="Create the URL's database if it is missing.")
 @click.option("-v", "--verbose", is_flag=True, help="Print each statement and its duration.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
-@with_appcontext
+@with_poolkit_app
 def initdb_command(files: tuple[Path, ...], sql_dir: Path | None, bind: str, show_status: bool,
                    exit_code: bool, dry_run: bool, force: bool, continue_on_error: bool,
                    lock_timeout: float, wait_seconds: float, create_db: bool,
                    verbose: bool, quiet: bool) -> None:
     """Apply the project's .sql files (sql/*.sql in natural order, or FILES) once each."""
-    state = current_app.extensions.get("poolkit")
-    if state is None:
-        raise click.ClickException("this app does not use poolkit: call Poolkit(app) first")
+    state = poolkit_state()
     try:
         paths = list(files) if files else discover(sql_dir or state.sql_dir)
         checked = check_files(paths)

@@ -11,9 +11,8 @@ import json
 import typing as t
 
 import click
-from flask import current_app
-from flask.cli import with_appcontext
 
+from poolkit.commands._cli import poolkit_state, with_poolkit_app
 from poolkit.url import mask_url
 
 _SERVER_SQL = ("SELECT VERSION() AS version, @@GLOBAL.max_connections AS mc, "
@@ -97,13 +96,11 @@ def _fmt(value: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("-v", "--verbose", is_flag=True, help="Every setting and every counter.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only warnings and errors.")
-@with_appcontext
+@with_poolkit_app
 def pool_status_command(workers: int, binds: tuple[str, ...], strict: bool, as_json: bool,
                         verbose: bool, quiet: bool) -> None:
     """Show each pool's settings, its server and live stats; check capacity per --workers."""
-    state = current_app.extensions.get("poolkit")
-    if state is None:
-        raise click.ClickException("this app does not use poolkit: call Poolkit(app) first")
+    state = poolkit_state()
     pools = {name: state.pool(name) for name in binds} if binds else dict(state.pools)
     report = {name: {"settings": pool.settings.describe(), "server": _server_facts(pool),
                      "stats": pool.stats()} for name, pool in pools.items()}

@@ -13,10 +13,10 @@ import typing as t
 
 import click
 from flask import current_app
-from flask.cli import with_appcontext
 
-from poolkit.stress import Progress, StressError, StressOptions, parse_strategies, run_stress
-from poolkit.stress_report import StressReport
+from poolkit.commands._cli import with_poolkit_app
+from poolkit.stress.report import StressReport
+from poolkit.stress.runner import Progress, StressError, StressOptions, parse_strategies, run_stress
 
 _ERROR_LINES = 8  # per strategy, unless -v
 
@@ -177,7 +177,7 @@ def write_plot(report: StressReport, path: str, plt: t.Any) -> None:
               help="Draw req/s and latency per strategy into this PNG (needs matplotlib).")
 @click.option("-v", "--verbose", is_flag=True, help="Show the settings and every error kind.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the verdicts.")
-@with_appcontext
+@with_poolkit_app
 def pool_stress_command(strategies: str, threads: int, seconds: float | None,
                         requests: int | None, pool_size: int | None, warmup: float,
                         workers: int, query: str | None, endpoint: str | None, write: bool,

@@ -6,7 +6,6 @@ from . import signals as signals
 from .config import PoolkitConfig as PoolkitConfig
 from .config import PoolSettings as PoolSettings
 from .config import load_config as load_config
-from .connection import Connection as Connection
 from .errors import ConfigError as ConfigError
 from .errors import DriverNotInstalledError as DriverNotInstalledError
 from .errors import PoolClosedError as PoolClosedError
@@ -16,6 +15,7 @@ from .errors import SqlFileError as SqlFileError
 from .extension import Poolkit as Poolkit
 from .extension import db as db
 from .pool import Pool as Pool
+from .pool.connection import Connection as Connection
 from .url import DatabaseURL as DatabaseURL
 from .url import parse_url as parse_url
 

@@ -1,24 +1,18 @@
-"""The errors poolkit raises: one family, each with a message that says what to do next."""
+"""The errors poolkit raises: one family, each with a message that says what to do next.
+
+No click here: ``poolkit.commands`` turns these into ``click.ClickException`` at the CLI
+boundary (``poolkit/commands/_cli.py``), so the library stays usable without a CLI.
+"""
 
 from __future__ import annotations
-
-import click
 
 
 class PoolkitError(Exception):
     """Base class of every error poolkit raises."""
 
 
-class ConfigError(PoolkitError, ValueError, click.ClickException):
-    """The app's POOLKIT_* configuration is invalid; the message names the key.
-
-    It is also a ``click.ClickException`` (as Flask's ``NoAppException`` is a click error): an
-    app factory that fails on bad config under ``flask …`` prints one ``Error:`` line and exits
-    with status 1 instead of a traceback.
-    """
-
-    def __init__(self, message: str) -> None:
-        click.ClickException.__init__(self, message)
+class ConfigError(PoolkitError, ValueError):
+    """The app's POOLKIT_* configuration is invalid; the message names the key."""
 
 
 class DriverNotInstalledError(ConfigError):

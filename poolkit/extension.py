@@ -16,10 +16,10 @@ from flask import Flask, current_app, g, has_app_context
 from werkzeug.local import LocalProxy
 
 from .config import DEFAULT_BIND, PoolkitConfig, load_config
-from .connection import Connection
 from .discovery import register_user_commands
 from .errors import ConfigError
 from .pool import Pool
+from .pool.connection import Connection
 
 EXTENSION_KEY = "poolkit"
 _G_KEY = "_poolkit_connections"

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .errors import ConfigError
 
-#: URL scheme → driver name (see poolkit.drivers).
+#: URL scheme → driver name (see poolkit.pool.drivers).
 SCHEMES: dict[str, str] = {
     "mysql": "pymysql",
     "mysql+pymysql": "pymysql",

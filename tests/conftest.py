@@ -1,6 +1,6 @@
-"""Shared fixtures: a real database per session (poolkit.testing), apps built on it, a CLI runner.
+"""Shared fixtures: a real database per session (poolkit.testing.plugin), apps, a CLI runner.
 
-``poolkit_server``, ``database_url`` and ``make_database`` come from the ``poolkit.testing``
+``poolkit_server``, ``database_url`` and ``make_database`` come from the ``poolkit.testing.plugin``
 pytest plugin (registered by the package's ``pytest11`` entry point).
 """
 
@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 
 from poolkit import Pool, Poolkit, load_config
-from poolkit.testing import admin_connect
+from poolkit.testing.plugin import admin_connect
 from poolkit.url import parse_url
 
 #: mysqlclient needs a C build (libmariadb-dev); a user's machine may lack it. CI sets

@@ -10,8 +10,8 @@ from conftest import needs_mysqlclient, scratch_table
 from flask import Flask
 
 from poolkit import Pool, Poolkit, db, load_config
-from poolkit.drivers import DISCONNECT_CODES, error_code, get_driver, is_disconnect
-from poolkit.testing import admin_connect
+from poolkit.pool.drivers import DISCONNECT_CODES, error_code, get_driver, is_disconnect
+from poolkit.testing.plugin import admin_connect
 from poolkit.url import parse_url
 
 DRIVERS = ["pymysql", pytest.param("mysqldb", marks=needs_mysqlclient)]

@@ -9,7 +9,7 @@ import typing as t
 import pymysql
 import pytest
 
-from poolkit.faultproxy import FaultProxy
+from poolkit.testing.faultproxy import FaultProxy
 from poolkit.url import DatabaseURL
 
 

@@ -235,7 +235,7 @@ def attempts(admin: t.Any) -> t.Iterator[t.Callable[[], int]]:
 @pytest.fixture
 def row_lock(admin: t.Any, database_url: str) -> t.Iterator[None]:
     """Hold the lock of pk_locked row 1 from another connection."""
-    from poolkit.testing import admin_connect
+    from poolkit.testing.plugin import admin_connect
     from poolkit.url import parse_url
 
     locker = admin_connect(parse_url(database_url), autocommit=False)

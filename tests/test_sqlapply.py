@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from poolkit import Pool
-from poolkit.sqlapply import apply_file, count_statements, import_session, locate
-from poolkit.sqlfiles import check_file
-from poolkit.sqlsplit import Statement
+from poolkit.sqlimport.apply import apply_file, count_statements, import_session, locate
+from poolkit.sqlimport.files import check_file
+from poolkit.sqlimport.split import Statement
 
 
 def _write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -91,8 +91,8 @@ def test_keyboard_interrupt_leaves_nothing_recorded(make_pool: t.Callable[..., P
 
 def test_read_ahead_gives_the_same_statements_and_forwards_errors(tmp_path: Path) -> None:
     from poolkit.errors import SqlFileError
-    from poolkit.sqlapply import read_ahead
-    from poolkit.sqlsplit import split_file
+    from poolkit.sqlimport.apply import read_ahead
+    from poolkit.sqlimport.split import split_file
 
     path = _write(tmp_path, "1.sql", b"".join(b"SELECT %d;\n" % i for i in range(5000)))
     assert list(read_ahead(split_file(path, chunk_size=64))) == list(split_file(path))
@@ -109,7 +109,7 @@ def test_read_ahead_gives_the_same_statements_and_forwards_errors(tmp_path: Path
 
 def test_big_file_goes_through_read_ahead(make_pool: t.Callable[..., Pool],
                                           tmp_path: Path) -> None:
-    from poolkit.sqlapply import READ_AHEAD_MIN_BYTES
+    from poolkit.sqlimport.apply import READ_AHEAD_MIN_BYTES
 
     rows = b",".join(b"(%d,'row;%d -- not a comment')" % (i, i) for i in range(20000))
     statement = b"INSERT INTO big VALUES " + rows + b";\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from poolkit.errors import SqlFileError
-from poolkit.sqlfiles import check_file, check_files, discover, natural_key, sniff
+from poolkit.sqlimport.files import check_file, check_files, discover, natural_key, sniff
 
 
 def test_natural_order(tmp_path: Path) -> None:

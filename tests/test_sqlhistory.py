@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from poolkit.errors import SqlFileError
-from poolkit.sqlfiles import SqlFile
-from poolkit.sqlhistory import (
+from poolkit.sqlimport.files import SqlFile
+from poolkit.sqlimport.history import (
     APPLIED,
     CHANGED,
     PENDING,
@@ -19,7 +19,7 @@ from poolkit.sqlhistory import (
     server_lock,
     status,
 )
-from poolkit.testing import admin_connect
+from poolkit.testing.plugin import admin_connect
 from poolkit.url import parse_url
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from poolkit.errors import SqlFileError
-from poolkit.sqlsplit import split_bytes, split_file
+from poolkit.sqlimport.split import split_bytes, split_file
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
@@ -154,7 +154,7 @@ def test_reads_in_chunks_never_the_whole_stream() -> None:
             return data
 
     data = b"".join(b"INSERT INTO t VALUES (%d);\n" % i for i in range(50000))
-    from poolkit.sqlsplit import _Session, _Splitter
+    from poolkit.sqlimport.split import _Session, _Splitter
 
     stream = Counting(data)
     count = sum(1 for _ in _Splitter(t.cast(t.BinaryIO, stream), None, _Session(),

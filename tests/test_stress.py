@@ -11,8 +11,7 @@ from conftest import server_count
 from flask import Flask
 
 from poolkit import db
-from poolkit.stress import StressError, StressOptions, parse_strategies, run_stress
-from poolkit.stress_report import (
+from poolkit.stress.report import (
     STRATEGIES,
     Load,
     ServerFigures,
@@ -22,7 +21,8 @@ from poolkit.stress_report import (
     latency_ms,
     percentile,
 )
-from poolkit.stress_strategies import make_strategy
+from poolkit.stress.runner import StressError, StressOptions, parse_strategies, run_stress
+from poolkit.stress.strategies import make_strategy
 
 # -- figures ---------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import server_count
 
-from poolkit.testing import ENV_REQUIRE, ENV_URL, Databases, _full
+from poolkit.testing.plugin import ENV_REQUIRE, ENV_URL, Databases, _full
 from poolkit.url import parse_url
 
 INNER = """

@@ -15,8 +15,8 @@ from conftest import query_rows
 from flask import Flask
 
 from poolkit import Poolkit
-from poolkit.sqlhistory import lock_name
-from poolkit.testing import admin_connect
+from poolkit.sqlimport.history import lock_name
+from poolkit.testing.plugin import admin_connect
 from poolkit.url import parse_url
 
 SCHEMA = b"CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(20));\n"

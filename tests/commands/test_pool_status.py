@@ -13,7 +13,7 @@ import pytest
 from click.testing import Result
 from flask import Flask
 
-from commands.pool_status import pool_status_command
+from poolkit.commands.pool_status import pool_status_command
 from poolkit.url import parse_url
 
 
@@ -112,7 +112,7 @@ def test_app_without_poolkit() -> None:
 
 
 def test_flask_cli_finds_the_command(poolkit_server: t.Any, tmp_path: Path) -> None:
-    from poolkit.testing import _full
+    from poolkit.testing.plugin import _full
 
     root = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if not k.startswith("POOLKIT_")}

@@ -10,9 +10,9 @@ import pytest
 from click.testing import Result
 from flask import Flask
 
-from commands.pool_stress import format_progress, pool_stress_command
 from poolkit import Poolkit
-from poolkit.stress import Progress
+from poolkit.commands.pool_stress import format_progress, pool_stress_command
+from poolkit.stress.runner import Progress
 
 
 def run(app: Flask, *args: str) -> Result:

@@ -1,7 +1,7 @@
 """Fixtures of the fault suite: a fault proxy, server-side kills and a bounded request load.
 
 Every scenario runs on the real server (``POOLKIT_TEST_DATABASE_URL``), through a Flask app
-built with ``make_app``; faults come from :class:`poolkit.faultproxy.FaultProxy` or from an
+built with ``make_app``; faults come from :class:`poolkit.testing.faultproxy.FaultProxy` or from an
 admin connection (``KILL CONNECTION``, ``SET GLOBAL``). Every loop here is bounded in count
 and time and every thread is joined with a timeout.
 """
@@ -17,7 +17,7 @@ import pytest
 from flask import Flask
 
 from poolkit import Poolkit
-from poolkit.faultproxy import FaultProxy
+from poolkit.testing.faultproxy import FaultProxy
 from poolkit.url import DatabaseURL, parse_url
 
 

@@ -19,8 +19,8 @@ import pytest
 
 from poolkit import ConfigError, load_config
 from poolkit.config import PoolSettings
-from poolkit.drivers import get_driver
-from poolkit.faultproxy import FaultProxy
+from poolkit.pool.drivers import get_driver
+from poolkit.testing.faultproxy import FaultProxy
 from poolkit.url import DatabaseURL
 
 pytestmark = pytest.mark.faults

@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 
 from poolkit import db
-from poolkit.faultproxy import FaultProxy
+from poolkit.testing.faultproxy import FaultProxy
 
 from .test_outage import with_options
 

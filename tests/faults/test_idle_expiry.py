@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 
 from poolkit import db
-from poolkit.testing import admin_connect
+from poolkit.testing.plugin import admin_connect
 from poolkit.url import parse_url
 
 from .conftest import database_of, pool_connection_ids, start_load, summary

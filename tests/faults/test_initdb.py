@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from commands.initdb import initdb_command
-from poolkit.faultproxy import FaultProxy
-from poolkit.sqlhistory import lock_name
-from poolkit.testing import admin_connect
+from poolkit.commands.initdb import initdb_command
+from poolkit.sqlimport.history import lock_name
+from poolkit.testing.faultproxy import FaultProxy
+from poolkit.testing.plugin import admin_connect
 from poolkit.url import parse_url
 
 pytestmark = pytest.mark.faults

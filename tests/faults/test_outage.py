@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 
 from poolkit import db
-from poolkit.faultproxy import FaultProxy
+from poolkit.testing.faultproxy import FaultProxy
 
 from .conftest import start_load, summary
 

@@ -16,7 +16,7 @@ import time
 import typing as t
 from dataclasses import dataclass
 
-from .stress_report import Load, WrongRow, error_key
+from .report import Load, WrongRow, error_key
 
 #: Seconds a run may overrun its deadline while the last requests finish.
 GRACE = 5.0

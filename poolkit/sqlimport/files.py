@@ -16,7 +16,7 @@ import typing as t
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SqlFileError
+from ..errors import SqlFileError
 
 SNIFF_SIZE = 64 * 1024
 _DIGITS = re.compile(r"(\d+)")

@@ -2,14 +2,14 @@
 
 :func:`run_stress` drives the user's own app through WSGI (routing, app context, hooks,
 teardown) from N threads — or N threads in each of P forked workers — once per strategy
-(:mod:`poolkit.stress_strategies`). During a run a ``before_request`` hook binds ``db`` to the
+(:mod:`poolkit.stress.strategies`). During a run a ``before_request`` hook binds ``db`` to the
 strategy's connection, so the same view code runs against all three: the stress views under
 ``/_poolkit/stress/`` (``SELECT %s`` of a per-request nonce, INSERT-then-SELECT-own-row with
 ``write``, or the user's ``query``) or an existing view of the app (``endpoint``).
 
 A separate admin connection reads the server's ``Connections`` counter before and after each
 run and samples ``Threads_connected``. Figures and verdicts are in
-:mod:`poolkit.stress_report`; nothing here prints (``progress`` is a callback).
+:mod:`poolkit.stress.report`; nothing here prints (``progress`` is a callback).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from flask import Blueprint, Flask, current_app, g, request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.test import EnvironBuilder
 
-from .config import DEFAULT_BIND
-from .errors import PoolkitError
-from .extension import _G_KEY, EXTENSION_KEY, db
-from .stress_load import GRACE, LocalLoad, Plan, ProcessLoad, Tick
-from .stress_report import (
+from ..config import DEFAULT_BIND
+from ..errors import PoolkitError
+from ..extension import _G_KEY, EXTENSION_KEY, db
+from .load import GRACE, LocalLoad, Plan, ProcessLoad, Tick
+from .report import (
     STRATEGIES,
     Load,
     ServerFigures,
@@ -40,7 +40,7 @@ from .stress_report import (
     WrongRow,
     percentile,
 )
-from .stress_strategies import Strategy, make_strategy
+from .strategies import Strategy, make_strategy
 
 STATE_KEY = "poolkit_stress"
 PREFIX = "/_poolkit/stress"
@@ -224,7 +224,7 @@ class HTTPStatusError(Exception):
 
 
 class _AppSession:
-    """One strategy driving the app in this process (see :class:`poolkit.stress_load.Session`)."""
+    """One strategy driving the app in this process (see :class:`poolkit.stress.load.Session`)."""
 
     def __init__(self, app: Flask, strategy: Strategy, path: str, query: str,
                  nonce: bool) -> None:

@@ -7,7 +7,7 @@ so nothing is ever committed implicitly.
 ``cursor()`` hands out DBUtils' failover cursors. The helpers (``query``, ``execute``, …) run
 on the driver's cursor directly, which is several times cheaper, with the same failover rule:
 a statement is re-run on a fresh connection only when the driver marked the failure
-retry-safe (see :func:`poolkit.drivers.is_retry_safe`).
+retry-safe (see :func:`poolkit.pool.drivers.is_retry_safe`).
 """
 
 from __future__ import annotations

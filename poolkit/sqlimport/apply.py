@@ -24,14 +24,14 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .drivers import error_code, get_driver, is_disconnect
-from .sqlfiles import SqlFile
-from .sqlhistory import quote_ident
-from .sqlsplit import CHUNK_SIZE, Statement, split_file
-from .url import mask_url
+from ..pool.drivers import error_code, get_driver, is_disconnect
+from ..url import mask_url
+from .files import SqlFile
+from .history import quote_ident
+from .split import CHUNK_SIZE, Statement, split_file
 
 if t.TYPE_CHECKING:
-    from .config import PoolSettings
+    from ..config import PoolSettings
 
 _AT_LINE = re.compile(r"at line (\d+)\s*$")
 EXCERPT_WIDTH = 160

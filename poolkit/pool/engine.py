@@ -28,11 +28,11 @@ import typing as t
 
 from dbutils.pooled_db import PooledDB, PooledDedicatedDBConnection
 
-from . import signals
-from .config import PoolSettings
+from .. import signals
+from ..config import PoolSettings
+from ..errors import PoolClosedError, PoolTimeout
+from ..stats import PoolStats
 from .drivers import Driver, is_retry_safe
-from .errors import PoolClosedError, PoolTimeout
-from .stats import PoolStats
 
 _ABANDONED: list[t.Any] = []
 

@@ -15,8 +15,8 @@ from urllib.parse import quote
 
 import pytest
 
-from .drivers import get_driver
-from .url import DatabaseURL, parse_url
+from ..pool.drivers import get_driver
+from ..url import DatabaseURL, parse_url
 
 ENV_URL = "POOLKIT_TEST_DATABASE_URL"
 ENV_REQUIRE = "POOLKIT_TEST_REQUIRE_DB"

@@ -23,10 +23,10 @@ from contextlib import contextmanager
 
 import pymysql
 
-from .connection import Connection
-from .extension import _context_connection
-from .pool import Pool
-from .url import DatabaseURL
+from ..extension import _context_connection
+from ..pool.connection import Connection
+from ..pool.pool import Pool
+from ..url import DatabaseURL
 
 #: Read/write timeout (seconds) of the shared global connection: a thread whose reply was
 #: eaten by another thread gives up instead of waiting forever.

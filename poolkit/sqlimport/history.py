@@ -17,8 +17,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 
-from .errors import SqlFileError
-from .sqlfiles import SqlFile
+from ..errors import SqlFileError
+from .files import SqlFile
 
 TABLE = "poolkit_sql_history"
 

@@ -40,7 +40,7 @@ import typing as t
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import SqlFileError
+from ..errors import SqlFileError
 
 CHUNK_SIZE = 1 << 20
 MAX_INCLUDE_DEPTH = 32

@@ -1,6 +1,6 @@
-"""One named pool: settings in, :class:`~poolkit.connection.Connection` out.
+"""One named pool: settings in, :class:`~poolkit.pool.connection.Connection` out.
 
-``Pool`` owns a :class:`~poolkit.pooled.PooledEngine` (DBUtils' ``PooledDB`` underneath),
+``Pool`` owns a :class:`~poolkit.pool.engine.PooledEngine` (DBUtils' ``PooledDB`` underneath),
 replaces it in a forked child, watches for leaked connections and reports stats.
 """
 
@@ -14,11 +14,11 @@ import traceback
 import typing as t
 import weakref
 
-from . import signals
-from .config import PoolSettings
+from .. import signals
+from ..config import PoolSettings
 from .connection import Connection
 from .drivers import Driver, get_driver
-from .pooled import PooledEngine
+from .engine import PooledEngine
 
 logger = logging.getLogger("poolkit")
 _HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep

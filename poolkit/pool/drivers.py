@@ -25,7 +25,7 @@ import time
 import typing as t
 from dataclasses import dataclass
 
-from .errors import DriverNotInstalledError
+from ..errors import DriverNotInstalledError
 
 #: MySQL/MariaDB error codes that mean the connection is gone.
 DISCONNECT_CODES = frozenset({

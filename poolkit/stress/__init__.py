@@ -1,0 +1,1 @@
+"""``flask pool-stress``'s library half: strategies, load, report; never formats for a tty."""

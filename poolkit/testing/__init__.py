@@ -1,0 +1,1 @@
+"""Test tooling, not runtime code: the pytest plugin (:mod:`.plugin`) and the fault proxy."""
