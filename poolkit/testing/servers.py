@@ -1,0 +1,231 @@
+"""Private MariaDB servers for tests: a primary and its replica on free loopback ports.
+
+Tests that change a server's role, stop replication or kill a server cannot use the shared
+test server. :class:`PrivateServer` runs ``mariadb-install-db`` into a temporary directory and
+starts a ``mariadbd`` of its own on a free ``127.0.0.1`` port; :func:`start_replication_pair`
+starts two and connects them (GTID replication, ``MASTER_USE_GTID=slave_pos``). Every wait is
+bounded, and :meth:`PrivateServer.destroy` kills the process and removes its directory.
+
+The application user that the pair creates has no ``SUPER`` or ``READ ONLY ADMIN``: MariaDB
+lets those write through ``read_only``, which would hide exactly what the tests look for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import typing as t
+from dataclasses import dataclass
+
+APP_USER = "poolkit_app"
+APP_PASSWORD = "app-secret"
+REPL_USER = "poolkit_repl"
+REPL_PASSWORD = "repl-secret"
+DATABASE = "poolkit_repl"
+
+
+class ServerError(RuntimeError):
+    """A private server could not be set up; the message holds the end of its error log."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def binaries_available() -> bool:
+    """True when ``mariadbd`` and ``mariadb-install-db`` are on PATH (or in /usr/sbin)."""
+    return _find("mariadbd") is not None and _find("mariadb-install-db") is not None
+
+
+def _find(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+
+
+class PrivateServer:
+    """One ``mariadbd`` in a temporary directory, on its own 127.0.0.1 port."""
+
+    def __init__(self, server_id: int, *, read_only: bool = False, prefix: str = "poolkit-db-"):
+        self.server_id = server_id
+        self.read_only = read_only
+        self.basedir = tempfile.mkdtemp(prefix=prefix)
+        self.datadir = os.path.join(self.basedir, "data")
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def error_log(self) -> str:
+        return os.path.join(self.basedir, "error.log")
+
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            with open(self.error_log, errors="replace") as log:
+                return "".join(log.readlines()[-lines:])
+        except OSError:
+            return "(no error log)"
+
+    def install(self, timeout: float = 60.0) -> None:
+        """Create the system tables (``mariadb-install-db``), root without a password."""
+        install = _find("mariadb-install-db")
+        if install is None:
+            raise ServerError("mariadb-install-db is not installed (apt install mariadb-server)")
+        result = subprocess.run(
+            [install, "--no-defaults", "--auth-root-authentication-method=normal",
+             f"--datadir={self.datadir}", "--skip-test-db", "--user=" + _user()],
+            capture_output=True, timeout=timeout, check=False)
+        if result.returncode != 0:
+            raise ServerError("mariadb-install-db failed: "
+                              + result.stderr.decode(errors="replace")[-2000:])
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start ``mariadbd`` on a free port and wait (bounded) until it answers."""
+        binary = _find("mariadbd")
+        if binary is None:
+            raise ServerError("mariadbd is not installed (apt install mariadb-server)")
+        self.port = free_port()
+        args = [
+            binary, "--no-defaults", f"--user={_user()}", f"--datadir={self.datadir}",
+            f"--port={self.port}", "--bind-address=127.0.0.1",
+            f"--socket={os.path.join(self.basedir, 'mysqld.sock')}",
+            f"--pid-file={os.path.join(self.basedir, 'mysqld.pid')}",
+            f"--log-error={self.error_log}", f"--server-id={self.server_id}",
+            f"--log-bin={os.path.join(self.datadir, 'binlog')}", "--log-slave-updates",
+            "--skip-name-resolve", "--innodb-buffer-pool-size=16M",
+            "--performance-schema=OFF", "--max-connections=200",
+        ]
+        if self.read_only:
+            args.append("--read-only")
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(f"mariadbd (server-id {self.server_id}) exited with "
+                                  f"{self.process.returncode}:\n{self._log_tail()}")
+            try:
+                self.connect().close()
+                return
+            except Exception:
+                time.sleep(0.05)
+        raise ServerError(f"mariadbd on port {self.port} did not answer within {timeout} s:\n"
+                          f"{self._log_tail()}")
+
+    def connect(self, user: str = "root", password: str = "", database: str | None = None,
+                **extra: t.Any) -> t.Any:
+        """A plain autocommit PyMySQL connection (root by default)."""
+        import pymysql
+
+        extra.setdefault("connect_timeout", 2)
+        extra.setdefault("read_timeout", 10)
+        return pymysql.connect(host="127.0.0.1", port=self.port, user=user, password=password,
+                               database=database, autocommit=True, **extra)
+
+    def execute(self, *statements: str) -> list[tuple[t.Any, ...]]:
+        """Run *statements* as root on a fresh connection; the last one's rows."""
+        con = self.connect()
+        try:
+            rows: list[tuple[t.Any, ...]] = []
+            with con.cursor() as cur:
+                for sql in statements:
+                    cur.execute(sql)
+                    rows = list(cur.fetchall())
+            return rows
+        finally:
+            con.close()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self, timeout: float = 10.0) -> None:
+        """SIGKILL the server (a crash: no shutdown, clients see the sockets drop)."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout)
+
+    def destroy(self) -> None:
+        """Kill the server and remove its directory (safe to call twice)."""
+        self.kill()
+        shutil.rmtree(self.basedir, ignore_errors=True)
+
+
+def _user() -> str:
+    # mariadbd refuses to run as root unless told to; as another user it needs no flag.
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return "root"
+
+
+@dataclass
+class ReplicationPair:
+    """A primary, a replica of it, and the application user's URL for both."""
+
+    primary: PrivateServer
+    replica: PrivateServer
+
+    def url(self, *servers: PrivateServer, query: str = "") -> str:
+        """``mysql://app:…@h1:p1,h2:p2/db?query`` for *servers* (default: primary, replica)."""
+        hosts = ",".join(s.address for s in (servers or (self.primary, self.replica)))
+        return (f"mysql://{APP_USER}:{APP_PASSWORD}@{hosts}/{DATABASE}"
+                + (f"?{query}" if query else ""))
+
+    def wait_replicated(self, timeout: float = 10.0) -> None:
+        """Block until the replica has applied everything the primary has written so far."""
+        position = self.primary.execute("SELECT @@GLOBAL.gtid_binlog_pos")[0][0]
+        rows = self.replica.execute(f"SELECT MASTER_GTID_WAIT('{position}', {timeout})")
+        if rows[0][0] != 0:
+            status = self.replica.execute("SHOW SLAVE STATUS")
+            raise ServerError(f"replica did not reach {position} within {timeout} s: {status}")
+
+    def destroy(self) -> None:
+        for server in (self.replica, self.primary):
+            server.destroy()
+
+
+def start_replication_pair(first_id: int = 1, timeout: float = 30.0) -> ReplicationPair:
+    """Start a primary and a read-only replica of it, with the app user and database."""
+    primary = PrivateServer(first_id, prefix="poolkit-primary-")
+    replica = PrivateServer(first_id + 1, read_only=True, prefix="poolkit-replica-")
+    pair = ReplicationPair(primary, replica)
+    try:
+        for server in (primary, replica):
+            server.install()
+            server.start(timeout)
+        primary.execute(
+            f"CREATE USER '{REPL_USER}'@'%' IDENTIFIED BY '{REPL_PASSWORD}'",
+            f"GRANT REPLICATION SLAVE ON *.* TO '{REPL_USER}'@'%'",
+            f"CREATE DATABASE {DATABASE}",
+            f"CREATE USER '{APP_USER}'@'%' IDENTIFIED BY '{APP_PASSWORD}'",
+            # Everything on the app's database, SLAVE MONITOR to read the replication lag;
+            # no SUPER / READ ONLY ADMIN, which would write through read_only.
+            f"GRANT ALL PRIVILEGES ON {DATABASE}.* TO '{APP_USER}'@'%'",
+            f"GRANT SLAVE MONITOR ON *.* TO '{APP_USER}'@'%'",
+        )
+        replica.execute(
+            f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={primary.port}, "
+            f"MASTER_USER='{REPL_USER}', MASTER_PASSWORD='{REPL_PASSWORD}', "
+            "MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=slave_pos",
+            "START SLAVE")
+        pair.wait_replicated(timeout)
+    except BaseException:
+        pair.destroy()
+        raise
+    return pair
