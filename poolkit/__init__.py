@@ -8,6 +8,7 @@ from .config import PoolSettings as PoolSettings
 from .config import load_config as load_config
 from .errors import ConfigError as ConfigError
 from .errors import DriverNotInstalledError as DriverNotInstalledError
+from .errors import NoHostAvailableError as NoHostAvailableError
 from .errors import PoolClosedError as PoolClosedError
 from .errors import PoolkitError as PoolkitError
 from .errors import PoolTimeout as PoolTimeout

@@ -39,10 +39,14 @@ KEYS: dict[str, t.Any] = {
     "BINDS": {},
     "SQL_DIR": None,
     "COMMANDS_DIR": None,
+    # Scale-out (issue 14): multi-host URLs, replicas, failover; see docs/scale.md.
+    "MAX_REPLICA_LAG": None,
+    "FAILOVER_TIMEOUT": 5.0,
+    "READ_YOUR_WRITES": True,
 }
 
 #: Keys that may be set per bind in POOLKIT_BINDS (the rest are app-wide).
-POOL_KEYS = frozenset(KEYS) - {"BINDS", "SQL_DIR", "COMMANDS_DIR"}
+POOL_KEYS = frozenset(KEYS) - {"BINDS", "SQL_DIR", "COMMANDS_DIR", "READ_YOUR_WRITES"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ class PoolSettings:
     ping_interval: float = 0.5
     reset: str = "auto"
     leak_threshold: float | None = None
+    max_replica_lag: float | None = None  # scale-out (issue 14)
+    failover_timeout: float = 5.0
 
     def driver_kwargs(self) -> dict[str, t.Any]:
         """Arguments for the driver's connect(): defaults < URL options < CONNECT_ARGS."""
@@ -84,6 +90,8 @@ class PoolSettings:
             "timeout": self.timeout, "max_lifetime": self.max_lifetime,
             "idle_timeout": self.idle_timeout, "ping_interval": self.ping_interval,
             "reset": self.reset, "leak_threshold": self.leak_threshold,
+            "target": self.url.target, "max_replica_lag": self.max_replica_lag,
+            "failover_timeout": self.failover_timeout,
         }
 
 
@@ -94,6 +102,7 @@ class PoolkitConfig:
     pools: dict[str, PoolSettings]
     sql_dir: str | None = None
     commands_dir: str | None = None
+    read_your_writes: bool = True
 
 
 def _number(key: str, value: t.Any, *, minimum: float, integer: bool) -> t.Any:
@@ -144,7 +153,13 @@ def _pool_settings(name: str, values: dict[str, t.Any], where: str) -> PoolSetti
     leak = values["LEAK_THRESHOLD"]
     if leak is not None:
         leak = _number(key("LEAK_THRESHOLD"), leak, minimum=0, integer=False)
+    lag = values["MAX_REPLICA_LAG"]
+    if lag is not None:
+        lag = float(_number(key("MAX_REPLICA_LAG"), lag, minimum=0, integer=False))
     return PoolSettings(
+        max_replica_lag=lag,
+        failover_timeout=float(_number(key("FAILOVER_TIMEOUT"), values["FAILOVER_TIMEOUT"],
+                                       minimum=0, integer=False)),
         url=url,
         name=name,
         max_connections=max_connections,
@@ -212,5 +227,9 @@ def load_config(config: t.Mapping[str, t.Any],
         merged.update(own)
         settings = _pool_settings(name, merged, where)
         pools[name] = settings
+    if not isinstance(values["READ_YOUR_WRITES"], bool):
+        raise ConfigError("POOLKIT_READ_YOUR_WRITES must be True or False, not "
+                          f"{values['READ_YOUR_WRITES']!r}")
     return PoolkitConfig(pools=pools, sql_dir=values["SQL_DIR"],
-                         commands_dir=values["COMMANDS_DIR"])
+                         commands_dir=values["COMMANDS_DIR"],
+                         read_your_writes=values["READ_YOUR_WRITES"])

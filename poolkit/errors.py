@@ -23,6 +23,10 @@ class PoolTimeout(PoolkitError):
     """No connection became free within POOLKIT_TIMEOUT seconds."""
 
 
+class NoHostAvailableError(PoolkitError):
+    """No host of a multi-host URL answered with the wanted role; the message names each."""
+
+
 class PoolClosedError(PoolkitError):
     """The pool was closed; no more connections can be checked out."""
 

@@ -1,4 +1,9 @@
-"""Parse ``mysql://user:pass@host:port/db?opt=…`` URLs into driver arguments, password masked."""
+"""Parse ``mysql://user:pass@host:port/db?opt=…`` URLs into driver arguments, password masked.
+
+Several hosts may be listed, ``mysql://user:pass@h1:3306,h2:3306,h3/db?target=primary``: a new
+connection tries them in order (``load_balance=random`` shuffles the order per connect) and keeps
+one of the wanted role (see :mod:`poolkit.pool.hosts`).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +30,11 @@ _BOOL_OPTIONS = frozenset({"autocommit", "local_infile", "ssl_disabled", "ssl_ve
                            "ssl_verify_identity"})
 _STR_OPTIONS = frozenset({"charset", "collation", "unix_socket", "init_command", "ssl_ca",
                           "ssl_cert", "ssl_key", "sql_mode", "program_name"})
-OPTIONS = _INT_OPTIONS | _BOOL_OPTIONS | _STR_OPTIONS
+#: Routing options: read by poolkit, never passed to the driver (issue 14).
+TARGETS = ("any", "primary", "replica")
+LOAD_BALANCE = ("sequential", "random")
+_ROUTING_OPTIONS = frozenset({"target", "load_balance"})
+OPTIONS = _INT_OPTIONS | _BOOL_OPTIONS | _STR_OPTIONS | _ROUTING_OPTIONS
 
 MASK = "***"
 
@@ -42,12 +51,35 @@ class DatabaseURL:
     database: str
     options: dict[str, t.Any] = field(default_factory=dict)
     scheme: str = "mysql"
+    #: Every host in URL order, ``(host, port)``; the first is also ``host``/``port``.
+    hosts: tuple[tuple[str, int], ...] = ()
+    #: ``any`` (the first host that answers), ``primary`` (read_only=0) or ``replica``.
+    target: str = "any"
+    load_balance: str = "sequential"
+
+    def __post_init__(self) -> None:
+        if not self.hosts:
+            object.__setattr__(self, "hosts", ((self.host, self.port),))
+
+    @property
+    def routed(self) -> bool:
+        """True when connects go through host selection (several hosts, or a role wanted)."""
+        return len(self.hosts) > 1 or self.target != "any"
+
+    def host_list(self) -> str:
+        """``h1:3306,h2:3306`` as in the URL."""
+        return ",".join(format_host(host, port) for host, port in self.hosts)
 
     def masked(self) -> str:
         """The URL with the password replaced by ``***``, safe for logs and errors."""
         auth = self.user + (f":{MASK}" if self.password else "")
-        query = "&".join(f"{k}={v}" for k, v in self.options.items())
-        return (f"{self.scheme}://{auth}@{self.host}:{self.port}/{self.database}"
+        shown = dict(self.options)
+        if self.target != "any":
+            shown["target"] = self.target
+        if self.load_balance != "sequential":
+            shown["load_balance"] = self.load_balance
+        query = "&".join(f"{k}={v}" for k, v in shown.items())
+        return (f"{self.scheme}://{auth}@{self.host_list()}/{self.database}"
                 + (f"?{query}" if query else ""))
 
     def __str__(self) -> str:
@@ -59,7 +91,8 @@ class DatabaseURL:
     def with_database(self, database: str) -> DatabaseURL:
         """The same server and credentials, another database."""
         return DatabaseURL(self.driver, self.host, self.port, self.user, self.password,
-                           database, dict(self.options), self.scheme)
+                           database, dict(self.options), self.scheme, self.hosts, self.target,
+                           self.load_balance)
 
     def connect_kwargs(self) -> dict[str, t.Any]:
         """Keyword arguments for the driver's ``connect()`` (PyMySQL names)."""
@@ -67,6 +100,32 @@ class DatabaseURL:
                                     "password": self.password, "database": self.database}
         kwargs.update(self.options)
         return kwargs
+
+
+def format_host(host: str, port: int) -> str:
+    """``host:port``, with brackets around an IPv6 address."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _split_hosts(key: str, hostlist: str) -> list[tuple[str, int | None]]:
+    """``h1:3306,[::1]:3307,h3`` → ``[(h1, 3306), (::1, 3307), (h3, None)]``."""
+    hosts: list[tuple[str, int | None]] = []
+    for entry in hostlist.split(","):
+        entry = entry.strip()
+        if entry.startswith("["):
+            host, _, rest = entry[1:].partition("]")
+            port_text = rest.removeprefix(":")
+        else:
+            host, _, port_text = entry.partition(":")
+        if not host:
+            raise ConfigError(f"{key} has an empty host in its host list {hostlist!r}")
+        port: int | None = None
+        if port_text:
+            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                raise ConfigError(f"{key}: host {entry!r} has an invalid port")
+            port = int(port_text)
+        hosts.append((host.lower(), port))
+    return hosts
 
 
 def _convert(key: str, name: str, value: str) -> t.Any:
@@ -89,8 +148,13 @@ def parse_url(url: str, key: str = "POOLKIT_DATABASE_URL") -> DatabaseURL:
     """Parse and validate *url*; errors name *key* and never contain the password."""
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(f"{key} is empty: set it to mysql://user:password@host:3306/database")
+    listed: list[tuple[str, int | None]] | None = None
     try:
         parts = urlsplit(url.strip())
+        creds, at, hostlist = parts.netloc.rpartition("@")
+        if "," in hostlist:  # several hosts: parse the list here, the rest as a one-host URL
+            listed = _split_hosts(key, hostlist)
+            parts = parts._replace(netloc=f"{creds}{at}{hostlist.split(',')[0]}")
         port = parts.port
     except ValueError as error:
         # urllib quotes the would-be port, which is a piece of the password when the password
@@ -110,6 +174,16 @@ def parse_url(url: str, key: str = "POOLKIT_DATABASE_URL") -> DatabaseURL:
             tip = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise ConfigError(f"{key} has an unknown option {name!r}{tip}")
         options[name] = _convert(key, name, value)
+    target = options.pop("target", "any")
+    if target not in TARGETS:
+        hint = difflib.get_close_matches(target, TARGETS, n=1)
+        tip = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(f"{key}: target={target!r} must be one of "
+                          f"{', '.join(TARGETS)}{tip}")
+    load_balance = options.pop("load_balance", "sequential")
+    if load_balance not in LOAD_BALANCE:
+        raise ConfigError(f"{key}: load_balance={load_balance!r} must be one of "
+                          + ", ".join(LOAD_BALANCE))
     database = unquote(parts.path.lstrip("/"))
     host = parts.hostname or ""
     if not host and "unix_socket" not in options:
@@ -118,15 +192,22 @@ def parse_url(url: str, key: str = "POOLKIT_DATABASE_URL") -> DatabaseURL:
     if not database or "/" in database:
         raise ConfigError(f"{key} has no database name: write "
                           f"{scheme}://user:password@{host or 'host'}:{port or 3306}/DATABASE")
+    if listed is not None and "unix_socket" in options:
+        raise ConfigError(f"{key}: unix_socket cannot be combined with several hosts")
+    hosts = tuple((h, p or 3306) for h, p in listed) if listed else (
+        (host or "localhost", port or 3306),)
     return DatabaseURL(
         driver=SCHEMES[scheme],
-        host=host or "localhost",
-        port=port or 3306,
+        host=hosts[0][0],
+        port=hosts[0][1],
         user=unquote(parts.username or ""),
         password=unquote(parts.password or ""),
         database=database,
         options=options,
         scheme=scheme,
+        hosts=hosts,
+        target=target,
+        load_balance=load_balance,
     )
 
 

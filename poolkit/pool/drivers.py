@@ -26,6 +26,7 @@ import typing as t
 from dataclasses import dataclass
 
 from ..errors import DriverNotInstalledError
+from .hosts import is_read_only_error
 
 #: MySQL/MariaDB error codes that mean the connection is gone.
 DISCONNECT_CODES = frozenset({
@@ -123,6 +124,7 @@ def _tracked_pymysql_class() -> type[t.Any]:
         poolkit_last_used = 0.0
         poolkit_wait_timeout = 0.0
         poolkit_timeouts: tuple[float | None, float | None] = (None, None)
+        poolkit_on_read_only: t.Callable[[t.Any, BaseException], None] | None = None
         _read_timeout: float | None  # PyMySQL's, declared for mypy (no value here)
 
         def connect(self, sock: t.Any = None) -> None:
@@ -190,6 +192,8 @@ def _tracked_pymysql_class() -> type[t.Any]:
                     error.poolkit_retry_safe = (  # type: ignore[attr-defined]
                         not getattr(error, "poolkit_timeout", False)
                         and not status & (_SERVER_STATUS_IN_TRANS | _SERVER_STATUS_AUTOCOMMIT))
+                elif self.poolkit_on_read_only is not None and is_read_only_error(error):
+                    self.poolkit_on_read_only(self, error)  # issue 14: a role change
                 raise
 
         def _read_query_result(self, unbuffered: bool = False) -> t.Any:

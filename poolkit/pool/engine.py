@@ -33,6 +33,7 @@ from ..config import PoolSettings
 from ..errors import PoolClosedError, PoolTimeout
 from ..stats import PoolStats
 from .drivers import Driver, is_retry_safe
+from .hosts import HostSelector
 
 _ABANDONED: list[t.Any] = []
 
@@ -64,7 +65,8 @@ class _Creator:
         engine = self._engine
         started = time.monotonic()
         try:
-            raw = engine.driver.connect(engine.driver_kwargs, engine.settings.session)
+            # issue 14: the host selector picks the host (and role) of multi-host URLs.
+            raw = engine.hosts.connect(engine.driver, engine.driver_kwargs, engine.settings.session)
         except Exception:
             engine.stats.connect_errors += 1
             raise
@@ -92,6 +94,8 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         self.driver = driver
         self.owner = owner
         self.driver_kwargs = settings.driver_kwargs()
+        self.hosts = HostSelector(settings.url, max_replica_lag=settings.max_replica_lag,
+                                  failover_timeout=settings.failover_timeout)  # issue 14
         self.stats = PoolStats()
         self._waiters: collections.deque[_Waiter] = collections.deque()
         self._opening = 0

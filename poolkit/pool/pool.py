@@ -98,7 +98,10 @@ class Pool:
     def stats(self) -> dict[str, float]:
         """Gauges and counters with stable keys (see :mod:`poolkit.stats`)."""
         engine = self._engine
-        return engine.stats.snapshot(engine.gauges())
+        values = engine.stats.snapshot(engine.gauges())
+        if engine.hosts.routed:  # issue 14: a multi-host / role-routed pool
+            values.update(engine.hosts.counters)
+        return values
 
     def close(self) -> None:
         """Close idle connections; connections in use close when they come back."""
