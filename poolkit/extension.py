@@ -20,6 +20,7 @@ from .discovery import register_user_commands
 from .errors import ConfigError
 from .pool import Pool
 from .pool.connection import Connection
+from .routing import is_replica_pool, route_read
 
 EXTENSION_KEY = "poolkit"
 _G_KEY = "_poolkit_connections"
@@ -75,9 +76,19 @@ def _context_connection(bind: str = DEFAULT_BIND) -> Connection:
         connections = {}
         setattr(g, _G_KEY, connections)
     conn = connections.get(bind)
-    if conn is None:
-        pool = _state_of(current_app).pool(bind)
-        conn = connections[bind] = Connection(pool, binder=_context_connection)
+    if conn is not None and (bind == DEFAULT_BIND or not is_replica_pool(conn._pool)):
+        return conn
+    state = _state_of(current_app)
+    pool = state.pool(bind)
+    if is_replica_pool(pool):  # issue 14: read-your-writes, lag and outage fallbacks
+        return route_read(pool, connections, lambda: _context_connection(DEFAULT_BIND),
+                          read_your_writes=state.config.read_your_writes,
+                          replica=lambda: _new_connection(connections, bind, pool))
+    return _new_connection(connections, bind, pool)
+
+
+def _new_connection(connections: dict[str, Connection], bind: str, pool: Pool) -> Connection:
+    conn = connections[bind] = Connection(pool, binder=_context_connection)
     return conn
 
 

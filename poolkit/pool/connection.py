@@ -30,13 +30,16 @@ _savepoints = itertools.count(1)
 class Connection:
     """A pooled connection, checked out lazily and returned by :meth:`close`."""
 
-    __slots__ = ("_binder", "_con", "_depth", "_pool")
+    __slots__ = ("_binder", "_con", "_depth", "_pool", "wrote")
 
     def __init__(self, pool: Pool, binder: t.Callable[[str], Connection] | None = None) -> None:
         self._pool = pool
         self._con: t.Any = None  # DBUtils' SteadyDBConnection while checked out
         self._binder = binder
         self._depth = 0
+        #: True once this handle ran anything but the read helpers (query, query_one, scalar):
+        #: read-your-writes then sends the request's replica reads to the primary (issue 14).
+        self.wrote = False
 
     # -- life cycle -----------------------------------------------------------------------
     def _acquire(self) -> t.Any:
@@ -73,12 +76,14 @@ class Connection:
     def cursor(self, dict: bool = False) -> t.Any:
         """A DB-API cursor (DBUtils failover cursor); ``dict=True`` gives rows as dicts."""
         con = self._acquire()
+        self.wrote = True  # issue 14: what a cursor runs is unknown: assume a write
         if dict:
             return con.cursor(self._pool.driver.dict_cursor)
         return con.cursor()
 
     def commit(self) -> None:
         """Commit the current transaction."""
+        self.wrote = True  # issue 14
         self._acquire().commit()
 
     def rollback(self) -> None:
@@ -148,6 +153,7 @@ class Connection:
 
     def execute(self, sql: str, args: Params = None) -> int:
         """Run one statement and return the number of affected rows."""
+        self.wrote = True  # issue 14
         cursor = self._execute(sql, args)
         count = cursor.rowcount
         cursor.close()
@@ -155,6 +161,7 @@ class Connection:
 
     def executemany(self, sql: str, seq: t.Iterable[Params]) -> int:
         """Run one statement for each parameter set; returns the affected rows."""
+        self.wrote = True  # issue 14
         cursor = self._acquire().cursor()
         try:
             return int(cursor.executemany(sql, list(seq)) or 0)

@@ -66,7 +66,7 @@ class _Creator:
         started = time.monotonic()
         try:
             # issue 14: the host selector picks the host (and role) of multi-host URLs.
-            raw = engine.hosts.connect(engine.driver, engine.driver_kwargs, engine.settings.session)
+            raw = engine.hosts.connect(engine.settings.session)
         except Exception:
             engine.stats.connect_errors += 1
             raise
@@ -94,8 +94,9 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         self.driver = driver
         self.owner = owner
         self.driver_kwargs = settings.driver_kwargs()
-        self.hosts = HostSelector(settings.url, max_replica_lag=settings.max_replica_lag,
-                                  failover_timeout=settings.failover_timeout)  # issue 14
+        self.hosts = HostSelector(  # issue 14: multi-host URLs, roles, replica lag
+            settings.url, driver, self.driver_kwargs, max_replica_lag=settings.max_replica_lag,
+            failover_timeout=settings.failover_timeout)
         self.stats = PoolStats()
         self._waiters: collections.deque[_Waiter] = collections.deque()
         self._opening = 0

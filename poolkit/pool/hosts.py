@@ -94,9 +94,11 @@ class HostState:
 class HostSelector:
     """Opens connections for one pool on the URL's hosts (see the module docstring)."""
 
-    def __init__(self, url: DatabaseURL, *, max_replica_lag: float | None = None,
-                 failover_timeout: float = 5.0) -> None:
+    def __init__(self, url: DatabaseURL, driver: t.Any, kwargs: dict[str, t.Any], *,
+                 max_replica_lag: float | None = None, failover_timeout: float = 5.0) -> None:
         self.url = url
+        self.driver = driver
+        self.kwargs = kwargs
         self.target = url.target
         self.routed = url.routed
         self.max_replica_lag = max_replica_lag
@@ -106,8 +108,9 @@ class HostSelector:
         self._status_sql: list[str] = ["SHOW REPLICA STATUS", "SHOW SLAVE STATUS"]
 
     # -- connecting -----------------------------------------------------------------------
-    def connect(self, driver: t.Any, kwargs: dict[str, t.Any], session: t.Sequence[str]) -> t.Any:
+    def connect(self, session: t.Sequence[str] = ()) -> t.Any:
         """A new raw connection to a host of the wanted role (``driver.connect`` does the rest)."""
+        driver, kwargs = self.driver, self.kwargs
         if not self.routed:
             raw = driver.connect(kwargs, session)
             self._adopt(raw, self.hosts[0])
@@ -227,8 +230,7 @@ class HostSelector:
             return f"replica lag unknown ({state.lag_error or 'not replicating'})"
         return f"replica {state.lag:g} s behind (POOLKIT_MAX_REPLICA_LAG={self.max_replica_lag:g})"
 
-    def refresh_lag(self, state: HostState, raw: t.Any = None, driver: t.Any = None,
-                    kwargs: dict[str, t.Any] | None = None) -> None:
+    def refresh_lag(self, state: HostState, raw: t.Any = None) -> None:
         """Read *state*'s lag if the last reading is older than a second (one thread at a time).
 
         On *raw* when given (a connection to that host), else on a short probe connection.
@@ -240,9 +242,8 @@ class HostSelector:
         try:
             own = raw is None
             if own:
-                if driver is None or kwargs is None:
-                    return
-                raw = driver.connect({**kwargs, "host": state.host, "port": state.port}, ())
+                raw = self.driver.connect({**self.kwargs, "host": state.host,
+                                           "port": state.port}, ())
             try:
                 state.lag, state.lag_error = self._read_lag(raw)
             finally:
@@ -280,14 +281,14 @@ class HostSelector:
             return None, "replication is stopped (Seconds_Behind_Master is NULL)"
         return float(lag), None
 
-    def replicas_in_bounds(self, driver: t.Any, kwargs: dict[str, t.Any]) -> list[HostState]:
+    def replicas_in_bounds(self) -> list[HostState]:
         """The replicas a read may use now (lag read at most once a second per host)."""
         ready = []
         for state in self.hosts:
             if state.role == "primary":
                 continue
             if self.max_replica_lag is not None:
-                self.refresh_lag(state, driver=driver, kwargs=kwargs)
+                self.refresh_lag(state)
                 if state.lag is None or state.lag > self.max_replica_lag:
                     if state.connections:
                         self.retire(state)

@@ -19,6 +19,7 @@ from ..config import PoolSettings
 from .connection import Connection
 from .drivers import Driver, get_driver
 from .engine import PooledEngine
+from .hosts import HostSelector
 
 logger = logging.getLogger("poolkit")
 _HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -95,6 +96,11 @@ class Pool:
     checkout = connection  # the name for code that closes the connection itself
 
     # -- state ----------------------------------------------------------------------------
+    @property
+    def hosts(self) -> HostSelector:
+        """The pool's hosts: role, lag and connections of each (issue 14)."""
+        return self._engine.hosts
+
     def stats(self) -> dict[str, float]:
         """Gauges and counters with stable keys (see :mod:`poolkit.stats`)."""
         engine = self._engine

@@ -1,0 +1,66 @@
+"""Read routing for replica binds: which pool serves ``db.using("replica")`` in this request.
+
+A bind whose URL says ``target=replica`` is a *replica bind*. Its reads go to the replicas,
+except when
+
+* the request already wrote on the default pool and ``POOLKIT_READ_YOUR_WRITES`` is on (the
+  default): the replica may not have the write yet, so the read goes to the primary;
+* no replica is in bounds: every replica lags more than ``POOLKIT_MAX_REPLICA_LAG`` seconds,
+  does not replicate, or cannot be reached. The read goes to the primary and the replica
+  pool's ``stats()["replica_fallbacks"]`` counts it.
+
+"The primary" is the app's default pool (``POOLKIT_DATABASE_URL``).
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+
+from .config import DEFAULT_BIND
+from .errors import NoHostAvailableError
+
+if t.TYPE_CHECKING:
+    from .pool import Pool
+    from .pool.connection import Connection
+
+logger = logging.getLogger("poolkit")
+
+
+def is_replica_pool(pool: Pool) -> bool:
+    """True for a pool whose URL asks for replicas (``target=replica``)."""
+    return pool.settings.url.target == "replica"
+
+
+def route_read(pool: Pool, connections: t.Mapping[str, Connection],
+               primary: t.Callable[[], Connection], *, read_your_writes: bool,
+               replica: t.Callable[[], Connection]) -> Connection:
+    """The connection that serves a read on the replica bind *pool* in this request.
+
+    *connections* are the request's connections so far, *primary* gives the default pool's
+    and *replica* the replica bind's (both created on demand).
+    """
+    if read_your_writes:
+        main = connections.get(DEFAULT_BIND)
+        if main is not None and main.wrote:
+            return main
+    current = connections.get(pool.name)
+    if current is not None and current.checked_out:
+        return current  # one replica connection for the rest of the request
+    if not pool.hosts.replicas_in_bounds():
+        return _fall_back(pool, primary, "no replica within POOLKIT_MAX_REPLICA_LAG")
+    conn = replica()
+    try:
+        conn.acquire()
+    except NoHostAvailableError as error:
+        conn.close()
+        return _fall_back(pool, primary, str(error))
+    return conn
+
+
+def _fall_back(pool: Pool, primary: t.Callable[[], Connection], why: str) -> Connection:
+    hosts = pool.hosts
+    hosts.counters["replica_fallbacks"] += 1
+    if hosts.counters["replica_fallbacks"] == 1 or logger.isEnabledFor(logging.DEBUG):
+        logger.warning("poolkit: pool %r reads from the primary: %s", pool.name, why)
+    return primary()
