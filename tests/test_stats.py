@@ -10,7 +10,7 @@ from poolkit.stats import COUNTER_KEYS, GAUGE_KEYS
 EXPECTED_KEYS = [
     "size", "idle", "in_use", "waiting", "opening", "max_connections",
     "checkouts", "timeouts", "connections_opened", "connections_closed", "connect_errors",
-    "pings", "ping_failures", "resets", "discarded", "leaks", "wait_time_total",
+    "pings", "ping_failures", "resets", "discarded", "leaks", "dropped", "wait_time_total",
     "wait_time_max", "connect_time_total",
 ]
 
@@ -81,3 +81,14 @@ def test_connect_errors_are_counted(make_pool: t.Callable[..., Pool], database_u
         raise AssertionError("connected as a user that does not exist")
     stats = pool.stats()
     assert (stats["connect_errors"], stats["connections_opened"], stats["size"]) == (1, 0, 0)
+
+
+def test_checkin_dropped_returns_and_counts(make_pool: t.Callable[..., Pool]) -> None:
+    pool = make_pool(POOLKIT_MAX_CONNECTIONS=1)
+    con = pool._checkout()
+    con._con.cursor().execute("BEGIN")
+    pool._checkin_dropped(con)  # what a garbage-collected handle's finalizer calls
+    stats = pool.stats()
+    assert (stats["dropped"], stats["in_use"], stats["idle"], stats["resets"]) == (1, 0, 1, 1)
+    with pool.connection() as conn:  # the dropped connection serves the next borrower
+        assert conn.scalar("SELECT @@in_transaction") == 0

@@ -84,6 +84,16 @@ class Pool:
         self._borrowed.pop(id(con), None)
         self._engine.checkin(con)
 
+    def _checkin_dropped(self, con: t.Any) -> None:
+        """Take back a connection whose handle was garbage-collected without ``close()``.
+
+        The same reset and fork safety as :meth:`_checkin`, counted in ``stats()["dropped"]``.
+        """
+        engine = self._engine
+        with engine._mutex:
+            engine.stats.dropped += 1
+        self._checkin(con)
+
     def connection(self) -> Connection:
         """``with pool.connection() as conn:`` — returned to the pool whatever happens.
 
