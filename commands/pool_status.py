@@ -1,8 +1,13 @@
 """``flask pool-status``: each pool's settings (password masked), its server and its live stats.
 
-With ``--workers N`` it checks the capacity plan: N processes × every pool's
-``POOLKIT_MAX_CONNECTIONS`` against the server's ``max_connections`` (``--strict`` makes an
-over-commitment exit with status 1, for deploy scripts).
+A pool with several hosts (``mysql://…@h1,h2/db?target=…``) lists each host with its role
+(primary / replica), replication lag and this process's connections to it.
+
+With ``--workers N`` it checks the capacity plan per host: N processes × the
+``POOLKIT_MAX_CONNECTIONS`` of every pool that may connect to that host, against the host's
+``max_connections`` (``--strict`` makes an over-commitment exit with status 1, for deploy
+scripts). A pool counts in full against each host of the wanted role: after a failover, or
+with the other hosts down, all its connections can land on any one of them.
 """
 
 from __future__ import annotations
@@ -35,18 +40,17 @@ def _server_facts(pool: t.Any) -> dict[str, t.Any]:
 
 def _capacity(pools: dict[str, t.Any], report: dict[str, t.Any],
               workers: int) -> tuple[list[dict[str, t.Any]], list[str]]:
-    """Per server: the connections all workers may open against its max_connections."""
+    """Per host: the connections all workers may open against its max_connections."""
     servers: dict[str, dict[str, t.Any]] = {}
     for name, pool in pools.items():
         url = pool.settings.url
-        key = url.options.get("unix_socket") or f"{url.host}:{url.port}"
-        entry = servers.setdefault(key, {"server": key, "pools": [], "per_worker": 0,
-                                         "max_connections": None})
-        entry["pools"].append(name)
-        entry["per_worker"] += pool.settings.max_connections
-        facts = report[name]["server"]
-        if "max_connections" in facts:
-            entry["max_connections"] = facts["max_connections"]
+        for key, limit in _hosts_of(url, report[name]):
+            entry = servers.setdefault(key, {"server": key, "pools": [], "per_worker": 0,
+                                             "max_connections": None})
+            entry["pools"].append(name)
+            entry["per_worker"] += pool.settings.max_connections
+            if limit is not None:
+                entry["max_connections"] = limit
     warnings: list[str] = []
     for entry in servers.values():
         entry["workers"] = workers
@@ -58,7 +62,22 @@ def _capacity(pools: dict[str, t.Any], report: dict[str, t.Any],
                 f"{workers} worker(s) × {entry['per_worker']} connections ({pools_text}) = "
                 f"{demand} > max_connections {limit} of {entry['server']}: lower "
                 f"POOLKIT_MAX_CONNECTIONS or --workers, or raise the server's max_connections")
+    for name, entry in report.items():
+        for host in entry.get("hosts", ()):
+            if host.get("error"):
+                warnings.append(f"pool {name!r}: host {host['host']} is unreachable: "
+                                f"{host['error']}")
     return list(servers.values()), warnings
+
+
+def _hosts_of(url: t.Any, entry: dict[str, t.Any]) -> list[tuple[str, int | None]]:
+    """The hosts a pool may connect to, each with its max_connections if known."""
+    if "hosts" not in entry:  # one host: the server facts came through the pool
+        key = url.options.get("unix_socket") or f"{url.host}:{url.port}"
+        return [(key, entry["server"].get("max_connections"))]
+    wanted = {"primary": ("primary", None), "replica": ("replica", None)}.get(url.target)
+    return [(host["host"], host.get("max_connections")) for host in entry["hosts"]
+            if wanted is None or host["role"] in wanted]
 
 
 def _print_text(report: dict[str, t.Any], servers: list[dict[str, t.Any]], verbose: bool) -> None:
@@ -71,6 +90,8 @@ def _print_text(report: dict[str, t.Any], servers: list[dict[str, t.Any]], verbo
             click.echo(f"  server    {server['version']}  max_connections "
                        f"{server['max_connections']}  Threads_connected "
                        f"{server['threads_connected']}")
+        for host in entry.get("hosts", ()):
+            click.echo("  host      " + _host_line(host))
         shown = settings if verbose else {k: settings[k] for k in (
             "max_connections", "timeout", "max_lifetime", "idle_timeout")}
         click.echo("  settings  " + "  ".join(f"{k}={v}" for k, v in shown.items()
@@ -82,6 +103,20 @@ def _print_text(report: dict[str, t.Any], servers: list[dict[str, t.Any]], verbo
         click.echo(f"capacity  {entry['server']}: {entry['workers']} worker(s) × "
                    f"{entry['per_worker']} = {entry['demand']} of max_connections "
                    f"{'?' if limit is None else limit}")
+
+
+def _host_line(host: dict[str, t.Any]) -> str:
+    if host.get("error"):
+        return f"{host['host']}  unreachable: {host['error']}"
+    role = host["role"] or "?"
+    if role == "replica":
+        lag = ("lag ?" + (f" ({host['lag_error']})" if host["lag_error"] else "")
+               if host["lag"] is None else f"lag {host['lag']:g} s")
+    else:
+        lag = "lag -"
+    return (f"{host['host']}  {role}  {lag}  connections {host['connections']}  "
+            f"max_connections {host.get('max_connections', '?')}  Threads_connected "
+            f"{host.get('threads_connected', '?')}")
 
 
 def _fmt(value: float) -> str:
@@ -102,8 +137,13 @@ def pool_status_command(workers: int, binds: tuple[str, ...], strict: bool, as_j
     """Show each pool's settings, its server and live stats; check capacity per --workers."""
     state = poolkit_state()
     pools = {name: state.pool(name) for name in binds} if binds else dict(state.pools)
-    report = {name: {"settings": pool.settings.describe(), "server": _server_facts(pool),
-                     "stats": pool.stats()} for name, pool in pools.items()}
+    report: dict[str, dict[str, t.Any]] = {}
+    for name, pool in pools.items():
+        entry = report[name] = {"settings": pool.settings.describe(),
+                                "server": _server_facts(pool)}
+        if pool.hosts.routed:  # several hosts or a role: each host, asked now
+            entry["hosts"] = pool.hosts.inspect()
+        entry["stats"] = pool.stats()
     servers, warnings = _capacity(pools, report, workers)
     errors = [f"pool {name!r}: {entry['server']['error']}" for name, entry in report.items()
               if "error" in entry["server"]]

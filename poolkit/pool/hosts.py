@@ -298,8 +298,48 @@ class HostSelector:
 
     # -- state ----------------------------------------------------------------------------
     def describe(self) -> list[dict[str, t.Any]]:
-        """Each host's role, lag, last error and open connections."""
+        """Each host's role, lag, last error and open connections, as last seen (no I/O)."""
         return [state.describe() for state in self.hosts]
+
+    def inspect(self) -> list[dict[str, t.Any]]:
+        """Ask every host now (one short connection each): role, lag and server facts.
+
+        For ``flask pool-status``; an unreachable host gets ``error`` instead of facts.
+        """
+        report = []
+        for state in self.hosts:
+            try:
+                raw = self.driver.connect({**self.kwargs, "host": state.host,
+                                           "port": state.port}, ())
+            except Exception as error:
+                state.error = _reason(error)
+                report.append(state.describe())
+                continue
+            try:
+                cursor = raw.cursor()
+                cursor.execute(_FACTS_SQL)
+                version, max_connections, read_only, threads = cursor.fetchone()
+                cursor.close()
+                state.role = "replica" if read_only else "primary"
+                state.error = None
+                if read_only:
+                    state.lag, state.lag_error = self._read_lag(raw)
+                    state.lag_checked = time.monotonic()
+                entry = state.describe()
+                entry.update(version=str(version), max_connections=int(max_connections),
+                             threads_connected=int(threads or 0))
+            except Exception as error:
+                entry = state.describe()
+                entry["error"] = _reason(error)
+            finally:
+                _close(raw)
+            report.append(entry)
+        return report
+
+
+_FACTS_SQL = ("SELECT VERSION(), @@GLOBAL.max_connections, @@GLOBAL.read_only, "
+              "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+              "WHERE VARIABLE_NAME = 'THREADS_CONNECTED')")
 
 
 def _scalar(raw: t.Any, sql: str) -> t.Any:
