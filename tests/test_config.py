@@ -258,3 +258,27 @@ def test_describe_masks_the_password() -> None:
     assert described["url"] == "mysql://app:***@127.0.0.1:3306/shop"
     assert "s3cr3t" not in repr(described)
     assert "s3cr3t" not in repr(settings())
+
+
+# -- scale-out keys (issue 14) ----------------------------------------------------------------
+def test_scale_out_keys_defaults_and_per_bind_values() -> None:
+    config = load_config({"POOLKIT_DATABASE_URL": URL, "POOLKIT_BINDS": {
+        "replica": {"url": URL + "?target=replica", "max_replica_lag": 2, "failover_timeout": 0}}})
+    default, replica = config.pools["default"], config.pools["replica"]
+    assert (default.max_replica_lag, default.failover_timeout) == (None, 5.0)
+    assert (replica.max_replica_lag, replica.failover_timeout) == (2.0, 0.0)
+    assert replica.url.target == "replica"
+    assert config.read_your_writes is True
+    assert load_config({"POOLKIT_DATABASE_URL": URL,
+                        "POOLKIT_READ_YOUR_WRITES": False}).read_your_writes is False
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("POOLKIT_MAX_REPLICA_LAG", -1, "POOLKIT_MAX_REPLICA_LAG must be at least 0"),
+    ("POOLKIT_MAX_REPLICA_LAG", "5", "POOLKIT_MAX_REPLICA_LAG must be a number of seconds"),
+    ("POOLKIT_FAILOVER_TIMEOUT", None, "POOLKIT_FAILOVER_TIMEOUT must be a number"),
+    ("POOLKIT_READ_YOUR_WRITES", "no", "POOLKIT_READ_YOUR_WRITES must be True or False"),
+])
+def test_scale_out_keys_are_validated(key: str, value: t.Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config({"POOLKIT_DATABASE_URL": URL, key: value})

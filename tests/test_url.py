@@ -154,3 +154,47 @@ def test_mask_url_masks_what_does_not_parse() -> None:
     assert mask_url("mysql://app:s3cr#et@h/shop") == "mysql://app:***@h/shop"
     assert mask_url("mysql://app@h/shop") == "mysql://app@h/shop"
     assert mask_url("not a url") == "not a url"
+
+
+# -- several hosts (issue 14) ---------------------------------------------------------------
+def test_several_hosts_in_order_with_default_ports() -> None:
+    url = parse_url(f"mysql://app:{SECRET}@DB1:3307,db2,[::1]:3309/shop?target=primary")
+    assert url.hosts == (("db1", 3307), ("db2", 3306), ("::1", 3309))
+    assert (url.host, url.port) == ("db1", 3307)  # the first host, for single-host callers
+    assert (url.target, url.load_balance, url.routed) == ("primary", "sequential", True)
+    assert url.connect_kwargs()["host"] == "db1"
+    assert "target" not in url.connect_kwargs()  # routing options never reach the driver
+    assert str(url) == "mysql://app:***@db1:3307,db2:3306,[::1]:3309/shop?target=primary"
+    assert SECRET not in repr(url) and SECRET not in repr(url.with_database("x"))
+    assert url.with_database("x").hosts == url.hosts
+
+
+def test_one_host_is_not_routed_unless_a_role_is_wanted() -> None:
+    assert not parse_url("mysql://app@h/shop").routed
+    assert parse_url("mysql://app@h/shop?target=replica").routed
+    assert parse_url("mysql://app@h/shop").hosts == (("h", 3306),)
+
+
+def test_load_balance_random_is_kept_and_shown() -> None:
+    url = parse_url("mysql://app@h1,h2/shop?load_balance=random&charset=utf8mb4")
+    assert (url.load_balance, url.target) == ("random", "any")
+    assert str(url) == "mysql://app@h1:3306,h2:3306/shop?charset=utf8mb4&load_balance=random"
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("mysql://app:pw@h1,h2/shop?target=master", "target='master' must be one of any, primary"),
+    ("mysql://app:pw@h1/shop?target=replicas", "did you mean 'replica'"),
+    ("mysql://app:pw@h1,h2/shop?load_balance=round", "load_balance='round' must be one of"),
+    ("mysql://app:pw@h1,,h2/shop", "empty host"),
+    ("mysql://app:pw@h1,h2:xx/shop", "host 'h2:xx' has an invalid port"),
+    ("mysql://app:pw@h1,h2:70000/shop", "invalid port"),
+    ("mysql://app:pw@h1,h2/shop?unix_socket=/s", "unix_socket cannot be combined"),
+])
+def test_invalid_host_lists(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_url(url)
+    assert ":pw@" not in str(info.value)
+
+
+def test_mask_url_masks_host_lists() -> None:
+    assert mask_url(f"mysql://app:{SECRET}@h1:1,h2:2/shop") == "mysql://app:***@h1:1,h2:2/shop"

@@ -212,6 +212,24 @@ def _tracked_pymysql_class() -> type[t.Any]:
     return TrackedConnection
 
 
+def _tracked_mysqldb_class() -> type[t.Any]:
+    # issue 14: the same read-only hook as PyMySQL's, on mysqlclient's single query path.
+    from MySQLdb.connections import Connection
+
+    class TrackedMySQLdbConnection(Connection):  # type: ignore[misc]
+        poolkit_on_read_only: t.Callable[[t.Any, BaseException], None] | None = None
+
+        def query(self, query: t.Any) -> None:
+            try:
+                Connection.query(self, query)
+            except Exception as error:
+                if self.poolkit_on_read_only is not None and is_read_only_error(error):
+                    self.poolkit_on_read_only(self, error)
+                raise
+
+    return TrackedMySQLdbConnection
+
+
 @dataclass(frozen=True)
 class Driver:
     """What poolkit needs to know about one DB-API driver."""
@@ -296,6 +314,6 @@ def get_driver(name: str) -> Driver:
             raise DriverNotInstalledError(
                 "the mysql+mysqldb:// scheme needs mysqlclient: "
                 "pip install 'poolkit[mysqlclient]'") from None
-        return Driver("mysqldb", mysqldb, mysqldb.connect, cursors.DictCursor,
+        return Driver("mysqldb", mysqldb, _tracked_mysqldb_class(), cursors.DictCursor,
                       tracks_state=False)
     raise DriverNotInstalledError(f"unknown driver {name!r}; use pymysql or mysqldb")
