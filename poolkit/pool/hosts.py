@@ -16,7 +16,8 @@ that finds no primary waits for the promotion, at most ``failover_timeout`` seco
 that is simply gone fails at once.
 
 With ``max_replica_lag``, replica lag (``Seconds_Behind_Master``) is read at most once a second
-per host; a lagging replica, or one that does not replicate, is skipped.
+per host; a lagging replica, or one that does not replicate, is skipped. A Galera node
+(``wsrep_on``) that is not ready (``wsrep_ready`` is not ON) is skipped whatever the target.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ class HostSelector:
         self.hosts = [HostState(host, port) for host, port in url.hosts]
         self.counters = dict.fromkeys(ROUTING_COUNTER_KEYS, 0)
         self._status_sql: list[str] = ["SHOW REPLICA STATUS", "SHOW SLAVE STATUS"]
+        self._galera_known = True  # the server has @@wsrep_on (MariaDB); False after a 1193
 
     # -- connecting -----------------------------------------------------------------------
     def connect(self, session: t.Sequence[str] = ()) -> t.Any:
@@ -168,7 +170,11 @@ class HostSelector:
 
     def _unwanted(self, raw: t.Any, state: HostState) -> str | None:
         """Why *raw* (just opened on *state*) does not serve this pool, or None."""
-        role = "replica" if _scalar(raw, "SELECT @@GLOBAL.read_only") else "primary"
+        read_only, galera = self._read_role(raw)
+        if galera and _galera_not_ready(raw):
+            # A Galera node that is not synced refuses queries or serves stale reads.
+            return "a Galera node that is not ready (wsrep_ready=OFF)"
+        role = "replica" if read_only else "primary"
         if state.role == "primary" and role == "replica":
             state.demoted = time.monotonic()
             logger.warning("poolkit: %s turned read-only (it was the primary)", state.address)
@@ -182,6 +188,22 @@ class HostSelector:
                 self.counters["lag_skips"] += 1
                 return self._lag_text(state)
         return None
+
+    def _read_role(self, raw: t.Any) -> tuple[bool, bool]:
+        """``(read_only, wsrep_on)`` in one round trip (MySQL has no wsrep_on: read_only only)."""
+        if self._galera_known:
+            cursor = raw.cursor()
+            try:
+                cursor.execute("SELECT @@GLOBAL.read_only, @@GLOBAL.wsrep_on")
+                read_only, wsrep_on = cursor.fetchone()
+                return bool(read_only), bool(wsrep_on)
+            except Exception as error:
+                if error_code(error) != 1193:  # unknown system variable
+                    raise
+                self._galera_known = False
+            finally:
+                cursor.close()
+        return bool(_scalar(raw, "SELECT @@GLOBAL.read_only")), False
 
     def _adopt(self, raw: t.Any, state: HostState) -> None:
         raw.poolkit_host = state
@@ -340,6 +362,16 @@ class HostSelector:
 _FACTS_SQL = ("SELECT VERSION(), @@GLOBAL.max_connections, @@GLOBAL.read_only, "
               "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
               "WHERE VARIABLE_NAME = 'THREADS_CONNECTED')")
+
+
+def _galera_not_ready(raw: t.Any) -> bool:
+    cursor = raw.cursor()
+    try:
+        cursor.execute("SHOW GLOBAL STATUS LIKE 'wsrep_ready'")
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    return bool(row) and str(row[1]).upper() != "ON"
 
 
 def _scalar(raw: t.Any, sql: str) -> t.Any:
