@@ -134,7 +134,7 @@ class HostSelector:
             # A primary turned read-only moments ago: a switchover is under way. Wait (bounded)
             # for the promotion instead of failing every request that arrives meanwhile.
             time.sleep(min(pause, deadline - now))
-            pause = min(pause * 2, 0.5)
+            pause = min(pause * 2, 0.25)
 
     def _order(self) -> list[HostState]:
         hosts = list(self.hosts)

@@ -6,6 +6,7 @@ import time
 import typing as t
 
 import pytest
+from conftest import needs_mysqlclient
 from flask import Flask
 
 from poolkit import NoHostAvailableError, Pool, load_config
@@ -40,9 +41,13 @@ def test_a_down_host_is_skipped_and_random_spreads(items: ReplicationPair) -> No
     assert ports == {items.primary.port, items.replica.port}
 
 
+@pytest.mark.parametrize("scheme", ["mysql", pytest.param("mysql+mysqldb",
+                                                           marks=needs_mysqlclient)])
 def test_read_only_error_retires_the_hosts_connections_and_is_not_rerun(
-        items: ReplicationPair, make_app: t.Callable[..., Flask]) -> None:
-    app = make_app(items, POOLKIT_FAILOVER_TIMEOUT=0.6)
+        items: ReplicationPair, make_app: t.Callable[..., Flask], scheme: str) -> None:
+    url = items.url(items.replica, items.primary, query="target=primary")
+    app = make_app(items, POOLKIT_FAILOVER_TIMEOUT=0.6,
+                   POOLKIT_DATABASE_URL=url.replace("mysql://", f"{scheme}://"))
     pool = app.extensions["poolkit"].pool()
     held = [pool.connection().acquire() for _ in range(3)]
     for conn in held:
