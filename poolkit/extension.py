@@ -104,8 +104,12 @@ def _context_connection(bind: str = DEFAULT_BIND) -> Connection:
 
 
 def _new_connection(connections: dict[str, Connection], bind: str, pool: Pool) -> Connection:
+    """The context's handle for *bind*: the current one unless spent (returned early)."""
+    current = connections.get(bind)
+    if current is not None and not current._returned:
+        return current
     fresh = Connection(pool, binder=_context_connection)
-    if bind not in connections:  # another thread sharing this context may have been first
+    if current is None:  # another thread sharing this context may have been first
         return connections.setdefault(bind, fresh)
     connections[bind] = fresh
     return fresh
