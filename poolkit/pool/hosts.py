@@ -107,6 +107,7 @@ class HostSelector:
         self.hosts = [HostState(host, port) for host, port in url.hosts]
         self.counters = dict.fromkeys(ROUTING_COUNTER_KEYS, 0)
         self._status_sql: list[str] = ["SHOW REPLICA STATUS", "SHOW SLAVE STATUS"]
+        self._lock = threading.Lock()
         self._galera_known = True  # the server has @@wsrep_on (MariaDB); False after a 1193
 
     # -- connecting -----------------------------------------------------------------------
@@ -208,7 +209,8 @@ class HostSelector:
     def _adopt(self, raw: t.Any, state: HostState) -> None:
         raw.poolkit_host = state
         raw.poolkit_on_read_only = self.note_read_only if self.target != "replica" else None
-        state.connections.add(raw)
+        with self._lock:  # a WeakSet must not grow while retire() walks it
+            state.connections.add(raw)
 
     def _no_host_message(self, failures: list[str]) -> str:
         wanted = {"primary": "a primary (read_only=0)", "replica": "a replica (read_only=1)",
@@ -235,7 +237,9 @@ class HostSelector:
 
     def retire(self, state: HostState) -> None:
         """Mark every connection to *state* broken: discarded at its next checkout or return."""
-        for raw in list(state.connections):
+        with self._lock:
+            connections = list(state.connections)
+        for raw in connections:
             raw.poolkit_broken = True
             raw.poolkit_expires = 0.0  # the engine's checkout fast path looks at this one
 
