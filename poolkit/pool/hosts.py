@@ -2,10 +2,11 @@
 
 ``mysql://app:pw@h1:3306,h2:3306/shop?target=primary`` gives a pool several servers. Every new
 connection goes through :meth:`HostSelector.connect`: it tries the hosts in order (shuffled with
-``load_balance=random``, hosts last seen in the wanted role first), asks each new connection
-``SELECT @@GLOBAL.read_only`` once (0: a primary; 1: a replica) and keeps it only if it has the
-wanted role. When none qualifies, :class:`~poolkit.errors.NoHostAvailableError` names every
-host and why it was passed over.
+``load_balance=random``; hosts last seen in the wanted role first, hosts that failed to connect
+in the last few seconds last), asks each new connection ``SELECT @@GLOBAL.read_only`` once
+(0: a primary; 1: a replica) and keeps it only if it has the wanted role. When none
+qualifies, :class:`~poolkit.errors.NoHostAvailableError` names every host and why it was
+passed over.
 
 A role change (a switchover: the primary turns read-only, a replica is promoted) shows as
 error 1290, 1836 or 1792 on a write. :meth:`HostSelector.note_read_only` -- called by the
@@ -46,6 +47,9 @@ READ_ONLY_CODES = frozenset({
 #: Replica lag is read at most this often per host (seconds).
 LAG_CHECK_INTERVAL = 1.0
 
+#: A host whose connect failed less than this ago is tried after the others (seconds).
+DOWN_HOST_GRACE = 5.0
+
 #: Counters a routed pool adds to ``stats()`` (stable keys, present from the start).
 ROUTING_COUNTER_KEYS = ("read_only_errors", "replica_fallbacks", "lag_skips")
 
@@ -78,6 +82,7 @@ class HostState:
     lag_error: str | None = None
     lag_checked: float = float("-inf")
     demoted: float = float("-inf")  # when this host was seen turning from primary to read-only
+    failed: float = float("-inf")  # when a connect to this host last failed
     connections: weakref.WeakSet[t.Any] = field(default_factory=weakref.WeakSet)
     probing: threading.Lock = field(default_factory=threading.Lock)
 
@@ -141,8 +146,11 @@ class HostSelector:
         hosts = list(self.hosts)
         if self.url.load_balance == "random":
             random.shuffle(hosts)
-        if self.target != "any":  # hosts last seen in the wanted role first (a stable sort)
-            hosts.sort(key=lambda state: state.role != self.target)
+        # Hosts last seen in the wanted role first, hosts that failed to connect moments ago
+        # last (a black-holed host costs connect_timeout per try); a stable sort.
+        now = time.monotonic()
+        hosts.sort(key=lambda state: (now - state.failed < DOWN_HOST_GRACE,
+                                      self.target != "any" and state.role != self.target))
         return hosts
 
     def _try(self, driver: t.Any, kwargs: dict[str, t.Any], session: t.Sequence[str],
@@ -151,8 +159,10 @@ class HostSelector:
             raw = driver.connect({**kwargs, "host": state.host, "port": state.port}, session)
         except Exception as error:
             state.error = _reason(error)
+            state.failed = time.monotonic()
             failures.append(f"{state.address}: cannot connect ({state.error})")
             return None
+        state.failed = float("-inf")
         try:
             why = self._unwanted(raw, state)
         except Exception as error:

@@ -10,6 +10,7 @@ from conftest import needs_mysqlclient
 from flask import Flask
 
 from poolkit import NoHostAvailableError, Pool, load_config
+from poolkit.testing.faultproxy import FaultProxy
 from poolkit.testing.servers import APP_PASSWORD, APP_USER, DATABASE, ReplicationPair, free_port
 
 pytestmark = pytest.mark.replication
@@ -94,3 +95,24 @@ def test_an_unknown_primary_that_is_gone_fails_at_once(items: ReplicationPair) -
     assert f"{items.replica.address}: read-only (a replica, not the primary)" in text
     assert f"{dead}: cannot connect (2003" in text
     assert APP_PASSWORD not in text
+
+
+def test_a_host_that_just_failed_is_tried_last(items: ReplicationPair) -> None:
+    # A black hole in front of the primary: connects hang until connect_timeout.
+    with FaultProxy("127.0.0.1", items.primary.port) as proxy:
+        proxy.black_hole()
+        pool = _pool(f"mysql://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{proxy.port},"
+                     f"{items.replica.address}/{DATABASE}?connect_timeout=1")
+        try:
+            started = time.monotonic()
+            first = pool.hosts.connect()
+            slow = time.monotonic() - started
+            assert first.port == items.replica.port and slow >= 0.9
+            started = time.monotonic()
+            second = pool.hosts.connect()  # the black hole is tried after the replica now
+            assert second.port == items.replica.port
+            assert time.monotonic() - started < 0.9
+            first.close()
+            second.close()
+        finally:
+            pool.close()
