@@ -59,8 +59,6 @@ def route_read(pool: Pool, connections: t.Mapping[str, Connection],
 
 
 def _fall_back(pool: Pool, primary: t.Callable[[], Connection], why: str) -> Connection:
-    hosts = pool.hosts
-    hosts.counters["replica_fallbacks"] += 1
-    if hosts.counters["replica_fallbacks"] == 1 or logger.isEnabledFor(logging.DEBUG):
+    if pool.hosts.count("replica_fallbacks") == 1 or logger.isEnabledFor(logging.DEBUG):
         logger.warning("poolkit: pool %r reads from the primary: %s", pool.name, why)
     return primary()

@@ -196,7 +196,7 @@ class HostSelector:
             if role != "replica":
                 return "writable (the primary, not a replica)"
             if self.max_replica_lag is not None and not self._lag_ok(state, raw):
-                self.counters["lag_skips"] += 1
+                self.count("lag_skips")
                 return self._lag_text(state)
         return None
 
@@ -228,6 +228,12 @@ class HostSelector:
         return (f"no host of {self.url.masked()} is {wanted}: " + "; ".join(failures)
                 + ". Check the hosts, or the failover of your database servers")
 
+    def count(self, key: str) -> int:
+        """Add one to counter *key* (threads race here: ``+=`` on a dict item is not atomic)."""
+        with self._lock:
+            self.counters[key] += 1
+            return self.counters[key]
+
     # -- role changes ---------------------------------------------------------------------
     def note_read_only(self, raw: t.Any, error: BaseException) -> None:
         """A statement on *raw* failed with a read-only error: retire its host's connections.
@@ -235,7 +241,7 @@ class HostSelector:
         The failed statement is not re-run (it is not retry-safe); the caller sees the error.
         """
         state: HostState | None = getattr(raw, "poolkit_host", None)
-        self.counters["read_only_errors"] += 1
+        self.count("read_only_errors")
         if state is None:
             return
         if state.role == "primary":
