@@ -74,7 +74,7 @@ def is_retry_safe(error: BaseException) -> bool:
 
 
 def _tracked_mysqldb_class() -> type[t.Any]:
-    # issue 14: the same read-only hook as PyMySQL's, on mysqlclient's single query path.
+    # issue 14: the same read-only hook as PyMySQL's, on mysqlclient's query and commit.
     from MySQLdb.connections import Connection
 
     class TrackedMySQLdbConnection(Connection):  # type: ignore[misc]
@@ -83,6 +83,14 @@ def _tracked_mysqldb_class() -> type[t.Any]:
         def query(self, query: t.Any) -> None:
             try:
                 Connection.query(self, query)
+            except Exception as error:
+                if self.poolkit_on_read_only is not None and is_read_only_error(error):
+                    self.poolkit_on_read_only(self, error)
+                raise
+
+        def commit(self) -> None:
+            try:
+                Connection.commit(self)
             except Exception as error:
                 if self.poolkit_on_read_only is not None and is_read_only_error(error):
                     self.poolkit_on_read_only(self, error)

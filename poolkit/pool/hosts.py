@@ -360,7 +360,11 @@ class HostSelector:
             try:
                 cursor = raw.cursor()
                 cursor.execute(_FACTS_SQL)
-                version, max_connections, read_only, threads = cursor.fetchone()
+                version, max_connections, read_only = cursor.fetchone()
+                # SHOW, not information_schema.GLOBAL_STATUS: MySQL 8 has no such table.
+                cursor.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+                row = cursor.fetchone()
+                threads = row[1] if row else 0
                 cursor.close()
                 state.role = "replica" if read_only else "primary"
                 state.error = None
@@ -379,9 +383,7 @@ class HostSelector:
         return report
 
 
-_FACTS_SQL = ("SELECT VERSION(), @@GLOBAL.max_connections, @@GLOBAL.read_only, "
-              "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
-              "WHERE VARIABLE_NAME = 'THREADS_CONNECTED')")
+_FACTS_SQL = "SELECT VERSION(), @@GLOBAL.max_connections, @@GLOBAL.read_only"
 
 
 def _galera_not_ready(raw: t.Any) -> bool:

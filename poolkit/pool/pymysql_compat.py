@@ -214,6 +214,7 @@ def tracked_connection_class(is_disconnect: t.Callable[[BaseException], bool]) -
     base_query = base.query
     base_connect = base.connect
     base_read_ok = base._read_ok_packet
+    base_commit = base.commit
 
     class TrackedConnection(base):  # type: ignore[misc]
         """A PyMySQL connection that remembers what the pool needs to know about it."""
@@ -304,6 +305,16 @@ def tracked_connection_class(is_disconnect: t.Callable[[BaseException], bool]) -
                         and not status & (SERVER_STATUS_IN_TRANS | SERVER_STATUS_AUTOCOMMIT))
                 elif self.poolkit_on_read_only is not None and is_read_only_error(error):
                     self.poolkit_on_read_only(self, error)  # issue 14: a role change
+                raise
+
+        def commit(self) -> None:
+            # issue 14: a COMMIT of writes fails with 1290 once the server turned read-only;
+            # commit() does not go through query().
+            try:
+                base_commit(self)
+            except Exception as error:
+                if self.poolkit_on_read_only is not None and is_read_only_error(error):
+                    self.poolkit_on_read_only(self, error)
                 raise
 
         # private: commit(), rollback(), autocommit(), select_db(), ping() read their answer

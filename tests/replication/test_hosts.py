@@ -116,3 +116,24 @@ def test_a_host_that_just_failed_is_tried_last(items: ReplicationPair) -> None:
             second.close()
         finally:
             pool.close()
+
+
+@pytest.mark.parametrize("scheme", ["mysql", pytest.param("mysql+mysqldb",
+                                                           marks=needs_mysqlclient)])
+def test_a_commit_refused_by_a_demoted_primary_retires_its_host(
+        items: ReplicationPair, scheme: str) -> None:
+    url = items.url(items.primary, items.replica, query="target=primary")
+    pool = _pool(url.replace("mysql://", f"{scheme}://"), POOLKIT_FAILOVER_TIMEOUT=0)
+    try:
+        with pool.connection() as conn:
+            conn.execute("INSERT INTO items (label) VALUES ('pending')")
+            items.primary.execute("SET GLOBAL read_only = 1")
+            # The INSERT ran before the demotion; its COMMIT comes after (not through query()).
+            with pytest.raises(Exception, match="1290"):
+                conn.commit()
+        stats = pool.stats()
+        assert (stats["read_only_errors"], stats["discarded"], stats["size"]) == (1, 1, 0)
+    finally:
+        items.primary.execute("SET GLOBAL read_only = 0")
+        pool.close()
+    assert items.primary.execute(f"SELECT COUNT(*) FROM {DATABASE}.items")[0][0] == 0

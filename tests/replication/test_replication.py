@@ -178,3 +178,20 @@ def test_primary_killed_reads_keep_working_writes_fail_fast(
     text = str(caught.value)
     assert f"{pair.primary.address}: cannot connect" in text
     assert f"{pair.replica.address}: read-only" in text
+
+
+def test_a_user_who_cannot_read_the_lag_skips_the_replica(
+        items: ReplicationPair, make_app: t.Callable[..., Flask]) -> None:
+    # SHOW REPLICA STATUS needs SLAVE MONITOR (MariaDB) / REPLICATION CLIENT (MySQL).
+    items.primary.execute("CREATE USER IF NOT EXISTS 'nomonitor'@'%' IDENTIFIED BY 'pw'",
+                          f"GRANT ALL PRIVILEGES ON {DATABASE}.* TO 'nomonitor'@'%'")
+    items.wait_replicated()
+    hosts = f"{items.replica.address},{items.primary.address}"
+    app = make_app(items, POOLKIT_MAX_REPLICA_LAG=5.0, POOLKIT_BINDS={
+        "replica": f"mysql://nomonitor:pw@{hosts}/{DATABASE}?target=replica"})
+    with app.app_context():
+        assert _port("replica") == items.primary.port  # the lag is unknown: not in bounds
+    pool = app.extensions["poolkit"].pool("replica")
+    replica = next(h for h in pool.hosts.describe() if h["host"] == items.replica.address)
+    assert replica["lag"] is None and "1227" in replica["lag_error"]
+    assert pool.stats()["replica_fallbacks"] == 1
