@@ -245,7 +245,8 @@ class HostSelector:
         if state is None:
             return
         if state.role == "primary":
-            state.demoted = time.monotonic()
+            state.demoted = time.monotonic()  # a switchover: new connections wait for a primary
+        if state.role != "replica":
             logger.warning("poolkit: %s refuses writes (%s): retiring its %d connection(s)",
                            state.address, _reason(error), len(state.connections))
         state.role = "replica"
@@ -307,10 +308,11 @@ class HostSelector:
                     break
                 except Exception as error:
                     # SHOW REPLICA STATUS: MariaDB >= 10.5, MySQL >= 8.0.22; else the old name.
-                    if error_code(error) == 1064 and len(self._status_sql) > 1:
-                        self._status_sql.pop(0)
-                        continue
-                    raise
+                    if error_code(error) != 1064 or len(self._status_sql) < 2:
+                        raise
+                    with self._lock:
+                        if self._status_sql[0] == sql:  # another thread may have done it
+                            self._status_sql.pop(0)
             row = cursor.fetchone()
             if not row:
                 return None, "not a replica (SHOW REPLICA STATUS is empty)"

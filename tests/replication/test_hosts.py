@@ -137,3 +137,20 @@ def test_a_commit_refused_by_a_demoted_primary_retires_its_host(
         items.primary.execute("SET GLOBAL read_only = 0")
         pool.close()
     assert items.primary.execute(f"SELECT COUNT(*) FROM {DATABASE}.items")[0][0] == 0
+
+
+def test_a_one_host_pool_discards_on_read_only_and_keeps_its_keys(
+        items: ReplicationPair) -> None:
+    # A DNS or VIP failover behind one name: the read-only connection must not be reused.
+    pool = _pool(f"mysql://{APP_USER}:{APP_PASSWORD}@{items.replica.address}/{DATABASE}")
+    try:
+        assert not pool.hosts.routed
+        with pool.connection() as conn, pytest.raises(Exception, match="1290"):
+            conn.execute("INSERT INTO items (label) VALUES ('refused')")
+        stats = pool.stats()
+        assert (stats["discarded"], stats["size"]) == (1, 0)
+        assert "read_only_errors" not in stats  # single-host pools keep the keys they had
+        with pool.connection() as conn:  # reads go on, on a new connection
+            assert conn.scalar("SELECT @@port") == items.replica.port
+    finally:
+        pool.close()
