@@ -221,7 +221,6 @@ def tracked_connection_class(is_disconnect: t.Callable[[BaseException], bool]) -
         """A PyMySQL connection that remembers what the pool needs to know about it."""
 
         poolkit_broken = False
-        poolkit_created = 0.0
         poolkit_last_used = 0.0
         poolkit_wait_timeout = 0.0
         poolkit_changed = 0  # server status bits OR-ed over the borrow
