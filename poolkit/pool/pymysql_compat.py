@@ -13,12 +13,15 @@ know about a connection, so :func:`tracked_connection_class` builds a subclass o
 * whether a disconnect may be retried, and kernel-enforced socket timeouts.
 
 Each private member used is commented with what breaks if PyMySQL changes it. The rest of
-poolkit uses the public-to-poolkit names defined here (``return_action``, ``reset_session``,
-``force_close``, ``has_more_results``, ``shared_ssl_context``, ``uses_kernel_timeouts``).
+poolkit uses the public-to-poolkit names defined here: the pool's (``tracked_connection_class``,
+``prepare_session``, ``return_action``, ``reset_session``, ``is_closed``, ``force_close``,
+``shared_ssl_context``, ``uses_kernel_timeouts``) and, for the rest of poolkit (sqlimport,
+stress), ``is_pymysql``, ``has_more_results``, ``disable_timeouts``, ``shutdown_socket``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -107,6 +110,34 @@ def _command(command: int, payload: bytes) -> bytes:
 def force_close(raw: t.Any) -> None:
     """Close the socket without COM_QUIT (a forked child must not end the parent's session)."""
     raw._force_close()  # private: without it a forked child would have to send COM_QUIT
+
+
+def is_pymysql(raw: object) -> bool:
+    """True for a PyMySQL connection (the helpers here need one)."""
+    import pymysql
+
+    return isinstance(raw, pymysql.connections.Connection)
+
+
+def disable_timeouts(raw: t.Any) -> None:
+    """No read/write timeout from now on (a long ``ALTER`` in ``flask initdb``), whichever way
+    the connection enforces them (kernel socket options or PyMySQL's Python timeouts)."""
+    sock = raw._sock  # private: PyMySQL's socket
+    if raw.poolkit_timeouts != (None, None) and sock is not None:
+        forever = _timeval(0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, forever)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, forever)
+        raw.poolkit_timeouts = (None, None)
+    # private: PyMySQL applies _read_timeout/_write_timeout before each read/write.
+    raw._read_timeout = raw._write_timeout = None
+
+
+def shutdown_socket(raw: t.Any) -> None:
+    """Cut the connection under a running statement (another thread's; the stress tool)."""
+    sock = getattr(raw, "_sock", None)  # private: PyMySQL's socket
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def is_closed(raw: t.Any) -> bool:
