@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from ..errors import DriverNotInstalledError
 from . import pymysql_compat as compat
 from .hosts import is_read_only_error
-from .pymysql_compat import DISCARD, KEEP, RESET, ROLLBACK
+from .pymysql_compat import DISCARD, KEEP, REOPEN, RESET, ROLLBACK, UNREAD
 
-__all__ = ["DISCARD", "KEEP", "RESET", "ROLLBACK", "Driver", "get_driver", "is_disconnect",
-           "is_retry_safe"]
+__all__ = ["DISCARD", "KEEP", "REOPEN", "RESET", "ROLLBACK", "UNREAD", "Driver", "get_driver",
+           "is_disconnect", "is_retry_safe"]
 
 #: MySQL/MariaDB error codes that mean the connection is gone.
 DISCONNECT_CODES = frozenset({
@@ -107,7 +107,6 @@ class Driver:
     module: t.Any
     connection_class: t.Any
     dict_cursor: t.Any
-    tracks_state: bool
 
     @property
     def failures(self) -> tuple[type[BaseException], ...]:
@@ -126,7 +125,6 @@ class Driver:
         con = self.connection_class(**kwargs)
         try:
             con.poolkit_broken = False
-            con.poolkit_created = time.monotonic()
             cursor = con.cursor()
             for sql in session:
                 cursor.execute(sql)
@@ -151,7 +149,8 @@ class Driver:
         return con
 
     def return_action(self, raw: t.Any) -> int:
-        """What a returned *raw* needs: KEEP, ROLLBACK, RESET or DISCARD (call once per return).
+        """What a returned *raw* needs: KEEP, ROLLBACK, RESET, or DISCARD/UNREAD/REOPEN (close
+        it); call it once per return.
 
         mysqlclient reports neither session changes nor the transaction flags: every return
         is a full reset (``change_user``).
@@ -213,7 +212,7 @@ def get_driver(name: str) -> Driver:
             raise DriverNotInstalledError(
                 "the mysql:// scheme needs PyMySQL: pip install pymysql") from None
         return Driver("pymysql", pymysql, compat.tracked_connection_class(is_disconnect),
-                      pymysql.cursors.DictCursor, tracks_state=True)
+                      pymysql.cursors.DictCursor)
     if name == "mysqldb":
         try:
             mysqldb = importlib.import_module("MySQLdb")
@@ -222,6 +221,6 @@ def get_driver(name: str) -> Driver:
             raise DriverNotInstalledError(
                 "the mysql+mysqldb:// scheme needs mysqlclient: "
                 "pip install 'poolkit[mysqlclient]'") from None
-        return Driver("mysqldb", mysqldb, _tracked_mysqldb_class(), cursors.DictCursor,
-                      tracks_state=False)
+        return Driver("mysqldb", mysqldb, _tracked_mysqldb_class(),
+                      cursors.DictCursor)  # issue 14: read-only hook
     raise DriverNotInstalledError(f"unknown driver {name!r}; use pymysql or mysqldb")

@@ -39,7 +39,7 @@ from ..config import PoolSettings
 from ..errors import PoolClosedError, PoolTimeout
 from ..stats import PoolStats
 from .dbutils_compat import SteadyConnection
-from .drivers import KEEP, RESET, ROLLBACK, Driver, is_retry_safe
+from .drivers import DISCARD, KEEP, REOPEN, RESET, ROLLBACK, UNREAD, Driver, is_retry_safe
 from .hosts import HostSelector
 
 # Connections inherited across fork() whose driver cannot close them silently: closing
@@ -50,7 +50,7 @@ _NOTHING = object()  # a waiter not served yet
 _SLOT = object()  # a waiter may open a new connection
 _CLOSED = object()  # the pool closed while waiting
 
-_DISCARD_REASONS = {3: "broken", 4: "unread", 5: "reset"}
+_DISCARD_REASONS = {DISCARD: "broken", UNREAD: "unread", REOPEN: "reset"}
 
 
 class _Waiter:

@@ -147,16 +147,18 @@ class Pool:
 
     def _after_fork(self) -> None:
         # gunicorn --preload / uWSGI without lazy-apps: the child inherited the parent's
-        # sockets. Forget them (never send COM_QUIT on them) and start an empty engine.
+        # sockets. Detach them (never send COM_QUIT on them) and start an empty engine. The
+        # child runs this single-threaded: locks and events a parent thread may have held at
+        # fork time are replaced, never taken.
         old = self._engine
         self._pid = os.getpid()
         self._engine = PooledEngine(self.settings, self.driver, self)
         self._bind_engine()
         self._borrowed.clear()
         self._leak_lock = threading.Lock()  # a parent thread may have held it at fork time
+        self._stop = threading.Event()
         old.abandon()
         if self.settings.leak_threshold is not None:
-            self._stop = threading.Event()
             self._start_leak_watch(self.settings.leak_threshold)
 
     # -- leaks ----------------------------------------------------------------------------

@@ -13,12 +13,15 @@ know about a connection, so :func:`tracked_connection_class` builds a subclass o
 * whether a disconnect may be retried, and kernel-enforced socket timeouts.
 
 Each private member used is commented with what breaks if PyMySQL changes it. The rest of
-poolkit uses the public-to-poolkit names defined here (``return_action``, ``reset_session``,
-``force_close``, ``has_more_results``, ``shared_ssl_context``, ``uses_kernel_timeouts``).
+poolkit uses the public-to-poolkit names defined here: the pool's (``tracked_connection_class``,
+``prepare_session``, ``return_action``, ``reset_session``, ``is_closed``, ``force_close``,
+``shared_ssl_context``, ``uses_kernel_timeouts``) and, for the rest of poolkit (sqlimport,
+stress), ``is_pymysql``, ``has_more_results``, ``disable_timeouts``, ``shutdown_socket``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -30,8 +33,10 @@ import typing as t
 
 from .hosts import is_read_only_error
 
-#: What the pool must do with a returned connection (see :func:`return_action`).
-KEEP, ROLLBACK, RESET, DISCARD = 0, 1, 2, 3
+#: What the pool must do with a returned connection (see :func:`return_action`): keep it,
+#: roll back, reset the session, or close it -- broken, holding an unread result, or on a
+#: server that cannot reset a session in place.
+KEEP, ROLLBACK, RESET, DISCARD, UNREAD, REOPEN = 0, 1, 2, 3, 4, 5
 
 SERVER_STATUS_IN_TRANS = 0x0001
 SERVER_STATUS_AUTOCOMMIT = 0x0002
@@ -109,6 +114,34 @@ def force_close(raw: t.Any) -> None:
     raw._force_close()  # private: without it a forked child would have to send COM_QUIT
 
 
+def is_pymysql(raw: object) -> bool:
+    """True for a PyMySQL connection (the helpers here need one)."""
+    import pymysql
+
+    return isinstance(raw, pymysql.connections.Connection)
+
+
+def disable_timeouts(raw: t.Any) -> None:
+    """No read/write timeout from now on (a long ``ALTER`` in ``flask initdb``), whichever way
+    the connection enforces them (kernel socket options or PyMySQL's Python timeouts)."""
+    sock = raw._sock  # private: PyMySQL's socket
+    if raw.poolkit_timeouts != (None, None) and sock is not None:
+        forever = _timeval(0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, forever)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, forever)
+        raw.poolkit_timeouts = (None, None)
+    # private: PyMySQL applies _read_timeout/_write_timeout before each read/write.
+    raw._read_timeout = raw._write_timeout = None
+
+
+def shutdown_socket(raw: t.Any) -> None:
+    """Cut the connection under a running statement (another thread's; the stress tool)."""
+    sock = getattr(raw, "_sock", None)  # private: PyMySQL's socket
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 def is_closed(raw: t.Any) -> bool:
     """True once the socket is closed (PyMySQL closes it on every connection error)."""
     return raw._sock is None  # private: PyMySQL's socket, None once closed
@@ -133,7 +166,9 @@ def return_action(raw: t.Any) -> int:
     result = raw._result  # private: an unread unbuffered (SSCursor) result
     if result is not None and result.unbuffered_active:
         # Draining could read millions of rows; the snapshot and locks go with the socket.
-        return DISCARD
+        # The borrower's cursor must not try to read the rest from a closed socket later.
+        result.unbuffered_active = False
+        return UNREAD
     if changed & SERVER_SESSION_STATE_CHANGED:
         return int(raw.poolkit_reset_mode)
     if raw.server_status & SERVER_STATUS_IN_TRANS:
@@ -222,12 +257,11 @@ def tracked_connection_class(is_disconnect: t.Callable[[BaseException], bool]) -
         poolkit_broken = False
         # issue 14: set by the host selector; called on a read-only error (a role change).
         poolkit_on_read_only: t.Callable[[t.Any, BaseException], None] | None = None
-        poolkit_created = 0.0
         poolkit_last_used = 0.0
         poolkit_wait_timeout = 0.0
         poolkit_changed = 0  # server status bits OR-ed over the borrow
         poolkit_untracked = SERVER_SESSION_STATE_CHANGED  # its start: 0 where the server tracks
-        poolkit_reset_mode = DISCARD  # what a changed session needs: RESET where supported
+        poolkit_reset_mode = REOPEN  # what a changed session needs: RESET where supported
         poolkit_autocommit: bool | None = None
         poolkit_restore: tuple[bytes, ...] = ()
         poolkit_timeouts: tuple[float | None, float | None] = (None, None)
@@ -316,6 +350,11 @@ def tracked_connection_class(is_disconnect: t.Callable[[BaseException], bool]) -
                 if self.poolkit_on_read_only is not None and is_read_only_error(error):
                     self.poolkit_on_read_only(self, error)
                 raise
+
+        def set_character_set(self, charset: str, collation: str | None = None) -> None:
+            # PyMySQL reads this answer with _read_packet, past the status hooks below.
+            base.set_character_set(self, charset, collation)
+            self.poolkit_changed |= SERVER_SESSION_STATE_CHANGED
 
         # private: commit(), rollback(), autocommit(), select_db(), ping() read their answer
         # with _read_ok_packet; without this hook their status changes go unseen.
