@@ -169,8 +169,9 @@ class Connection:
     def _returned_message(self) -> str:
         return (f"this connection of pool {self._pool.name!r} was already returned to the pool "
                 "(its 'with' block or app context ended): check out a new one with "
-                "pool.connection(); a streaming response keeps db usable if its generator is "
-                "wrapped in flask.stream_with_context()")
+                "pool.connection(), or in a streaming response use db inside a generator "
+                "wrapped in flask.stream_with_context() instead of a connection kept from the "
+                "view")
 
     def acquire(self) -> Connection:
         """Check out now rather than on first use (surfaces PoolTimeout early)."""
