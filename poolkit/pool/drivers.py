@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 from ..errors import DriverNotInstalledError
 from . import pymysql_compat as compat
-from .pymysql_compat import DISCARD, KEEP, RESET, ROLLBACK
+from .pymysql_compat import DISCARD, KEEP, REOPEN, RESET, ROLLBACK, UNREAD
 
-__all__ = ["DISCARD", "KEEP", "RESET", "ROLLBACK", "Driver", "get_driver", "is_disconnect",
-           "is_retry_safe"]
+__all__ = ["DISCARD", "KEEP", "REOPEN", "RESET", "ROLLBACK", "UNREAD", "Driver", "get_driver",
+           "is_disconnect", "is_retry_safe"]
 
 #: MySQL/MariaDB error codes that mean the connection is gone.
 DISCONNECT_CODES = frozenset({
@@ -124,7 +124,8 @@ class Driver:
         return con
 
     def return_action(self, raw: t.Any) -> int:
-        """What a returned *raw* needs: KEEP, ROLLBACK, RESET or DISCARD (call once per return).
+        """What a returned *raw* needs: KEEP, ROLLBACK, RESET, or DISCARD/UNREAD/REOPEN (close
+        it); call it once per return.
 
         mysqlclient reports neither session changes nor the transaction flags: every return
         is a full reset (``change_user``).

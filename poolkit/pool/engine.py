@@ -39,7 +39,7 @@ from ..config import PoolSettings
 from ..errors import PoolClosedError, PoolTimeout
 from ..stats import PoolStats
 from .dbutils_compat import SteadyConnection
-from .drivers import KEEP, RESET, ROLLBACK, Driver, is_retry_safe
+from .drivers import DISCARD, KEEP, REOPEN, RESET, ROLLBACK, UNREAD, Driver, is_retry_safe
 
 # Connections inherited across fork() whose driver cannot close them silently: closing
 # would send COM_QUIT on the parent's session, so the child keeps them referenced forever.
@@ -49,7 +49,7 @@ _NOTHING = object()  # a waiter not served yet
 _SLOT = object()  # a waiter may open a new connection
 _CLOSED = object()  # the pool closed while waiting
 
-_DISCARD_REASONS = {3: "broken", 4: "unread", 5: "reset"}
+_DISCARD_REASONS = {DISCARD: "broken", UNREAD: "unread", REOPEN: "reset"}
 
 
 class _Waiter:

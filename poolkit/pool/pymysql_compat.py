@@ -28,8 +28,10 @@ import sys
 import threading
 import typing as t
 
-#: What the pool must do with a returned connection (see :func:`return_action`).
-KEEP, ROLLBACK, RESET, DISCARD = 0, 1, 2, 3
+#: What the pool must do with a returned connection (see :func:`return_action`): keep it,
+#: roll back, reset the session, or close it -- broken, holding an unread result, or on a
+#: server that cannot reset a session in place.
+KEEP, ROLLBACK, RESET, DISCARD, UNREAD, REOPEN = 0, 1, 2, 3, 4, 5
 
 SERVER_STATUS_IN_TRANS = 0x0001
 SERVER_STATUS_AUTOCOMMIT = 0x0002
@@ -131,7 +133,9 @@ def return_action(raw: t.Any) -> int:
     result = raw._result  # private: an unread unbuffered (SSCursor) result
     if result is not None and result.unbuffered_active:
         # Draining could read millions of rows; the snapshot and locks go with the socket.
-        return DISCARD
+        # The borrower's cursor must not try to read the rest from a closed socket later.
+        result.unbuffered_active = False
+        return UNREAD
     if changed & SERVER_SESSION_STATE_CHANGED:
         return int(raw.poolkit_reset_mode)
     if raw.server_status & SERVER_STATUS_IN_TRANS:
@@ -222,7 +226,7 @@ def tracked_connection_class(is_disconnect: t.Callable[[BaseException], bool]) -
         poolkit_wait_timeout = 0.0
         poolkit_changed = 0  # server status bits OR-ed over the borrow
         poolkit_untracked = SERVER_SESSION_STATE_CHANGED  # its start: 0 where the server tracks
-        poolkit_reset_mode = DISCARD  # what a changed session needs: RESET where supported
+        poolkit_reset_mode = REOPEN  # what a changed session needs: RESET where supported
         poolkit_autocommit: bool | None = None
         poolkit_restore: tuple[bytes, ...] = ()
         poolkit_timeouts: tuple[float | None, float | None] = (None, None)
@@ -299,6 +303,11 @@ def tracked_connection_class(is_disconnect: t.Callable[[BaseException], bool]) -
                         not getattr(error, "poolkit_timeout", False)
                         and not status & (SERVER_STATUS_IN_TRANS | SERVER_STATUS_AUTOCOMMIT))
                 raise
+
+        def set_character_set(self, charset: str, collation: str | None = None) -> None:
+            # PyMySQL reads this answer with _read_packet, past the status hooks below.
+            base.set_character_set(self, charset, collation)
+            self.poolkit_changed |= SERVER_SESSION_STATE_CHANGED
 
         # private: commit(), rollback(), autocommit(), select_db(), ping() read their answer
         # with _read_ok_packet; without this hook their status changes go unseen.
