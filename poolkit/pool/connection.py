@@ -106,13 +106,15 @@ _deferred: collections.deque[tuple[PoolLike, t.Any]] = collections.deque()
 #: too (DBUtils closes the connection, the socket closes itself) after our __del__ gave the
 #: connection back: held here, they stay reachable and intact.
 _held: set[t.Any] = set()
-_POOL_FILES = frozenset(os.path.join(_HERE, name)
-                        for name in ("engine.py", "pool.py", "drivers.py"))
+_THIS = os.path.join(_HERE, "connection.py")
 
 
 def _inside_pool(frame: types.FrameType | None) -> bool:
+    # Any module of poolkit.pool but this one: the engine, Pool, the drivers' connect lock.
+    prefix = _HERE + os.sep
     while frame is not None:
-        if frame.f_code.co_filename in _POOL_FILES:
+        filename = frame.f_code.co_filename
+        if filename.startswith(prefix) and filename != _THIS:
             return True
         frame = frame.f_back
     return False
