@@ -50,7 +50,12 @@ class PoolLike(t.Protocol):
     driver: Driver
 
     def _checkout(self) -> t.Any:
-        """A steady connection, waiting for one if needed (PoolTimeout)."""
+        """A steady connection, waiting for one if needed (PoolTimeout).
+
+        The pool must keep a reference to what it lends: a handle that dies in a reference
+        cycle is collected with everything only it references, finalizers included (DBUtils
+        and the socket would close the connection that ``__del__`` is giving back).
+        """
 
     def _checkin(self, con: t.Any) -> None:
         """Take back a connection that its borrower returned."""
@@ -101,11 +106,6 @@ def _describe(where: tuple[types.CodeType, int] | None) -> str:
 #: (the collector runs at any allocation, also under the pool's lock): handed to the pool at
 #: the next safe moment instead of deadlocking on that lock.
 _deferred: collections.deque[tuple[PoolLike, t.Any]] = collections.deque()
-#: Every checked-out steady connection. A handle that dies in a reference cycle is collected
-#: together with everything only it references, and the collector would run their finalizers
-#: too (DBUtils closes the connection, the socket closes itself) after our __del__ gave the
-#: connection back: held here, they stay reachable and intact.
-_held: set[t.Any] = set()
 _THIS = os.path.join(_HERE, "connection.py")
 
 
@@ -132,12 +132,12 @@ def _give_back_deferred() -> None:
 class Connection:
     """A pooled connection, checked out lazily and returned by :meth:`close`."""
 
-    __slots__ = ("_binder", "_depth", "_lock", "_pool", "_returned", "_steady", "_where")
+    __slots__ = ("_binder", "_con", "_depth", "_lock", "_pool", "_returned", "_where")
 
     def __init__(self, pool: PoolLike,
                  binder: t.Callable[[str], Connection] | None = None) -> None:
         self._pool = pool
-        self._steady: t.Any = None  # DBUtils' SteadyDBConnection while checked out
+        self._con: t.Any = None  # DBUtils' SteadyDBConnection while checked out
         self._binder = binder
         self._depth = 0
         self._returned = False
@@ -145,25 +145,13 @@ class Connection:
         self._where: tuple[types.CodeType, int] | None = _borrower()
 
     # -- life cycle -----------------------------------------------------------------------
-    @property
-    def _con(self) -> t.Any:
-        """The checked-out steady connection, or None (``Pool.connection()`` sets it)."""
-        return self._steady
-
-    @_con.setter
-    def _con(self, con: t.Any) -> None:
-        self._steady = con
-        if con is not None:
-            _held.add(con)
-
     def _acquire(self) -> t.Any:
         # Callers hold self._lock: threads sharing this handle check out once.
-        con = self._steady
+        con = self._con
         if con is None:
             if self._returned:
                 raise ConnectionReturnedError(self._returned_message())
-            con = self._steady = self._pool._checkout()
-            _held.add(con)
+            con = self._con = self._pool._checkout()
             if _deferred:
                 _give_back_deferred()
         return con
@@ -184,7 +172,7 @@ class Connection:
     @property
     def checked_out(self) -> bool:
         """True while this object holds a pooled connection."""
-        return self._steady is not None
+        return self._con is not None
 
     @property
     def returned(self) -> bool:
@@ -198,12 +186,11 @@ class Connection:
         """
         with self._lock:
             self._returned = True
-            con = self._steady
+            con = self._con
             if con is None:
                 return
-            self._steady = None
+            self._con = None
             self._depth = 0
-        _held.discard(con)
         self._pool._checkin(con)
         if _deferred:
             _give_back_deferred()
@@ -215,11 +202,10 @@ class Connection:
         self.close()
 
     def __del__(self) -> None:
-        con = self._steady
+        con = self._con
         if con is None or sys.is_finalizing():
             return
-        self._steady = None
-        _held.discard(con)
+        self._con = None
         pool = self._pool
         try:
             if _inside_pool(_getframe(1)):
@@ -270,7 +256,7 @@ class Connection:
     # -- conveniences ---------------------------------------------------------------------
     def _execute(self, sql: str, args: Params, cursor_class: t.Any = None) -> t.Any:
         # Callers hold self._lock until they are done with the cursor.
-        con = self._steady or self._acquire()
+        con = self._con or self._acquire()
         cursor = con._con.cursor(cursor_class)
         try:
             cursor.execute(sql, args)
@@ -394,6 +380,6 @@ class Connection:
         return self._binder(bind)
 
     def __repr__(self) -> str:
-        state = ("checked out" if self._steady is not None
+        state = ("checked out" if self._con is not None
                  else "returned" if self._returned else "idle")
         return f"<poolkit.Connection pool={self._pool.name!r} {state}>"
