@@ -50,7 +50,12 @@ class PoolLike(t.Protocol):
     driver: Driver
 
     def _checkout(self) -> t.Any:
-        """A steady connection, waiting for one if needed (PoolTimeout)."""
+        """A steady connection, waiting for one if needed (PoolTimeout).
+
+        The pool must keep a reference to what it lends: a handle that dies in a reference
+        cycle is collected with everything only it references, finalizers included (DBUtils
+        and the socket would close the connection that ``__del__`` is giving back).
+        """
 
     def _checkin(self, con: t.Any) -> None:
         """Take back a connection that its borrower returned."""
@@ -101,18 +106,15 @@ def _describe(where: tuple[types.CodeType, int] | None) -> str:
 #: (the collector runs at any allocation, also under the pool's lock): handed to the pool at
 #: the next safe moment instead of deadlocking on that lock.
 _deferred: collections.deque[tuple[PoolLike, t.Any]] = collections.deque()
-#: Every checked-out steady connection. A handle that dies in a reference cycle is collected
-#: together with everything only it references, and the collector would run their finalizers
-#: too (DBUtils closes the connection, the socket closes itself) after our __del__ gave the
-#: connection back: held here, they stay reachable and intact.
-_held: set[t.Any] = set()
-_POOL_FILES = frozenset(os.path.join(_HERE, name)
-                        for name in ("engine.py", "pool.py", "drivers.py"))
+_THIS = os.path.join(_HERE, "connection.py")
 
 
 def _inside_pool(frame: types.FrameType | None) -> bool:
+    # Any module of poolkit.pool but this one: the engine, Pool, the drivers' connect lock.
+    prefix = _HERE + os.sep
     while frame is not None:
-        if frame.f_code.co_filename in _POOL_FILES:
+        filename = frame.f_code.co_filename
+        if filename.startswith(prefix) and filename != _THIS:
             return True
         frame = frame.f_back
     return False
@@ -130,12 +132,12 @@ def _give_back_deferred() -> None:
 class Connection:
     """A pooled connection, checked out lazily and returned by :meth:`close`."""
 
-    __slots__ = ("_binder", "_depth", "_lock", "_pool", "_returned", "_steady", "_where", "wrote")
+    __slots__ = ("_binder", "_con", "_depth", "_lock", "_pool", "_returned", "_where", "wrote")
 
     def __init__(self, pool: PoolLike,
                  binder: t.Callable[[str], Connection] | None = None) -> None:
         self._pool = pool
-        self._steady: t.Any = None  # DBUtils' SteadyDBConnection while checked out
+        self._con: t.Any = None  # DBUtils' SteadyDBConnection while checked out
         self._binder = binder
         self._depth = 0
         self._returned = False
@@ -146,25 +148,13 @@ class Connection:
         self.wrote = False
 
     # -- life cycle -----------------------------------------------------------------------
-    @property
-    def _con(self) -> t.Any:
-        """The checked-out steady connection, or None (``Pool.connection()`` sets it)."""
-        return self._steady
-
-    @_con.setter
-    def _con(self, con: t.Any) -> None:
-        self._steady = con
-        if con is not None:
-            _held.add(con)
-
     def _acquire(self) -> t.Any:
         # Callers hold self._lock: threads sharing this handle check out once.
-        con = self._steady
+        con = self._con
         if con is None:
             if self._returned:
                 raise ConnectionReturnedError(self._returned_message())
-            con = self._steady = self._pool._checkout()
-            _held.add(con)
+            con = self._con = self._pool._checkout()
             if _deferred:
                 _give_back_deferred()
         return con
@@ -172,8 +162,9 @@ class Connection:
     def _returned_message(self) -> str:
         return (f"this connection of pool {self._pool.name!r} was already returned to the pool "
                 "(its 'with' block or app context ended): check out a new one with "
-                "pool.connection(); a streaming response keeps db usable if its generator is "
-                "wrapped in flask.stream_with_context()")
+                "pool.connection(), or in a streaming response use db inside a generator "
+                "wrapped in flask.stream_with_context() instead of a connection kept from the "
+                "view")
 
     def acquire(self) -> Connection:
         """Check out now rather than on first use (surfaces PoolTimeout early)."""
@@ -184,7 +175,7 @@ class Connection:
     @property
     def checked_out(self) -> bool:
         """True while this object holds a pooled connection."""
-        return self._steady is not None
+        return self._con is not None
 
     @property
     def returned(self) -> bool:
@@ -198,12 +189,11 @@ class Connection:
         """
         with self._lock:
             self._returned = True
-            con = self._steady
+            con = self._con
             if con is None:
                 return
-            self._steady = None
+            self._con = None
             self._depth = 0
-        _held.discard(con)
         self._pool._checkin(con)
         if _deferred:
             _give_back_deferred()
@@ -215,11 +205,10 @@ class Connection:
         self.close()
 
     def __del__(self) -> None:
-        con = self._steady
+        con = self._con
         if con is None or sys.is_finalizing():
             return
-        self._steady = None
-        _held.discard(con)
+        self._con = None
         pool = self._pool
         try:
             if _inside_pool(_getframe(1)):
@@ -272,7 +261,7 @@ class Connection:
     # -- conveniences ---------------------------------------------------------------------
     def _execute(self, sql: str, args: Params, cursor_class: t.Any = None) -> t.Any:
         # Callers hold self._lock until they are done with the cursor.
-        con = self._steady or self._acquire()
+        con = self._con or self._acquire()
         cursor = con._con.cursor(cursor_class)
         try:
             cursor.execute(sql, args)
@@ -398,6 +387,6 @@ class Connection:
         return self._binder(bind)
 
     def __repr__(self) -> str:
-        state = ("checked out" if self._steady is not None
+        state = ("checked out" if self._con is not None
                  else "returned" if self._returned else "idle")
         return f"<poolkit.Connection pool={self._pool.name!r} {state}>"

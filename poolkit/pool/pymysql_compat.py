@@ -111,7 +111,16 @@ def _command(command: int, payload: bytes) -> bytes:
 
 def force_close(raw: t.Any) -> None:
     """Close the socket without COM_QUIT (a forked child must not end the parent's session)."""
-    raw._force_close()  # private: without it a forked child would have to send COM_QUIT
+    # Not raw._force_close(): it closes the buffered reader, whose lock a parent thread that
+    # was reading at fork time holds for ever in the child. Closing the reader's raw stream
+    # needs no lock, and the reader, finding it closed, never takes its lock again.
+    rfile = raw._rfile  # private: PyMySQL's buffered reader of the socket
+    if rfile is not None:
+        rfile.raw.close()
+    sock = raw._sock  # private: PyMySQL's socket
+    if sock is not None:
+        sock.close()
+    raw._rfile = raw._sock = None
 
 
 def is_pymysql(raw: object) -> bool:
