@@ -12,6 +12,7 @@ lets those write through ``read_only``, which would hide exactly what the tests 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -28,6 +29,17 @@ APP_PASSWORD = "app-secret"
 REPL_USER = "poolkit_repl"
 REPL_PASSWORD = "repl-secret"
 DATABASE = "poolkit_repl"
+
+
+_live: set[PrivateServer] = set()
+
+
+@atexit.register
+def _destroy_leftovers() -> None:
+    # A run that ends without its fixtures' finalizers (sys.exit in a thread, a crash of
+    # pytest itself) must not leave servers running or data directories behind.
+    for server in list(_live):
+        server.destroy()
 
 
 class ServerError(RuntimeError):
@@ -60,6 +72,7 @@ class PrivateServer:
         self.datadir = os.path.join(self.basedir, "data")
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
+        _live.add(self)
 
     @property
     def error_log(self) -> str:
@@ -162,6 +175,7 @@ class PrivateServer:
         """Kill the server and remove its directory (safe to call twice)."""
         self.kill()
         shutil.rmtree(self.basedir, ignore_errors=True)
+        _live.discard(self)
 
 
 def _user() -> str:
