@@ -116,6 +116,8 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         self._waiters: collections.deque[_Waiter] = collections.deque()
         self._idle: list[SteadyConnection] = []
         self._lent: set[SteadyConnection] = set()  # checked out: len() is in_use
+        # Returned by a garbage-collected handle; drained outside the lock (see checkin_dropped).
+        self._dropped: collections.deque[SteadyConnection] = collections.deque()
         self._opening = 0
         self._pool_closed = False
         self._abandoned = False
@@ -182,6 +184,8 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
     # -- checkout -----------------------------------------------------------------------
     def checkout(self) -> SteadyConnection:
         """Check out a steady connection, waiting at most ``settings.timeout`` seconds."""
+        if self._dropped:
+            self._drain_dropped()
         con = None
         with self._mutex:
             idle = self._idle
@@ -405,6 +409,31 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         if signals.connection_returned.receivers:
             signals.send(signals.connection_returned, self.owner,
                          held_time=now - con.poolkit_since)
+        if self._dropped:
+            self._drain_dropped()
+
+    def checkin_dropped(self, con: SteadyConnection) -> None:
+        """Take back the connection of a handle garbage-collected without ``close()``.
+
+        A finalizer runs wherever the garbage collector happens to run -- possibly in this
+        very thread while it holds the pool's lock (which is not reentrant). So the connection
+        is queued, and returned now only when the lock is free (then no critical section of
+        this thread was interrupted); else by the next checkout or return.
+        """
+        self._dropped.append(con)
+        if self._mutex.acquire(blocking=False):
+            self._mutex.release()
+            self._drain_dropped()
+
+    def _drain_dropped(self) -> None:
+        while True:
+            try:
+                con = self._dropped.popleft()
+            except IndexError:
+                return
+            with self._mutex:
+                self.stats.dropped += 1
+            self.checkin(con)
 
     def _clean(self, con: SteadyConnection, raw: t.Any, action: int) -> str | None:
         """Roll back or reset *raw*; the reason to discard it instead, if any."""

@@ -108,12 +108,11 @@ class Pool:
     def _checkin_dropped(self, con: t.Any) -> None:
         """Take back a connection whose handle was garbage-collected without ``close()``.
 
-        The same reset and fork safety as :meth:`_checkin`, counted in ``stats()["dropped"]``.
+        The same reset and fork safety as :meth:`_checkin`, counted in ``stats()["dropped"]``;
+        safe to call from a finalizer (see :meth:`PooledEngine.checkin_dropped`).
         """
-        engine = self._engine
-        with engine._mutex:
-            engine.stats.dropped += 1
-        self._checkin(con)
+        self._borrowed.pop(getattr(con, "poolkit_borrow", -1), None)
+        self._engine.checkin_dropped(con)
 
     def connection(self) -> Connection:
         """``with pool.connection() as conn:`` — returned to the pool whatever happens.
