@@ -127,8 +127,8 @@ def _teardown(exc: BaseException | None) -> None:
 
 
 def _close_all(connections: list[Connection]) -> None:
-    # Every bind is returned even when returning one raises (a connection_returned receiver,
-    # a failed reset): the first error propagates after the rest are back.
+    # Every bind is returned even when returning one raises (a connection_returned receiver
+    # raising a BaseException): the error propagates once the rest are back.
     try:
         connections[0].close()
     finally:

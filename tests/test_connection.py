@@ -193,3 +193,14 @@ def test_threads_sharing_a_handle_check_out_once_and_keep_the_protocol(
         assert [(a, b) for a, b, _ in seen] == [(n, i) for i in range(rounds)]
     conn.close()
     assert (pool.stats()["in_use"], pool.stats()["idle"]) == (0, 1)
+
+
+def test_private_and_special_names_do_not_check_out(make_pool: t.Callable[..., Pool]) -> None:
+    pool = make_pool()
+    conn = Connection(pool)
+    assert getattr(conn, "__deepcopy__", None) is None  # what copy.deepcopy probes
+    with pytest.raises(AttributeError):
+        conn._no_such_thing  # noqa: B018
+    assert pool.stats()["checkouts"] == 0
+    assert conn.insert_id() == 0  # public names still reach the driver
+    conn.close()

@@ -251,6 +251,10 @@ class Connection:
 
     def __getattr__(self, name: str) -> t.Any:
         # Anything else DBUtils or the driver offers (begin, ping, insert_id, escape, …).
+        # Never private or special names: copy/pickle probes (__deepcopy__ …) must not check
+        # out, and an unset slot must not recurse.
+        if name.startswith("_"):
+            raise AttributeError(name)
         with self._lock:
             con = self._acquire()
         try:
