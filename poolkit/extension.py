@@ -21,10 +21,10 @@ from werkzeug.local import LocalProxy
 
 from .config import DEFAULT_BIND, PoolkitConfig, load_config
 from .discovery import register_user_commands
-from .errors import ConfigError, PoolTimeout
+from .errors import ConfigError, NoHostAvailableError, PoolTimeout
 from .pool import Pool
 from .pool.connection import Connection, skip_frames_of
-from .routing import is_replica_pool, route_read
+from .routing import is_replica_pool, no_host_response, route_read
 
 logger = logging.getLogger("poolkit")
 
@@ -176,6 +176,8 @@ class Poolkit:
         app.teardown_appcontext(_teardown)
         if PoolTimeout not in app.error_handler_spec[None][None]:
             app.register_error_handler(PoolTimeout, _pool_timeout_response)
+        if NoHostAvailableError not in app.error_handler_spec[None][None]:  # issue 14
+            app.register_error_handler(NoHostAvailableError, no_host_response)
         # An app that is dropped (tests, app factories) must not leave its connections open.
         weakref.finalize(app, _close_pools, list(pools.values()))
         commands_dir = Path(config.commands_dir or Path(app.root_path) / "commands")

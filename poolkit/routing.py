@@ -15,7 +15,11 @@ except when
 from __future__ import annotations
 
 import logging
+import math
 import typing as t
+
+from flask import current_app
+from werkzeug.exceptions import ServiceUnavailable
 
 from .config import DEFAULT_BIND
 from .errors import NoHostAvailableError
@@ -62,3 +66,20 @@ def _fall_back(pool: Pool, primary: t.Callable[[], Connection], why: str) -> Con
     if pool.hosts.count("replica_fallbacks") == 1 or logger.isEnabledFor(logging.DEBUG):
         logger.warning("poolkit: pool %r reads from the primary: %s", pool.name, why)
     return primary()
+
+
+def no_host_response(error: NoHostAvailableError) -> t.Any:
+    """NoHostAvailableError in a view: ``503 Service Unavailable`` with ``Retry-After``.
+
+    No server of the wanted role answers: a failover in progress or an outage, which a client
+    or load balancer should retry, not a bug (500). Registered unless the app has its own
+    handler; the 503 goes through ``handle_http_exception`` so the app's 503 page applies.
+    """
+    logger.warning("poolkit: answered 503: %s", error)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    timeout = app.extensions["poolkit"].pool().settings.failover_timeout
+    unavailable = ServiceUnavailable(
+        "The database is unavailable right now (failover in progress?). Please try again "
+        "shortly.", retry_after=max(1, math.ceil(timeout)))
+    unavailable.original_exception = error  # type: ignore[attr-defined]  # as Flask's 500
+    return app.handle_http_exception(unavailable)

@@ -156,6 +156,15 @@ def test_primary_killed_reads_keep_working_writes_fail_fast(
         fresh_pair: ReplicationPair, make_app: t.Callable[..., Flask]) -> None:
     pair = fresh_pair
     app = make_app(pair, POOLKIT_READ_YOUR_WRITES=False)
+
+    @app.post("/items")
+    def add_item() -> dict[str, int]:
+        return {"added": db.execute("INSERT INTO items (label) VALUES ('view')")}
+
+    @app.get("/items")
+    def list_items() -> dict[str, list[str]]:
+        return {"labels": _labels(db.using("replica"))}
+
     with app.app_context():
         db.execute("INSERT INTO items (label) VALUES ('before')")
         db.commit()
@@ -178,6 +187,14 @@ def test_primary_killed_reads_keep_working_writes_fail_fast(
     text = str(caught.value)
     assert f"{pair.primary.address}: cannot connect" in text
     assert f"{pair.replica.address}: read-only" in text
+    # In a view: reads answer 200; a write answers 503 with Retry-After (a client or load
+    # balancer retries), not a bare 500.
+    client = app.test_client()
+    assert client.get("/items").json == {"labels": ["before"]}
+    response = client.post("/items")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"  # POOLKIT_FAILOVER_TIMEOUT
+    assert "app-secret" not in response.get_data(as_text=True)
 
 
 def test_a_user_who_cannot_read_the_lag_skips_the_replica(
