@@ -123,3 +123,32 @@ def test_flask_cli_finds_the_command(poolkit_server: t.Any, tmp_path: Path) -> N
                             check=False)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["pools"]["default"]["settings"]["max_connections"] == 8
+
+
+def test_multi_host_pool_lists_each_host(database_url: str) -> None:
+    from poolkit import Poolkit
+    from poolkit.testing.servers import free_port
+
+    url = parse_url(database_url)
+    live, dead = f"{url.host}:{url.port}", f"127.0.0.1:{free_port()}"
+    auth = url.user + (f":{url.password}" if url.password else "")
+    app = Flask("multi_host_status")
+    app.config.update(POOLKIT_DATABASE_URL=f"mysql://{auth}@{dead},{live}/{url.database}",
+                      POOLKIT_MAX_CONNECTIONS=3)
+    extension = Poolkit(app)
+    try:
+        _check_multi_host_report(app, live, dead)
+    finally:
+        extension.close()
+
+
+def _check_multi_host_report(app: Flask, live: str, dead: str) -> None:
+    result = run(app)
+    assert result.exit_code == 0, result.output  # the pool works: a down host is a warning
+    assert f"host      {dead}  unreachable: 2003" in result.output
+    assert f"host      {live}  primary  lag -  connections 1" in result.output
+    assert f"warning: pool 'default': host {dead} is unreachable" in result.output
+    data = json.loads(run(app, "--json").output)
+    servers = {s["server"]: s for s in data["servers"]}
+    assert servers[live]["per_worker"] == 3 and servers[dead]["per_worker"] == 3
+    assert servers[live]["max_connections"] == server_max_connections(app)
