@@ -212,3 +212,21 @@ def test_a_user_who_cannot_read_the_lag_skips_the_replica(
     replica = next(h for h in pool.hosts.describe() if h["host"] == items.replica.address)
     assert replica["lag"] is None and "1227" in replica["lag_error"]
     assert pool.stats()["replica_fallbacks"] == 1
+
+
+def test_the_lag_is_read_at_most_once_a_second_per_host(
+        items: ReplicationPair, make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(items, POOLKIT_MAX_REPLICA_LAG=5.0, POOLKIT_READ_YOUR_WRITES=False)
+
+    def status_reads() -> int:
+        rows = items.replica.execute("SHOW GLOBAL STATUS LIKE 'Com_show_slave_status'")
+        return int(rows[0][1])
+
+    before = status_reads()
+    started = time.monotonic()
+    for _ in range(200):  # many requests, each routing a read
+        with app.app_context():
+            assert _port("replica") == items.replica.port
+    seconds = time.monotonic() - started
+    reads = status_reads() - before
+    assert 1 <= reads <= int(seconds) + 2, (reads, seconds)
