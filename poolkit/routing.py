@@ -52,7 +52,9 @@ def route_read(pool: Pool, connections: t.Mapping[str, Connection],
     if current is not None and current.checked_out:
         return current  # one replica connection for the rest of the request
     if not pool.hosts.replicas_in_bounds():
-        return _fall_back(pool, primary, "no replica within POOLKIT_MAX_REPLICA_LAG")
+        why = ("every replica is past POOLKIT_MAX_REPLICA_LAG or not replicating"
+               if pool.hosts.max_replica_lag is not None else "no host is a replica")
+        return _fall_back(pool, primary, why)
     conn = replica()
     try:
         conn.acquire()
