@@ -291,14 +291,25 @@ def _claim_package(folder: Path, taken: set[str]) -> str:
     if not name.isidentifier() or keyword.iskeyword(name) or name in taken:
         return _private_name(folder)
     existing = sys.modules.get(name)
-    if existing is not None and getattr(existing, _MARK, None) is None \
-            and not _serves(existing, folder):
+    if existing is not None and (getattr(existing, _MARK, None) is not None
+                                 or _serves(existing, folder)):
+        return name
+    if existing is None:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        if spec is None or any(Path(p).resolve() == folder for p in locations):
+            return name
+        where = spec.origin or locations
+    else:
         where = getattr(existing, "__file__", None) or list(getattr(existing, "__path__", []))
-        logger.warning("poolkit: a module named %r is already imported (%s), so the modules of "
-                       "%s cannot use 'from %s.… import'; use 'from .… import' in them",
-                       name, where, folder, name)
-        return _private_name(folder)
-    return name
+    # Never shadow another importable module (a stdlib 'email', a package's 'commands').
+    logger.warning("poolkit: the name %r is taken by %s, so the modules of %s cannot use "
+                   "'from %s.… import'; use 'from .… import' in them (or rename the folder)",
+                   name, where, folder, name)
+    return _private_name(folder)
 
 
 def register_app_commands(app: Flask, folders: t.Sequence[str] | None = None) -> list[str]:

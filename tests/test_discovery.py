@@ -357,3 +357,22 @@ def test_a_command_named_like_flasks_own_is_warned_about(
         make_app(POOLKIT_COMMANDS_DIRS=[str(folder)])
     assert "'flask routes' runs flask's command, not" in caplog.text
     assert "routes.py (Flask resolves it first): rename the file" in caplog.text
+
+
+def test_a_folder_never_shadows_another_module(make_app: t.Callable[..., Flask], tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    folder = write(tmp_path / "json", {"_h.py": "X = 'helper'\n", "tool.py": """
+        import click
+        from ._h import X
+
+        @click.command()
+        def tool():
+            click.echo(X)
+    """})
+    with caplog.at_level("WARNING", logger="poolkit"):
+        app = make_app(POOLKIT_COMMANDS_DIRS=[str(folder)])
+    assert "the name 'json' is taken by" in caplog.text
+    assert app.test_cli_runner().invoke(args=["tool"]).output == "helper\n"
+    import json
+
+    assert json.dumps([1]) == "[1]" and str(folder) not in str(json.__path__)
