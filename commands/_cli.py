@@ -81,11 +81,12 @@ def _import_command(target: str) -> click.Command:
 def _app_of(ctx: click.Context | None) -> Flask | None:
     """The app of the ``flask`` invocation *ctx* belongs to, if there is one and it loads."""
     info = ctx.find_object(ScriptInfo) if ctx is not None else None
-    if info is None:
+    if info is None or getattr(info, "_poolkit_no_app", False):
         return None
     try:
         return info.load_app()
-    except Exception:  # the built-in then runs, and reports the failure itself when it loads
+    except Exception:  # the built-in then runs, and reports the failure when it loads the app
+        info._poolkit_no_app = True  # type: ignore[attr-defined]  # try once, not per command
         return None
 
 

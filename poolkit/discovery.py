@@ -81,22 +81,22 @@ class LazyCommand(click.Command):
         return command.make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: click.Context) -> t.Any:
-        return self.command.invoke(ctx)
+        return self.target(ctx).invoke(ctx)
 
     def get_short_help_str(self, limit: int = 45) -> str:
         return self.target(click.get_current_context(silent=True)).get_short_help_str(limit)
 
     def get_usage(self, ctx: click.Context) -> str:
-        return self.command.get_usage(ctx)
+        return self.target(ctx).get_usage(ctx)
 
     def get_help(self, ctx: click.Context) -> str:
-        return self.command.get_help(ctx)
+        return self.target(ctx).get_help(ctx)
 
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
-        return self.command.get_params(ctx)
+        return self.target(ctx).get_params(ctx)
 
     def to_info_dict(self, ctx: click.Context) -> dict[str, t.Any]:
-        return self.command.to_info_dict(ctx)
+        return self.target(ctx).to_info_dict(ctx)
 
 
 def _is_current(app: Flask) -> bool:
