@@ -29,7 +29,10 @@ F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
 
 def with_poolkit_app(f: F) -> F:
-    """Like ``flask.cli.with_appcontext``, and a PoolkitError (app loading too) is one line."""
+    """Like ``flask.cli.with_appcontext``, and a PoolkitError (app loading too) is one line.
+
+    A Ctrl-C the command does not handle itself exits 130, as a shell reports SIGINT.
+    """
 
     @click.pass_context
     def decorator(ctx: click.Context, /, *args: t.Any, **kwargs: t.Any) -> t.Any:
@@ -40,6 +43,9 @@ def with_poolkit_app(f: F) -> F:
             return ctx.invoke(f, *args, **kwargs)
         except PoolkitError as error:
             raise click.ClickException(str(error)) from None
+        except KeyboardInterrupt:
+            click.echo("Aborted!", err=True)
+            ctx.exit(130)
 
     return t.cast(F, update_wrapper(decorator, f))
 

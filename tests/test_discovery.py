@@ -118,6 +118,8 @@ def test_commands_of_a_project_import_their_helpers_both_ways(
     # Flask's own commands still load the app, which imports commands._util itself.
     assert "report" not in ok(run(project, database_url, "routes", module=module))
     assert "initdb" in listing and "dbshell" in listing  # the built-ins are still there
+    status = ok(run(project, database_url, "pool-status", "--json", module=module))
+    assert '"max_connections": 10' in status
 
 
 def test_a_plain_folder_works_like_a_package(tmp_path: Path, database_url: str) -> None:
