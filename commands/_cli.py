@@ -69,7 +69,6 @@ class BuiltinCommand(LazyCommand):
 
     def __init__(self, name: str, target: str) -> None:
         super().__init__(name, lambda: _import_command(target))
-        self.target_path = target
 
     def target(self, parent: click.Context | None) -> click.Command:
         app = _app_of(parent)
