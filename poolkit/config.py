@@ -38,7 +38,7 @@ KEYS: dict[str, t.Any] = {
     "LEAK_THRESHOLD": None,
     "BINDS": {},
     "SQL_DIR": None,
-    "COMMANDS_DIR": None,
+    "COMMANDS_DIRS": None,
     # Scale-out (issue 14): multi-host URLs, replicas, failover; see docs/scale.md.
     "MAX_REPLICA_LAG": None,
     "FAILOVER_TIMEOUT": 5.0,
@@ -46,7 +46,7 @@ KEYS: dict[str, t.Any] = {
 }
 
 #: Keys that may be set per bind in POOLKIT_BINDS (the rest are app-wide).
-POOL_KEYS = frozenset(KEYS) - {"BINDS", "SQL_DIR", "COMMANDS_DIR", "READ_YOUR_WRITES"}
+POOL_KEYS = frozenset(KEYS) - {"BINDS", "SQL_DIR", "COMMANDS_DIRS", "READ_YOUR_WRITES"}
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,8 @@ class PoolkitConfig:
 
     pools: dict[str, PoolSettings]
     sql_dir: str | None = None
-    commands_dir: str | None = None
+    #: None: the default folder (see poolkit.discovery.default_folders); () disables discovery.
+    commands_dirs: tuple[str, ...] | None = None
     read_your_writes: bool = True
 
 
@@ -181,6 +182,19 @@ def _pool_settings(name: str, values: dict[str, t.Any], where: str) -> PoolSetti
     )
 
 
+def _folders(key: str, value: t.Any) -> tuple[str, ...] | None:
+    """A list of folders (one string is a list of one); None stays None (the default)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, (str, os.PathLike)) for v in value):
+        raise ConfigError(f"{key} must be a list of folders, e.g. [\"commands\", "
+                          f"\"ops/commands\"], not {value!r}")
+    return tuple(os.fspath(v) for v in value)
+
+
 def _unknown_key(key: str, name: str, known: t.Iterable[str], prefix: str = "") -> ConfigError:
     # Compare bare names: with the shared POOLKIT_ prefix every key looks like every other.
     hint = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
@@ -231,5 +245,5 @@ def load_config(config: t.Mapping[str, t.Any],
         raise ConfigError("POOLKIT_READ_YOUR_WRITES must be True or False, not "
                           f"{values['READ_YOUR_WRITES']!r}")
     return PoolkitConfig(pools=pools, sql_dir=values["SQL_DIR"],
-                         commands_dir=values["COMMANDS_DIR"],
+                         commands_dirs=_folders("POOLKIT_COMMANDS_DIRS", values["COMMANDS_DIRS"]),
                          read_your_writes=values["READ_YOUR_WRITES"])
