@@ -27,7 +27,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import random
 import threading
 import time
 import typing as t
@@ -38,6 +37,7 @@ from .. import signals
 from ..config import PoolSettings
 from ..errors import PoolClosedError, PoolTimeout
 from ..stats import PoolStats
+from .creator import Creator
 from .dbutils_compat import SteadyConnection
 from .drivers import DISCARD, KEEP, REOPEN, RESET, ROLLBACK, UNREAD, Driver, is_retry_safe
 
@@ -61,39 +61,6 @@ class _Waiter:
         self.con: t.Any = _NOTHING
         self.ready = threading.Lock()
         self.ready.acquire()  # released by the hand-off
-
-
-class _Creator:
-    """The ``creator`` DBUtils calls for every new connection (also on failover)."""
-
-    def __init__(self, engine: PooledEngine) -> None:
-        self._engine = engine
-        self.dbapi = engine.driver.module
-        self.threadsafety = 1
-
-    def __call__(self) -> t.Any:
-        engine = self._engine
-        started = time.monotonic()
-        try:
-            raw = engine.driver.connect(engine.driver_kwargs, engine.settings.session)
-        except Exception:
-            with engine._mutex:
-                engine.stats.connect_errors += 1
-            raise
-        now = time.monotonic()
-        # No ping for a connection used moments ago -- but never past the server's wait_timeout.
-        wait_timeout = raw.poolkit_wait_timeout
-        raw.poolkit_bypass = min(engine.settings.ping_interval,
-                                 wait_timeout - 1 if wait_timeout else float("inf"))
-        lifetime = engine.settings.max_lifetime
-        # Jitter spreads retirements so that connections opened together do not expire together.
-        raw.poolkit_expires = (now + lifetime * (0.9 + 0.1 * random.random()) if lifetime
-                               else float("inf"))
-        with engine._mutex:
-            engine.stats.connect_time_total += now - started
-        if signals.connection_opened.receivers:
-            signals.send(signals.connection_opened, engine.owner, connect_time=now - started)
-        return raw
 
 
 class PooledEngine(PooledDB):  # type: ignore[misc]
@@ -120,7 +87,7 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         self._max = settings.max_connections
         self._max_idle = settings.max_cached
         self._max_usage = settings.max_usage
-        self._creator_fn = _Creator(self)
+        self._creator_fn = Creator(self)
         super().__init__(
             self._creator_fn, mincached=0, maxcached=settings.max_cached, maxshared=0,
             maxconnections=settings.max_connections, blocking=settings.blocking,
