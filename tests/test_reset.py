@@ -64,6 +64,7 @@ LEFTOVERS: dict[str, t.Callable[[t.Any], None]] = {
     "SET NAMES": _sql("SET NAMES latin1"),
     "driver charset": lambda conn: conn.raw.set_character_set("latin1"),
     "USE": _sql("USE information_schema"),
+    "select_db()": lambda conn: conn.raw.select_db("information_schema"),
     "GET_LOCK": _sql("SELECT GET_LOCK('poolkit_job', 0)"),
     "wait_timeout": _sql("SET SESSION wait_timeout = 5"),
     "everything at once": _sql(
