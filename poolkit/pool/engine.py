@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import os
-import random
 import threading
 import time
 import typing as t
@@ -38,9 +38,12 @@ from .. import signals
 from ..config import PoolSettings
 from ..errors import PoolClosedError, PoolTimeout
 from ..stats import PoolStats
+from .creator import Creator
 from .dbutils_compat import SteadyConnection
 from .drivers import DISCARD, KEEP, REOPEN, RESET, ROLLBACK, UNREAD, Driver, is_retry_safe
 from .hosts import HostSelector
+
+logger = logging.getLogger("poolkit")
 
 # Connections inherited across fork() whose driver cannot close them silently: closing
 # would send COM_QUIT on the parent's session, so the child keeps them referenced forever.
@@ -62,40 +65,6 @@ class _Waiter:
         self.con: t.Any = _NOTHING
         self.ready = threading.Lock()
         self.ready.acquire()  # released by the hand-off
-
-
-class _Creator:
-    """The ``creator`` DBUtils calls for every new connection (also on failover)."""
-
-    def __init__(self, engine: PooledEngine) -> None:
-        self._engine = engine
-        self.dbapi = engine.driver.module
-        self.threadsafety = 1
-
-    def __call__(self) -> t.Any:
-        engine = self._engine
-        started = time.monotonic()
-        try:
-            # issue 14: the host selector picks the host (and role) of multi-host URLs.
-            raw = engine.hosts.connect(engine.settings.session)
-        except Exception:
-            with engine._mutex:
-                engine.stats.connect_errors += 1
-            raise
-        now = time.monotonic()
-        # No ping for a connection used moments ago -- but never past the server's wait_timeout.
-        wait_timeout = raw.poolkit_wait_timeout
-        raw.poolkit_bypass = min(engine.settings.ping_interval,
-                                 wait_timeout - 1 if wait_timeout else float("inf"))
-        lifetime = engine.settings.max_lifetime
-        # Jitter spreads retirements so that connections opened together do not expire together.
-        raw.poolkit_expires = (now + lifetime * (0.9 + 0.1 * random.random()) if lifetime
-                               else float("inf"))
-        with engine._mutex:
-            engine.stats.connect_time_total += now - started
-        if signals.connection_opened.receivers:
-            signals.send(signals.connection_opened, engine.owner, connect_time=now - started)
-        return raw
 
 
 class PooledEngine(PooledDB):  # type: ignore[misc]
@@ -125,7 +94,7 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         self._max = settings.max_connections
         self._max_idle = settings.max_cached
         self._max_usage = settings.max_usage
-        self._creator_fn = _Creator(self)
+        self._creator_fn = Creator(self)
         super().__init__(
             self._creator_fn, mincached=0, maxcached=settings.max_cached, maxshared=0,
             maxconnections=settings.max_connections, blocking=settings.blocking,
@@ -375,6 +344,10 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         """Take a connection back: reset only what the borrower left behind, then keep it."""
         if con.poolkit_owner is not self or self._abandoned:
             detach(con, self.driver)  # another process's connection (fork): never touch it
+            return
+        if con not in self._lent:  # returned twice: it may be another borrower's by now
+            logger.warning("poolkit: pool %r: a connection was returned twice; ignored",
+                           self.settings.name)
             return
         raw = con.raw
         action = self.driver.return_action(raw)
