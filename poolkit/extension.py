@@ -87,9 +87,9 @@ def _context_connection(bind: str = DEFAULT_BIND) -> Connection:
     if connections is None:
         connections = g.setdefault(_G_KEY, {})
     conn = connections.get(bind)
-    if conn is None or conn._returned:
+    if conn is None or (isinstance(conn, Connection) and conn._returned):
         # A handle closed early in this context (db.close()) is spent; db names a new one,
-        # returned at teardown like the first.
+        # returned at teardown like the first. (poolkit.stress puts stand-ins in g.)
         pool = _state_of(current_app).pool(bind)
         fresh = Connection(pool, binder=_context_connection)
         if conn is None:
