@@ -14,9 +14,10 @@ import typing as t
 import click
 from flask import current_app
 
-from poolkit.commands._cli import with_poolkit_app
 from poolkit.stress.report import StressReport
 from poolkit.stress.runner import Progress, StressError, StressOptions, parse_strategies, run_stress
+
+from ._cli import with_poolkit_app
 
 _ERROR_LINES = 8  # per strategy, unless -v
 

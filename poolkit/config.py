@@ -38,11 +38,11 @@ KEYS: dict[str, t.Any] = {
     "LEAK_THRESHOLD": None,
     "BINDS": {},
     "SQL_DIR": None,
-    "COMMANDS_DIR": None,
+    "COMMANDS_DIRS": None,
 }
 
 #: Keys that may be set per bind in POOLKIT_BINDS (the rest are app-wide).
-POOL_KEYS = frozenset(KEYS) - {"BINDS", "SQL_DIR", "COMMANDS_DIR"}
+POOL_KEYS = frozenset(KEYS) - {"BINDS", "SQL_DIR", "COMMANDS_DIRS"}
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,8 @@ class PoolkitConfig:
 
     pools: dict[str, PoolSettings]
     sql_dir: str | None = None
-    commands_dir: str | None = None
+    #: None: the default folder (see poolkit.discovery.default_folders); () disables discovery.
+    commands_dirs: tuple[str, ...] | None = None
 
 
 def _number(key: str, value: t.Any, *, minimum: float, integer: bool) -> t.Any:
@@ -166,6 +167,19 @@ def _pool_settings(name: str, values: dict[str, t.Any], where: str) -> PoolSetti
     )
 
 
+def _folders(key: str, value: t.Any) -> tuple[str, ...] | None:
+    """A list of folders (one string is a list of one); None stays None (the default)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, (str, os.PathLike)) for v in value):
+        raise ConfigError(f"{key} must be a list of folders, e.g. [\"commands\", "
+                          f"\"ops/commands\"], not {value!r}")
+    return tuple(os.fspath(v) for v in value)
+
+
 def _unknown_key(key: str, name: str, known: t.Iterable[str], prefix: str = "") -> ConfigError:
     # Compare bare names: with the shared POOLKIT_ prefix every key looks like every other.
     hint = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
@@ -213,4 +227,4 @@ def load_config(config: t.Mapping[str, t.Any],
         settings = _pool_settings(name, merged, where)
         pools[name] = settings
     return PoolkitConfig(pools=pools, sql_dir=values["SQL_DIR"],
-                         commands_dir=values["COMMANDS_DIR"])
+                         commands_dirs=_folders("POOLKIT_COMMANDS_DIRS", values["COMMANDS_DIRS"]))

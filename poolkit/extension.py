@@ -20,7 +20,7 @@ from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.local import LocalProxy
 
 from .config import DEFAULT_BIND, PoolkitConfig, load_config
-from .discovery import register_user_commands
+from .discovery import register_app_commands
 from .errors import ConfigError, PoolTimeout
 from .pool import Pool
 from .pool.connection import Connection, skip_frames_of
@@ -162,8 +162,7 @@ class Poolkit:
             app.register_error_handler(PoolTimeout, _pool_timeout_response)
         # An app that is dropped (tests, app factories) must not leave its connections open.
         weakref.finalize(app, _close_pools, list(pools.values()))
-        commands_dir = Path(config.commands_dir or Path(app.root_path) / "commands")
-        register_user_commands(app.cli, commands_dir)
+        register_app_commands(app, config.commands_dirs)
         for pool in pools.values():
             pool.prefill()
         self._apps.add(app)
