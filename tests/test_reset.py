@@ -56,6 +56,7 @@ def _sql(*statements: str) -> t.Callable[[t.Any], None]:
 LEFTOVERS: dict[str, t.Callable[[t.Any], None]] = {
     "user variable": _sql("SET @secret = 'token'"),
     "user variable in a SELECT": _sql("SELECT @y := 3"),
+    "SELECT INTO a user variable": _sql("SELECT 'token' INTO @secret"),
     "sql_mode": _sql("SET SESSION sql_mode = ''"),
     "isolation": _sql("SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED"),
     "time_zone": _sql("SET time_zone = '+01:00'"),
@@ -278,3 +279,17 @@ def test_mysqlclient_resets_every_return(make_pool: t.Callable[..., Pool], datab
         conn.execute(f"INSERT INTO {table} VALUES (1)")  # not committed: autocommit is off
     assert server_count(admin, f"SELECT COUNT(*) FROM {table}") == 0
     assert pool.stats()["resets"] == 2
+
+
+def test_statement_text_checks() -> None:
+    from poolkit.pool.pymysql_compat import changes_untracked_state as untracked
+
+    for sql in ("SELECT GET_LOCK('a', 0)", "lock tables t write", "SELECT @a := 1", "CALL p()",
+                "HANDLER t OPEN", b"LOCK TABLES t READ", "SELECT x INTO @v FROM t",
+                "SELECT a, b INTO @a, @b FROM t", "DO @q := 2"):
+        assert untracked(sql), sql
+    for sql in ("SELECT blocked, clock FROM t", "SELECT 1", "SELECT * FROM callbacks",
+                "SELECT @@version", "INSERT INTO t (email) VALUES ('a@b.c')",
+                b"INSERT INTO t VALUES (1)", "UPDATE t SET a = 1"):
+        assert not untracked(sql), sql
+    assert untracked("INSERT INTO t VALUES " + ",".join(["(1)"] * 20000))  # bulk: reset

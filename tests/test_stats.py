@@ -130,3 +130,18 @@ def test_opened_minus_closed_is_size_through_discards(make_pool: t.Callable[...,
             conn.close()
         stats = pool.stats()
         assert stats["connections_opened"] - stats["connections_closed"] == stats["size"]
+
+
+def test_checkin_dropped_inside_the_pools_lock_is_deferred(
+        make_pool: t.Callable[..., Pool]) -> None:
+    # A finalizer can run while this very thread holds the pool's lock (the garbage
+    # collector runs on any allocation): it must neither deadlock nor corrupt the pool.
+    pool = make_pool(POOLKIT_MAX_CONNECTIONS=1)
+    con = pool._checkout()
+    with pool._engine._mutex:
+        pool._checkin_dropped(con)  # returns at once: queued
+    assert pool.stats()["in_use"] == 1
+    with pool.connection() as conn:  # the next checkout returns it first, then reuses it
+        assert conn.scalar("SELECT 1") == 1
+    stats = pool.stats()
+    assert (stats["dropped"], stats["in_use"], stats["idle"], stats["size"]) == (1, 0, 1, 1)

@@ -4,8 +4,11 @@ DBUtils (tested: 3.2.x, see pyproject.toml) gives poolkit its ``SteadyDBConnecti
 failover that reopens a broken connection and re-runs a statement where the ``isfatal`` hook
 allows it, maxusage, and the ping hook. :class:`SteadyConnection` subclasses it so that the
 pool sees every raw connection it stores and closes -- failovers inside one checkout included
--- and gives the rest of poolkit public names for what it needs (``raw``, ``usage``,
-``in_transaction``, ``ping_check()``, ``reconnect()``, ``close_raw()``, ``detach()``).
+-- and gives the rest of poolkit public names for what it needs (``raw``, ``closed``,
+``usage``, ``count_use()``, ``in_transaction``, ``failures``, ``ping_check()``,
+``reconnect()``, ``close_raw()``, ``detach()``): poolkit/pool/connection.py's uses of
+``_con``, ``_usage``, ``_transaction``, ``_failures``, ``_create``/``_close``/``_store`` map
+onto them one for one.
 
 Each private member used is commented with what breaks if DBUtils changes it.
 """
@@ -58,6 +61,10 @@ class SteadyConnection(SteadyDBConnection):  # type: ignore[misc]
     def usage(self) -> int:
         """Statements run on the current raw connection (DBUtils' maxusage count)."""
         return int(self._usage)  # private: DBUtils counts uses in _usage
+
+    def count_use(self) -> None:
+        """Count one statement run on the raw connection directly (towards maxusage)."""
+        self._usage += 1
 
     @property
     def in_transaction(self) -> bool:

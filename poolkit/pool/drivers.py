@@ -80,7 +80,6 @@ class Driver:
     module: t.Any
     connection_class: t.Any
     dict_cursor: t.Any
-    tracks_state: bool
 
     @property
     def failures(self) -> tuple[type[BaseException], ...]:
@@ -99,7 +98,6 @@ class Driver:
         con = self.connection_class(**kwargs)
         try:
             con.poolkit_broken = False
-            con.poolkit_created = time.monotonic()
             cursor = con.cursor()
             for sql in session:
                 cursor.execute(sql)
@@ -187,7 +185,7 @@ def get_driver(name: str) -> Driver:
             raise DriverNotInstalledError(
                 "the mysql:// scheme needs PyMySQL: pip install pymysql") from None
         return Driver("pymysql", pymysql, compat.tracked_connection_class(is_disconnect),
-                      pymysql.cursors.DictCursor, tracks_state=True)
+                      pymysql.cursors.DictCursor)
     if name == "mysqldb":
         try:
             mysqldb = importlib.import_module("MySQLdb")
@@ -196,6 +194,5 @@ def get_driver(name: str) -> Driver:
             raise DriverNotInstalledError(
                 "the mysql+mysqldb:// scheme needs mysqlclient: "
                 "pip install 'poolkit[mysqlclient]'") from None
-        return Driver("mysqldb", mysqldb, mysqldb.connect, cursors.DictCursor,
-                      tracks_state=False)
+        return Driver("mysqldb", mysqldb, mysqldb.connect, cursors.DictCursor)
     raise DriverNotInstalledError(f"unknown driver {name!r}; use pymysql or mysqldb")

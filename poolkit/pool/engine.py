@@ -27,7 +27,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import random
 import threading
 import time
 import typing as t
@@ -38,6 +37,7 @@ from .. import signals
 from ..config import PoolSettings
 from ..errors import PoolClosedError, PoolTimeout
 from ..stats import PoolStats
+from .creator import Creator
 from .dbutils_compat import SteadyConnection
 from .drivers import DISCARD, KEEP, REOPEN, RESET, ROLLBACK, UNREAD, Driver, is_retry_safe
 
@@ -63,39 +63,6 @@ class _Waiter:
         self.ready.acquire()  # released by the hand-off
 
 
-class _Creator:
-    """The ``creator`` DBUtils calls for every new connection (also on failover)."""
-
-    def __init__(self, engine: PooledEngine) -> None:
-        self._engine = engine
-        self.dbapi = engine.driver.module
-        self.threadsafety = 1
-
-    def __call__(self) -> t.Any:
-        engine = self._engine
-        started = time.monotonic()
-        try:
-            raw = engine.driver.connect(engine.driver_kwargs, engine.settings.session)
-        except Exception:
-            with engine._mutex:
-                engine.stats.connect_errors += 1
-            raise
-        now = time.monotonic()
-        # No ping for a connection used moments ago -- but never past the server's wait_timeout.
-        wait_timeout = raw.poolkit_wait_timeout
-        raw.poolkit_bypass = min(engine.settings.ping_interval,
-                                 wait_timeout - 1 if wait_timeout else float("inf"))
-        lifetime = engine.settings.max_lifetime
-        # Jitter spreads retirements so that connections opened together do not expire together.
-        raw.poolkit_expires = (now + lifetime * (0.9 + 0.1 * random.random()) if lifetime
-                               else float("inf"))
-        with engine._mutex:
-            engine.stats.connect_time_total += now - started
-        if signals.connection_opened.receivers:
-            signals.send(signals.connection_opened, engine.owner, connect_time=now - started)
-        return raw
-
-
 class PooledEngine(PooledDB):  # type: ignore[misc]
     """``PooledDB`` with a deadline, LIFO reuse and no I/O under the lock (see module doc)."""
 
@@ -111,6 +78,8 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         self._waiters: collections.deque[_Waiter] = collections.deque()
         self._idle: list[SteadyConnection] = []
         self._lent: set[SteadyConnection] = set()  # checked out: len() is in_use
+        # Returned by a garbage-collected handle; drained outside the lock (see checkin_dropped).
+        self._dropped: collections.deque[SteadyConnection] = collections.deque()
         self._opening = 0
         self._pool_closed = False
         self._abandoned = False
@@ -118,7 +87,7 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         self._max = settings.max_connections
         self._max_idle = settings.max_cached
         self._max_usage = settings.max_usage
-        self._creator_fn = _Creator(self)
+        self._creator_fn = Creator(self)
         super().__init__(
             self._creator_fn, mincached=0, maxcached=settings.max_cached, maxshared=0,
             maxconnections=settings.max_connections, blocking=settings.blocking,
@@ -177,6 +146,8 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
     # -- checkout -----------------------------------------------------------------------
     def checkout(self) -> SteadyConnection:
         """Check out a steady connection, waiting at most ``settings.timeout`` seconds."""
+        if self._dropped:
+            self._drain_dropped()
         con = None
         with self._mutex:
             idle = self._idle
@@ -400,6 +371,31 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         if signals.connection_returned.receivers:
             signals.send(signals.connection_returned, self.owner,
                          held_time=now - con.poolkit_since)
+        if self._dropped:
+            self._drain_dropped()
+
+    def checkin_dropped(self, con: SteadyConnection) -> None:
+        """Take back the connection of a handle garbage-collected without ``close()``.
+
+        A finalizer runs wherever the garbage collector happens to run -- possibly in this
+        very thread while it holds the pool's lock (which is not reentrant). So the connection
+        is queued, and returned now only when the lock is free (then no critical section of
+        this thread was interrupted); else by the next checkout or return.
+        """
+        self._dropped.append(con)
+        if self._mutex.acquire(blocking=False):
+            self._mutex.release()
+            self._drain_dropped()
+
+    def _drain_dropped(self) -> None:
+        while True:
+            try:
+                con = self._dropped.popleft()
+            except IndexError:
+                return
+            with self._mutex:
+                self.stats.dropped += 1
+            self.checkin(con)
 
     def _clean(self, con: SteadyConnection, raw: t.Any, action: int) -> str | None:
         """Roll back or reset *raw*; the reason to discard it instead, if any."""

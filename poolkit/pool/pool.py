@@ -107,12 +107,11 @@ class Pool:
     def _checkin_dropped(self, con: t.Any) -> None:
         """Take back a connection whose handle was garbage-collected without ``close()``.
 
-        The same reset and fork safety as :meth:`_checkin`, counted in ``stats()["dropped"]``.
+        The same reset and fork safety as :meth:`_checkin`, counted in ``stats()["dropped"]``;
+        safe to call from a finalizer (see :meth:`PooledEngine.checkin_dropped`).
         """
-        engine = self._engine
-        with engine._mutex:
-            engine.stats.dropped += 1
-        self._checkin(con)
+        self._borrowed.pop(getattr(con, "poolkit_borrow", -1), None)
+        self._engine.checkin_dropped(con)
 
     def connection(self) -> Connection:
         """``with pool.connection() as conn:`` — returned to the pool whatever happens.
@@ -138,16 +137,18 @@ class Pool:
 
     def _after_fork(self) -> None:
         # gunicorn --preload / uWSGI without lazy-apps: the child inherited the parent's
-        # sockets. Forget them (never send COM_QUIT on them) and start an empty engine.
+        # sockets. Detach them (never send COM_QUIT on them) and start an empty engine. The
+        # child runs this single-threaded: locks and events a parent thread may have held at
+        # fork time are replaced, never taken.
         old = self._engine
         self._pid = os.getpid()
         self._engine = PooledEngine(self.settings, self.driver, self)
         self._bind_engine()
         self._borrowed.clear()
         self._leak_lock = threading.Lock()  # a parent thread may have held it at fork time
+        self._stop = threading.Event()
         old.abandon()
         if self.settings.leak_threshold is not None:
-            self._stop = threading.Event()
             self._start_leak_watch(self.settings.leak_threshold)
 
     # -- leaks ----------------------------------------------------------------------------

@@ -13,12 +13,15 @@ know about a connection, so :func:`tracked_connection_class` builds a subclass o
 * whether a disconnect may be retried, and kernel-enforced socket timeouts.
 
 Each private member used is commented with what breaks if PyMySQL changes it. The rest of
-poolkit uses the public-to-poolkit names defined here (``return_action``, ``reset_session``,
-``force_close``, ``has_more_results``, ``shared_ssl_context``, ``uses_kernel_timeouts``).
+poolkit uses the public-to-poolkit names defined here: the pool's (``tracked_connection_class``,
+``prepare_session``, ``return_action``, ``reset_session``, ``is_closed``, ``force_close``,
+``shared_ssl_context``, ``uses_kernel_timeouts``) and, for the rest of poolkit (sqlimport,
+stress), ``is_pymysql``, ``has_more_results``, ``disable_timeouts``, ``shutdown_socket``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -42,22 +45,27 @@ COM_QUERY = 0x03
 COM_RESET_CONNECTION = 0x1F
 
 # Session state the server does not report in SERVER_SESSION_STATE_CHANGED (MariaDB 10.11):
-# named locks, table locks, HANDLER, anything a procedure does, and `@v := …` inside a query.
-# A false match ("blocked" is not matched; "lock" in a string literal is) costs one reset.
-# Substring tests on the lowered text first (~0.3 us a query); the regex only confirms a hit.
-_UNTRACKED = r"\block\b|get_lock|\bhandler\b|\bcall\b|:="
+# named locks, table locks, HANDLER, anything a procedure does, and user variables assigned
+# inside a query (`SELECT @v := …`, `SELECT … INTO @v`). A false match ("blocked" is not
+# matched; "lock" in a string literal is) costs one reset. Substring tests on the lowered text
+# first (~0.3 us a statement); the regex only confirms a hit. Every `:=` on a user variable
+# and every `INTO @` contains an "@".
+_UNTRACKED = r"\block\b|get_lock|\bhandler\b|\bcall\b|:=|\binto\s*@"
 _UNTRACKED_STR = re.compile(_UNTRACKED).search
 _UNTRACKED_BYTES = re.compile(_UNTRACKED.encode()).search
+_SCAN_LIMIT = 64 * 1024
 
 
 def changes_untracked_state(sql: str | bytes) -> bool:
     """True when *sql* may change session state the server does not flag."""
+    if len(sql) > _SCAN_LIMIT:  # a bulk statement: one reset costs less than scanning it
+        return True
     if isinstance(sql, str):
         low = sql.lower()
-        return (("lock" in low or "handler" in low or "call" in low or ":=" in low)
+        return (("lock" in low or "handler" in low or "call" in low or "@" in low)
                 and _UNTRACKED_STR(low) is not None)
     blow = bytes(sql).lower()
-    return ((b"lock" in blow or b"handler" in blow or b"call" in blow or b":=" in blow)
+    return ((b"lock" in blow or b"handler" in blow or b"call" in blow or b"@" in blow)
             and _UNTRACKED_BYTES(blow) is not None)
 
 _KERNEL_TIMEOUTS = sys.platform.startswith("linux")
@@ -116,6 +124,34 @@ def force_close(raw: t.Any) -> None:
     if sock is not None:
         sock.close()
     raw._rfile = raw._sock = None
+
+
+def is_pymysql(raw: object) -> bool:
+    """True for a PyMySQL connection (the helpers here need one)."""
+    import pymysql
+
+    return isinstance(raw, pymysql.connections.Connection)
+
+
+def disable_timeouts(raw: t.Any) -> None:
+    """No read/write timeout from now on (a long ``ALTER`` in ``flask initdb``), whichever way
+    the connection enforces them (kernel socket options or PyMySQL's Python timeouts)."""
+    sock = raw._sock  # private: PyMySQL's socket
+    if raw.poolkit_timeouts != (None, None) and sock is not None:
+        forever = _timeval(0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, forever)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, forever)
+        raw.poolkit_timeouts = (None, None)
+    # private: PyMySQL applies _read_timeout/_write_timeout before each read/write.
+    raw._read_timeout = raw._write_timeout = None
+
+
+def shutdown_socket(raw: t.Any) -> None:
+    """Cut the connection under a running statement (another thread's; the stress tool)."""
+    sock = getattr(raw, "_sock", None)  # private: PyMySQL's socket
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def is_closed(raw: t.Any) -> bool:
@@ -230,7 +266,6 @@ def tracked_connection_class(is_disconnect: t.Callable[[BaseException], bool]) -
         """A PyMySQL connection that remembers what the pool needs to know about it."""
 
         poolkit_broken = False
-        poolkit_created = 0.0
         poolkit_last_used = 0.0
         poolkit_wait_timeout = 0.0
         poolkit_changed = 0  # server status bits OR-ed over the borrow
