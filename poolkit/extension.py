@@ -88,7 +88,7 @@ def _context_connection(bind: str = DEFAULT_BIND) -> Connection:
     if connections is None:
         connections = g.setdefault(_G_KEY, {})
     conn = connections.get(bind)
-    if conn is not None and not conn._returned and bind == DEFAULT_BIND:
+    if conn is not None and bind == DEFAULT_BIND and not _spent(conn):
         return conn
     state = _state_of(current_app)
     pool = state.pool(bind)
@@ -96,17 +96,21 @@ def _context_connection(bind: str = DEFAULT_BIND) -> Connection:
         return route_read(pool, connections, lambda: _context_connection(DEFAULT_BIND),
                           read_your_writes=state.config.read_your_writes,
                           replica=lambda: _new_connection(connections, bind, pool))
-    if conn is None or conn._returned:
+    if conn is None or _spent(conn):
         # A handle closed early in this context (db.close()) is spent; db names a new one,
-        # returned at teardown like the first.
+        # returned at teardown like the first. (poolkit.stress puts stand-ins in g.)
         conn = _new_connection(connections, bind, pool)
     return conn
+
+
+def _spent(conn: t.Any) -> bool:
+    return isinstance(conn, Connection) and conn._returned
 
 
 def _new_connection(connections: dict[str, Connection], bind: str, pool: Pool) -> Connection:
     """The context's handle for *bind*: the current one unless spent (returned early)."""
     current = connections.get(bind)
-    if current is not None and not current._returned:
+    if current is not None and not _spent(current):
         return current
     fresh = Connection(pool, binder=_context_connection)
     if current is None:  # another thread sharing this context may have been first
