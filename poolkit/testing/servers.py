@@ -214,15 +214,31 @@ class ReplicationPair:
             server.destroy()
 
 
+def start_replica(primary: PrivateServer, server_id: int,
+                  timeout: float = 30.0) -> PrivateServer:
+    """Start one more read-only replica of *primary* (GTID from the start of its binlog)."""
+    replica = PrivateServer(server_id, read_only=True, prefix="poolkit-replica-")
+    try:
+        replica.install()
+        replica.start(timeout)
+        replica.execute(
+            f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={primary.port}, "
+            f"MASTER_USER='{REPL_USER}', MASTER_PASSWORD='{REPL_PASSWORD}', "
+            "MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=slave_pos",
+            "START SLAVE")
+        ReplicationPair(primary, replica).wait_replicated(timeout)
+    except BaseException:
+        replica.destroy()
+        raise
+    return replica
+
+
 def start_replication_pair(first_id: int = 1, timeout: float = 30.0) -> ReplicationPair:
     """Start a primary and a read-only replica of it, with the app user and database."""
     primary = PrivateServer(first_id, prefix="poolkit-primary-")
-    replica = PrivateServer(first_id + 1, read_only=True, prefix="poolkit-replica-")
-    pair = ReplicationPair(primary, replica)
     try:
-        for server in (primary, replica):
-            server.install()
-            server.start(timeout)
+        primary.install()
+        primary.start(timeout)
         primary.execute(
             f"CREATE USER '{REPL_USER}'@'%' IDENTIFIED BY '{REPL_PASSWORD}'",
             f"GRANT REPLICATION SLAVE ON *.* TO '{REPL_USER}'@'%'",
@@ -233,13 +249,8 @@ def start_replication_pair(first_id: int = 1, timeout: float = 30.0) -> Replicat
             f"GRANT ALL PRIVILEGES ON {DATABASE}.* TO '{APP_USER}'@'%'",
             f"GRANT SLAVE MONITOR ON *.* TO '{APP_USER}'@'%'",
         )
-        replica.execute(
-            f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={primary.port}, "
-            f"MASTER_USER='{REPL_USER}', MASTER_PASSWORD='{REPL_PASSWORD}', "
-            "MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=slave_pos",
-            "START SLAVE")
-        pair.wait_replicated(timeout)
+        replica = start_replica(primary, first_id + 1, timeout)
     except BaseException:
-        pair.destroy()
+        primary.destroy()
         raise
-    return pair
+    return ReplicationPair(primary, replica)

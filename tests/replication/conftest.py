@@ -20,8 +20,10 @@ from flask import Flask
 from poolkit import Poolkit
 from poolkit.testing.servers import (
     DATABASE,
+    PrivateServer,
     ReplicationPair,
     binaries_available,
+    start_replica,
     start_replication_pair,
 )
 
@@ -170,3 +172,13 @@ def wait_for(condition: t.Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout} s")
         time.sleep(0.02)
+
+
+@pytest.fixture
+def second_replica(items: ReplicationPair) -> t.Iterator[PrivateServer]:
+    """Another replica of the session primary, for this test only."""
+    server = start_replica(items.primary, server_id=41)
+    try:
+        yield server
+    finally:
+        server.destroy()

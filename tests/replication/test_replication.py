@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 
 from poolkit import NoHostAvailableError, db
-from poolkit.testing.servers import DATABASE, ReplicationPair
+from poolkit.testing.servers import APP_PASSWORD, APP_USER, DATABASE, PrivateServer, ReplicationPair
 
 from .conftest import start_load, wait_for
 
@@ -230,3 +230,29 @@ def test_the_lag_is_read_at_most_once_a_second_per_host(
     seconds = time.monotonic() - started
     reads = status_reads() - before
     assert 1 <= reads <= int(seconds) + 2, (reads, seconds)
+
+
+def test_a_lagging_replica_is_skipped_for_one_that_is_in_bounds(
+        items: ReplicationPair, second_replica: PrivateServer,
+        make_app: t.Callable[..., Flask]) -> None:
+    first, second = items.replica, second_replica
+    hosts = f"{first.address},{second.address},{items.primary.address}"
+    app = make_app(items, POOLKIT_MAX_REPLICA_LAG=1.0, POOLKIT_READ_YOUR_WRITES=False,
+                   POOLKIT_BINDS={"replica": f"mysql://{APP_USER}:{APP_PASSWORD}@{hosts}/"
+                                             f"{DATABASE}?target=replica"})
+    with app.app_context():
+        assert _port("replica") == first.port  # URL order
+    first.execute("STOP SLAVE SQL_THREAD")
+    try:
+        time.sleep(1.1)  # past the lag reading's one-second cache
+        with app.app_context():
+            assert _port("replica") == second.port  # not the primary: a replica is in bounds
+        pool = app.extensions["poolkit"].pool("replica")
+        stats = pool.stats()
+        assert stats["replica_fallbacks"] == 0
+        # The lagging host's pooled connection was retired, not handed out again.
+        assert stats["discarded"] >= 1
+        assert {h["host"]: h["connections"] for h in pool.hosts.describe()}[first.address] == 0
+    finally:
+        first.execute("START SLAVE SQL_THREAD")
+    items.wait_replicated()
