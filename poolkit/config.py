@@ -6,6 +6,7 @@ Every key, its default and its meaning is listed in ``KEYS`` and in docs/config.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import typing as t
 from dataclasses import dataclass, field
@@ -39,10 +40,18 @@ KEYS: dict[str, t.Any] = {
     "BINDS": {},
     "SQL_DIR": None,
     "COMMANDS_DIR": None,
+    "METRICS": None,
 }
 
 #: Keys that may be set per bind in POOLKIT_BINDS (the rest are app-wide).
-POOL_KEYS = frozenset(KEYS) - {"BINDS", "SQL_DIR", "COMMANDS_DIR"}
+POOL_KEYS = frozenset(KEYS) - {"BINDS", "SQL_DIR", "COMMANDS_DIR", "METRICS"}
+
+#: The values of POOLKIT_METRICS besides None (off), with the module each needs and how to
+#: install it (see poolkit.metrics).
+METRICS_BACKENDS = {
+    "prometheus": ("prometheus_client", "pip install 'poolkit[metrics]'"),
+    "opentelemetry": ("opentelemetry.metrics", "pip install opentelemetry-api opentelemetry-sdk"),
+}
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,7 @@ class PoolkitConfig:
     pools: dict[str, PoolSettings]
     sql_dir: str | None = None
     commands_dir: str | None = None
+    metrics: str | None = None
 
 
 def _number(key: str, value: t.Any, *, minimum: float, integer: bool) -> t.Any:
@@ -166,6 +176,20 @@ def _pool_settings(name: str, values: dict[str, t.Any], where: str) -> PoolSetti
     )
 
 
+def _check_metrics(backend: t.Any) -> None:
+    if backend not in METRICS_BACKENDS:
+        raise ConfigError(f"POOLKIT_METRICS must be one of {', '.join(map(repr, METRICS_BACKENDS))}"
+                          f" or None (off), not {backend!r}")
+    module, how = METRICS_BACKENDS[backend]
+    try:
+        found = importlib.util.find_spec(module) is not None  # finds, does not import
+    except ModuleNotFoundError:  # its parent package is missing
+        found = False
+    if not found:
+        raise ConfigError(f"POOLKIT_METRICS={backend!r} needs the {module.split('.')[0]} "
+                          f"package: {how}")
+
+
 def _unknown_key(key: str, name: str, known: t.Iterable[str], prefix: str = "") -> ConfigError:
     # Compare bare names: with the shared POOLKIT_ prefix every key looks like every other.
     hint = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
@@ -212,5 +236,8 @@ def load_config(config: t.Mapping[str, t.Any],
         merged.update(own)
         settings = _pool_settings(name, merged, where)
         pools[name] = settings
+    metrics = values["METRICS"] or None
+    if metrics is not None:
+        _check_metrics(metrics)
     return PoolkitConfig(pools=pools, sql_dir=values["SQL_DIR"],
-                         commands_dir=values["COMMANDS_DIR"])
+                         commands_dir=values["COMMANDS_DIR"], metrics=metrics)
