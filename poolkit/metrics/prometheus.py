@@ -250,6 +250,12 @@ def instrument(pools: t.Iterable[Pool]) -> None:
         _metrics.add(pool)
 
 
+def pool_label(pool: Pool) -> str | None:
+    """The ``pool_name`` label of *pool* (None if it is not instrumented)."""
+    entry = _metrics.pools.get(id(pool)) if _metrics is not None else None
+    return entry.name if entry is not None else None
+
+
 def exposition() -> tuple[bytes, str]:
     """The text a ``/metrics`` view returns, and its content type, in either mode.
 
@@ -258,8 +264,9 @@ def exposition() -> tuple[bytes, str]:
     """
     if not multiprocess_mode():
         return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
-    if _metrics is not None and _metrics.publisher is not None:
-        _metrics.publisher.publish()
+    publisher = _metrics.publisher if _metrics is not None else None
+    if publisher is not None and not publisher.pending:  # this worker has served: be exact
+        publisher.publish()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return generate_latest(registry), CONTENT_TYPE_LATEST
