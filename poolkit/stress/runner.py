@@ -268,6 +268,9 @@ class _AppSession:
     def connect_figures(self) -> tuple[int, float, float | None]:
         return self._strategy.connect_figures()
 
+    def pool_figures(self) -> tuple[int, float, int] | None:
+        return self._strategy.pool_figures()
+
     def abort(self) -> None:
         self._strategy.abort()
 
@@ -294,6 +297,13 @@ class ServerMonitor:
                            "('Connections', 'Threads_connected')")
             values = {name.lower(): int(value) for name, value in cursor.fetchall()}
         return values["connections"], values["threads_connected"]
+
+    def variable(self, name: str) -> str | None:
+        """A global server variable as text, None when this server has no such variable."""
+        with self._con.cursor() as cursor:
+            cursor.execute("SHOW GLOBAL VARIABLES LIKE %s", (name.replace("_", "\\_"),))
+            row = cursor.fetchone()
+        return None if row is None else str(row[1])
 
     def execute(self, sql: str) -> None:
         """Run one statement (the scratch table of ``--write``)."""

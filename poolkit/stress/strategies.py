@@ -179,6 +179,10 @@ class Strategy:
             self._connect_cpu += cpu
         return con
 
+    def pool_figures(self) -> tuple[int, float, int] | None:
+        """Checkouts, seconds waited for a connection and timeouts so far; None without a pool."""
+        return None
+
     def abort(self) -> None:
         """Unblock threads stuck on a socket (the run is over)."""
 
@@ -281,6 +285,10 @@ class PooledStrategy(Strategy):
         if opened < self._base[0]:  # the pool rebuilt its engine after fork(): counts restart
             self._base = (0, 0.0)
         return opened - self._base[0], spent - self._base[1], None
+
+    def pool_figures(self) -> tuple[int, float, int] | None:
+        stats = self.pool.stats()
+        return int(stats["checkouts"]), float(stats["wait_time_total"]), int(stats["timeouts"])
 
     def close(self) -> None:
         if self.own_pool:
