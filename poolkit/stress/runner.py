@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import pymysql
-from flask import Blueprint, Flask, current_app, g, request
+from flask import Blueprint, Flask, current_app, request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.test import EnvironBuilder
 
-from ..config import DEFAULT_BIND
 from ..errors import PoolkitError
-from ..extension import _G_KEY, EXTENSION_KEY, db
+from ..extension import EXTENSION_KEY, db
+from ._private import bind_request_connection
 from .load import GRACE, LocalLoad, Plan, ProcessLoad, Tick
 from .report import (
     STRATEGIES,
@@ -199,7 +199,7 @@ def _bind_strategy() -> None:
     strategy = t.cast(_StressState, current_app.extensions[STATE_KEY]).active
     if strategy is not None and not strategy.via_extension:
         # The extension's teardown closes whatever is bound here, as it does for the pool.
-        setattr(g, _G_KEY, {DEFAULT_BIND: strategy.request_connection()})
+        bind_request_connection(strategy.request_connection())
 
 
 def install(app: Flask) -> None:

@@ -13,9 +13,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import socket
 import threading
 import time
 import typing as t
@@ -23,10 +21,10 @@ from contextlib import contextmanager
 
 import pymysql
 
-from ..extension import _context_connection
 from ..pool.connection import Connection
 from ..pool.pool import Pool
 from ..url import DatabaseURL
+from ._private import context_connection, force_close, shutdown_socket
 
 #: Read/write timeout (seconds) of the shared global connection: a thread whose reply was
 #: eaten by another thread gives up instead of waiting forever.
@@ -132,7 +130,7 @@ class RawConnection:
 
     def using(self, bind: str) -> Connection:
         """Another bind's pooled connection (only the default bind follows the strategy)."""
-        return _context_connection(bind)
+        return context_connection(bind)
 
     def __getattr__(self, name: str) -> t.Any:
         return getattr(self.raw, name)
@@ -220,10 +218,7 @@ class GlobalStrategy(Strategy):
         return RawConnection(self._shared)
 
     def abort(self) -> None:
-        sock = getattr(self._con, "_sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        shutdown_socket(self._con)
 
     def close(self) -> None:
         con, self._con = self._con, None
@@ -231,7 +226,7 @@ class GlobalStrategy(Strategy):
             try:
                 con.close()
             except Exception:  # a corrupted protocol state: drop the socket
-                con._force_close()
+                force_close(con)
 
 
 def _close(con: t.Any) -> None:
@@ -278,7 +273,7 @@ class PooledStrategy(Strategy):
         return int(stats["connections_opened"]), float(stats["connect_time_total"])
 
     def request_connection(self) -> Connection:
-        return Connection(self.pool, binder=_context_connection)
+        return Connection(self.pool, binder=context_connection)
 
     def connect_figures(self) -> tuple[int, float, float | None]:
         opened, spent = self._counters()
