@@ -59,7 +59,8 @@ def test_the_keys_table_lists_exactly_these_keys() -> None:
     assert set(KEYS) == {
         "DATABASE_URL", "MAX_CONNECTIONS", "MIN_CACHED", "MAX_CACHED", "MAX_USAGE", "SESSION",
         "CONNECT_ARGS", "BLOCKING", "TIMEOUT", "MAX_LIFETIME", "IDLE_TIMEOUT",
-        "PING_INTERVAL", "RESET", "LEAK_THRESHOLD", "BINDS", "SQL_DIR", "COMMANDS_DIR"}
+        "PING_INTERVAL", "RESET", "LEAK_THRESHOLD", "BINDS", "SQL_DIR", "COMMANDS_DIR",
+        "METRICS"}
 
 
 def test_class_style_config_through_from_object() -> None:
