@@ -6,7 +6,9 @@
   thread blocked until its read timeout (2 s) instead of unblocking it at once.
 * poolkit.extension: ``_G_KEY`` (where the app context keeps its connections) and
   ``_context_connection`` (the ``db`` proxy's resolver) — the stress hook binds ``db`` to the
-  strategy's connection for one request, and the extension's teardown closes it.
+  strategy's connection for one request, and the extension's teardown closes it. The
+  resolver also reads the bound handle's ``_returned`` (a spent handle is replaced), which
+  ``strategies.RawConnection`` therefore defines.
 """
 
 from __future__ import annotations

@@ -35,6 +35,9 @@ class RawConnection:
     """poolkit's connection API over a plain PyMySQL connection, opened on first use."""
 
     __slots__ = ("_con", "_depth", "_open", "_release")
+    #: Read by the extension's ``db`` resolver (see ``_private``): this handle is never spent,
+    #: ``close()`` only ends the request's use of the driver connection.
+    _returned = False
 
     def __init__(self, open_: t.Callable[[], t.Any],
                  release: t.Callable[[t.Any], None] | None = None) -> None:
