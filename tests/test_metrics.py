@@ -104,6 +104,27 @@ def test_two_apps_on_the_same_server_get_distinct_pool_names(
     assert second_label.split("#")[0] == first_label.split("#")[0]
 
 
+def test_receivers_are_per_pool_and_leave_with_it(database_url: str) -> None:
+    # Another pool's signals must not reach (or keep paying for) an instrumented pool's
+    # receivers, and a pool that is gone must not leave receivers connected.
+    import gc
+
+    from poolkit import Pool, signals
+    from poolkit.metrics import otel, prometheus
+
+    before = len(signals.connection_checked_out.receivers)
+    pool = Pool(load_config({"POOLKIT_DATABASE_URL": database_url}).pools["default"])
+    prometheus.instrument([pool])
+    otel.instrument([pool])
+    assert len(signals.connection_checked_out.receivers) == before + 2
+    assert len(list(signals.connection_checked_out.receivers_for(object()))) == 0
+    assert len(list(signals.connection_checked_out.receivers_for(pool))) == 2
+    pool.close()
+    del pool
+    gc.collect()
+    assert len(signals.connection_checked_out.receivers) <= before  # (others may go too)
+
+
 def test_opentelemetry_through_the_sdk_reader(make_pool: t.Callable[..., t.Any]) -> None:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader

@@ -57,7 +57,8 @@ class _Instruments:
     """The instruments of one meter and the pools they report."""
 
     def __init__(self, meter: metrics.Meter) -> None:
-        self.pools: dict[int, tuple[weakref.ref[Pool], dict[str, str]]] = {}
+        # id(pool) → (pool, attributes, its receivers: alive as long as the entry)
+        self.pools: dict[int, tuple[weakref.ref[Pool], dict[str, str], tuple[t.Any, ...]]] = {}
         self.create = meter.create_histogram(
             "db.client.connection.create_time", unit="s",
             description="The time it took to create a new connection.",
@@ -81,19 +82,33 @@ class _Instruments:
             "db.client.connection.timeouts", callbacks=[self._timeouts], unit="{timeout}",
             description="The number of connection timeouts that have occurred trying to obtain "
                         "a connection from the pool.")
-        for signal, receiver in ((signals.connection_opened, self._on_opened),
-                                 (signals.connection_checked_out, self._on_checked_out),
-                                 (signals.connection_returned, self._on_returned)):
-            signal.connect(receiver, weak=False)
 
     def add(self, pool: Pool) -> None:
-        if id(pool) not in self.pools:
-            self.pools[id(pool)] = (weakref.ref(pool), {POOL_NAME: pool_name(pool)})
-            weakref.finalize(pool, self.pools.pop, id(pool), None)
+        if id(pool) in self.pools:
+            return
+        attributes = {POOL_NAME: pool_name(pool)}
+        create, wait, use = self.create.record, self.wait.record, self.use.record
+
+        def opened(sender: t.Any, connect_time: float = 0.0, **_: t.Any) -> None:
+            create(connect_time, attributes)
+
+        def checked_out(sender: t.Any, wait_time: float = 0.0, **_: t.Any) -> None:
+            wait(wait_time, attributes)
+
+        def returned(sender: t.Any, held_time: float = 0.0, **_: t.Any) -> None:
+            use(held_time, attributes)
+
+        # For this pool only, held weakly: the entry keeps them until the pool is collected,
+        # then blinker drops them (see poolkit.metrics.prometheus._connect).
+        self.pools[id(pool)] = (weakref.ref(pool), attributes, (opened, checked_out, returned))
+        weakref.finalize(pool, self.pools.pop, id(pool), None)
+        signals.connection_opened.connect(opened, sender=pool)
+        signals.connection_checked_out.connect(checked_out, sender=pool)
+        signals.connection_returned.connect(returned, sender=pool)
 
     def _live(self) -> list[tuple[Pool, dict[str, str]]]:
         out = []
-        for ref, attributes in list(self.pools.values()):
+        for ref, attributes, _ in list(self.pools.values()):
             pool = ref()
             if pool is not None:
                 out.append((pool, attributes))
@@ -114,21 +129,6 @@ class _Instruments:
     def _timeouts(self, options: CallbackOptions) -> t.Iterable[Observation]:
         for pool, attributes in self._live():
             yield Observation(pool.stats()["timeouts"], attributes)
-
-    def _on_opened(self, sender: t.Any, connect_time: float = 0.0, **_: t.Any) -> None:
-        entry = self.pools.get(id(sender))
-        if entry is not None:
-            self.create.record(connect_time, entry[1])
-
-    def _on_checked_out(self, sender: t.Any, wait_time: float = 0.0, **_: t.Any) -> None:
-        entry = self.pools.get(id(sender))
-        if entry is not None:
-            self.wait.record(wait_time, entry[1])
-
-    def _on_returned(self, sender: t.Any, held_time: float = 0.0, **_: t.Any) -> None:
-        entry = self.pools.get(id(sender))
-        if entry is not None:
-            self.use.record(held_time, entry[1])
 
 
 #: id(provider) → (provider, its instruments); the provider is kept so that its id stays unique.
