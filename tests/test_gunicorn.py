@@ -233,13 +233,45 @@ SHAPES = {
 }
 
 
+def _metrics_env(url: str, tmp_path: Path, **config: t.Any) -> dict[str, str]:
+    """The env of a server with POOLKIT_METRICS = "prometheus" in multiprocess mode."""
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    env = _env(url, METRICS="prometheus", **config)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    return env
+
+
+def scrape_until_max(port: int, url: str, expected: float) -> dict[t.Any, float]:
+    """Scrape /metrics until db_client_connection_max (summed over live workers) is *expected*.
+
+    A worker writes its gauges from its first checkout on, once a second: requests in between
+    make every worker serve one.
+    """
+    parsed = parse_url(url)
+    name = (("pool_name", f"default@{parsed.host}:{parsed.port}"),)
+    deadline = time.monotonic() + 15
+    while True:
+        samples = _samples(get(port, "/metrics")[2].decode())
+        found = samples.get(("db_client_connection_max", name))
+        if found == expected:
+            return {key[0] + "".join(f"/{v}" for k, v in key[1] if k == "state"): value
+                    for key, value in samples.items() if key[1][:1] == name}
+        assert time.monotonic() < deadline, f"db_client_connection_max: {found} != {expected}"
+        for _ in range(4):
+            get(port, "/whoami")
+        time.sleep(0.2)
+
+
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_workers_share_nothing_and_keep_the_balance(shape: str, example_db: str,
-                                                    serve: t.Callable[..., Gunicorn]) -> None:
+                                                    serve: t.Callable[..., Gunicorn],
+                                                    tmp_path: Path) -> None:
     args, pool_size, threads = SHAPES[shape]
     # MIN_CACHED=1: with --preload the master opens a connection before it forks; the workers
-    # must never use the socket they inherit.
-    server = serve(args, _env(example_db, MAX_CONNECTIONS=pool_size, MIN_CACHED=1))
+    # must never use the socket they inherit (and the master must not count in the metrics).
+    server = serve(args, _metrics_env(example_db, tmp_path, MAX_CONNECTIONS=pool_size,
+                                      MIN_CACHED=1))
     assert total(server.port) == {"accounts": 10, "total": "10000.00"}
     load = drive(server.port, example_db, threads, LOAD_SECONDS)
     print(f"\n[{shape}] {len(load.answers)} requests in {LOAD_SECONDS:g} s, peak server "
@@ -258,6 +290,10 @@ def test_workers_share_nothing_and_keep_the_balance(shape: str, example_db: str,
     assert total(server.port) == {"accounts": 10, "total": "10000.00"}
     rows = query_rows(example_db, "SELECT COUNT(*), SUM(balance), MIN(balance) FROM account")
     assert rows[0][:2] == (10, Decimal("10000.00")) and rows[0][2] >= 0
+    metrics = scrape_until_max(server.port, example_db, WORKERS * pool_size)
+    assert metrics["db_client_connection_wait_time_seconds_count"] >= len(load.answers)
+    assert metrics["db_client_connection_idle_min"] == WORKERS  # MIN_CACHED=1 each
+    assert 1 <= metrics["db_client_connection_count/idle"] <= len(owners)
 
 
 def test_pool_timeout_answers_503_with_retry_after(example_db: str,
@@ -293,11 +329,7 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_hup_mid_load_loses_no_request_and_metrics_follow(
         example_db: str, serve: t.Callable[..., Gunicorn], tmp_path: Path) -> None:
-    metrics_dir = tmp_path / "prometheus"
-    metrics_dir.mkdir()
-    env = _env(example_db, MAX_CONNECTIONS=2, METRICS="prometheus")
-    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    server = serve(["-w", "2"], env)
+    server = serve(["-w", "2"], _metrics_env(example_db, tmp_path, MAX_CONNECTIONS=2))
     first = {json.loads(get(server.port, "/whoami")[2])["pid"] for _ in range(6)}
     load = drive(server.port, example_db, 6, 3.5,
                  at=(1.0, lambda: os.kill(server.proc.pid, signal.SIGHUP)))
@@ -310,20 +342,11 @@ def test_hup_mid_load_loses_no_request_and_metrics_follow(
 
     # The old workers' gauges left the sums (child_exit → mark_process_dead); their
     # histograms stayed: every request above checked out once.
-    url = parse_url(example_db)
-    name = (("pool_name", f"default@{url.host}:{url.port}"),)
-    deadline = time.monotonic() + 15
-    while True:
-        samples = _samples(get(server.port, "/metrics")[2].decode())
-        if samples.get(("db_client_connection_max", name)) == WORKERS * 2:
-            break
-        assert time.monotonic() < deadline, samples.get(("db_client_connection_max", name))
-        get(server.port, "/whoami")  # a worker that has not served yet publishes nothing
-        time.sleep(0.2)
-    checkouts = samples[("db_client_connection_wait_time_seconds_count", name)]
-    assert checkouts >= len(load.answers) + len(first)
-    assert samples[("db_client_connection_use_time_seconds_count", name)] >= len(load.answers)
-    used = samples[("db_client_connection_count", (*name, ("state", "used")))]
-    idle = samples[("db_client_connection_count", (*name, ("state", "idle")))]
+    metrics = scrape_until_max(server.port, example_db, WORKERS * 2)
+    assert metrics["db_client_connection_wait_time_seconds_count"] \
+        >= len(load.answers) + len(first)
+    assert metrics["db_client_connection_use_time_seconds_count"] >= len(load.answers)
+    used, idle = metrics["db_client_connection_count/used"], metrics[
+        "db_client_connection_count/idle"]
     assert 0 <= used <= WORKERS * 2 and 1 <= used + idle <= WORKERS * 2
-    assert samples[("db_client_connection_timeouts_total", name)] == 0
+    assert metrics["db_client_connection_timeouts_total"] == 0
