@@ -97,7 +97,7 @@ def write_sweep(report: SweepReport, path: str, plt: t.Any) -> None:
     ok = [p["ok_per_s"] for p in data["points"]]
     p99 = [p["latency_ms"]["p99"] for p in data["points"]]
     failed = [p["requests"] - p["ok"] for p in data["points"]]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 4.4), dpi=110)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 4.9), dpi=110)
     left.plot(sizes, ok, marker="o", color="#3b7dd8", label="successful requests/s")
     right.plot([s for s, v in zip(sizes, p99, strict=True) if v is not None],
                [v for v in p99 if v is not None], marker="o", color="#1f4e99",
@@ -126,7 +126,9 @@ def write_sweep(report: SweepReport, path: str, plt: t.Any) -> None:
         axis.set_xlabel("pool size (connections per worker)" if workers > 1
                         else "pool size (connections)")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8, loc="best")
+        # Below the axes: a curve may pass anywhere inside them.
+        axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+                    frameon=False)
         axis.set_ylim(bottom=0)
     left.set_ylim(top=max([*ok, 1.0]) * 1.2)
     right.set_ylim(top=max([v for v in p99 if v is not None] + [1.0]) * 1.2)
