@@ -1,7 +1,8 @@
-"""poolkit's built-in ``flask`` commands, one module per command.
+"""poolkit's built-in ``flask`` commands, one thin module per command.
 
-Each is registered on the ``flask`` CLI through the ``flask.commands`` entry-point group
-(see pyproject.toml), so ``flask initdb``, ``flask pool-stress`` and ``flask pool-status``
-work in any app that uses poolkit. An app's own ``commands/*.py`` are found by
-:mod:`poolkit.discovery` at ``init_app``.
+This folder installs as ``poolkit.commands``. The ``flask.commands`` entry points (see
+pyproject.toml) name the stand-ins in :mod:`poolkit.commands._cli`, so ``flask initdb``,
+``flask pool-stress``, ``flask pool-status`` and ``flask dbshell`` work in any app that uses
+poolkit, each module imported only when its command is used, and an app command of the same
+name wins. An app's own ``commands/*.py`` are found by :mod:`poolkit.discovery`.
 """

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import click
 
-from poolkit.commands._cli import poolkit_state, with_poolkit_app
 from poolkit.errors import PoolkitError
 from poolkit.sqlimport.apply import (
     FileResult,
@@ -32,6 +31,8 @@ from poolkit.sqlimport.apply import (
 from poolkit.sqlimport.files import SqlFile, check_files, discover
 from poolkit.sqlimport.history import APPLIED, CHANGED, PENDING, History, server_lock, status
 from poolkit.sqlimport.split import Statement
+
+from ._cli import poolkit_state, with_poolkit_app
 
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024
 _MARKS = {APPLIED: "[X] applied", PENDING: "[ ] pending", CHANGED: "[!] changed"}

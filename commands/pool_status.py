@@ -12,8 +12,9 @@ import typing as t
 
 import click
 
-from poolkit.commands._cli import poolkit_state, with_poolkit_app
 from poolkit.url import mask_url
+
+from ._cli import poolkit_state, with_poolkit_app
 
 _SERVER_SQL = ("SELECT VERSION() AS version, @@GLOBAL.max_connections AS mc, "
                "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "

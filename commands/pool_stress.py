@@ -14,11 +14,12 @@ import typing as t
 import click
 from flask import current_app
 
-from poolkit.commands._cli import with_poolkit_app
-from poolkit.commands._stress_plot import plotter, write_strategies, write_sweep
 from poolkit.stress.report import StrategyResult, StressReport
 from poolkit.stress.runner import Progress, StressError, StressOptions, parse_strategies, run_stress
 from poolkit.stress.sweep import SweepReport, parse_sizes, run_sweep
+
+from ._cli import with_poolkit_app
+from ._stress_plot import plotter, write_strategies, write_sweep
 
 _ERROR_LINES = 8  # per strategy, unless -v
 

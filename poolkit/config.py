@@ -39,12 +39,12 @@ KEYS: dict[str, t.Any] = {
     "LEAK_THRESHOLD": None,
     "BINDS": {},
     "SQL_DIR": None,
-    "COMMANDS_DIR": None,
+    "COMMANDS_DIRS": None,
     "METRICS": None,
 }
 
 #: Keys that may be set per bind in POOLKIT_BINDS (the rest are app-wide).
-POOL_KEYS = frozenset(KEYS) - {"BINDS", "SQL_DIR", "COMMANDS_DIR", "METRICS"}
+POOL_KEYS = frozenset(KEYS) - {"BINDS", "SQL_DIR", "COMMANDS_DIRS", "METRICS"}
 
 #: The values of POOLKIT_METRICS besides None (off), with the module each needs and how to
 #: install it (see poolkit.metrics).
@@ -102,7 +102,8 @@ class PoolkitConfig:
 
     pools: dict[str, PoolSettings]
     sql_dir: str | None = None
-    commands_dir: str | None = None
+    #: None: the default folder (see poolkit.discovery.default_folders); () disables discovery.
+    commands_dirs: tuple[str, ...] | None = None
     metrics: str | None = None
 
 
@@ -190,6 +191,19 @@ def _check_metrics(backend: t.Any) -> None:
                           f"package: {how}")
 
 
+def _folders(key: str, value: t.Any) -> tuple[str, ...] | None:
+    """A list of folders (one string is a list of one); None stays None (the default)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, (str, os.PathLike)) for v in value):
+        raise ConfigError(f"{key} must be a list of folders, e.g. [\"commands\", "
+                          f"\"ops/commands\"], not {value!r}")
+    return tuple(os.fspath(v) for v in value)
+
+
 def _unknown_key(key: str, name: str, known: t.Iterable[str], prefix: str = "") -> ConfigError:
     # Compare bare names: with the shared POOLKIT_ prefix every key looks like every other.
     hint = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
@@ -240,4 +254,5 @@ def load_config(config: t.Mapping[str, t.Any],
     if metrics is not None:
         _check_metrics(metrics)
     return PoolkitConfig(pools=pools, sql_dir=values["SQL_DIR"],
-                         commands_dir=values["COMMANDS_DIR"], metrics=metrics)
+                         commands_dirs=_folders("POOLKIT_COMMANDS_DIRS", values["COMMANDS_DIRS"]),
+                         metrics=metrics)

@@ -16,7 +16,7 @@ from flask import Flask, current_app, g, has_app_context
 from werkzeug.local import LocalProxy
 
 from .config import DEFAULT_BIND, PoolkitConfig, load_config
-from .discovery import register_user_commands
+from .discovery import register_app_commands
 from .errors import ConfigError
 from .pool import Pool
 from .pool.connection import Connection
@@ -117,8 +117,7 @@ class Poolkit:
         app.teardown_appcontext(_teardown)
         # An app that is dropped (tests, app factories) must not leave its connections open.
         weakref.finalize(app, _close_pools, list(pools.values()))
-        commands_dir = Path(config.commands_dir or Path(app.root_path) / "commands")
-        register_user_commands(app.cli, commands_dir)
+        register_app_commands(app, config.commands_dirs)
         for pool in pools.values():
             pool.prefill()
         if config.metrics:

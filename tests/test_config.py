@@ -52,14 +52,14 @@ def test_every_key_has_its_documented_default() -> None:
     config = load_config({"POOLKIT_DATABASE_URL": URL})
     assert list(config.pools) == ["default"]
     assert config.sql_dir is None
-    assert config.commands_dir is None
+    assert config.commands_dirs is None
 
 
 def test_the_keys_table_lists_exactly_these_keys() -> None:
     assert set(KEYS) == {
         "DATABASE_URL", "MAX_CONNECTIONS", "MIN_CACHED", "MAX_CACHED", "MAX_USAGE", "SESSION",
         "CONNECT_ARGS", "BLOCKING", "TIMEOUT", "MAX_LIFETIME", "IDLE_TIMEOUT",
-        "PING_INTERVAL", "RESET", "LEAK_THRESHOLD", "BINDS", "SQL_DIR", "COMMANDS_DIR",
+        "PING_INTERVAL", "RESET", "LEAK_THRESHOLD", "BINDS", "SQL_DIR", "COMMANDS_DIRS",
         "METRICS"}
 
 

@@ -1,8 +1,14 @@
-"""An app's ``commands/*.py`` become ``flask`` commands; a broken module does not break the rest."""
+"""An app's ``commands/*.py`` become ``flask`` commands, in a real project run as a user runs it.
+
+The projects are written into temp dirs and driven through the venv's ``flask`` and
+``python -m flask`` as subprocesses, against the session's database.
+"""
 
 from __future__ import annotations
 
-import logging
+import os
+import subprocess
+import sys
 import textwrap
 import typing as t
 from pathlib import Path
@@ -11,108 +17,364 @@ import click
 import pytest
 from flask import Flask
 
-from poolkit.discovery import load_commands
+from poolkit import Poolkit
+from poolkit.discovery import LazyCommand, default_folders
 
+REPO = Path(__file__).resolve().parents[1]
+FLASK = str(Path(sys.executable).with_name("flask"))
+
+APP = """
+    from flask import Flask
+    from poolkit import Poolkit
+    from commands._util import LABEL  # the app itself imports the commands package first
+
+    app = Flask(__name__)
+    app.config["LABEL"] = LABEL
+    Poolkit(app)
+"""
+
+UTIL = """
+    LABEL = "answer"
+
+    def answer_sql():
+        return "SELECT 6 * 7"
+"""
+
+# Imports its helper relatively; one command per file, named after the file.
 REPORT = """
     import click
     from poolkit import db
+    from ._util import answer_sql
 
     @click.command()
-    @click.option("--times", type=int, default=1)
+    @click.option("--times", type=int, default=1, help="How often to ask.")
     def report(times):
         \"\"\"Print a number the server computed.\"\"\"
         for _ in range(times):
-            click.echo(f"answer={db.scalar('SELECT 6 * 7')}")
+            click.echo(f"answer={db.scalar(answer_sql())}")
+"""
+
+# Imports the same helper by the package's name; a file name with an underscore.
+NIGHTLY = """
+    import click
+    from poolkit import db
+    from commands._util import LABEL, answer_sql
+
+    @click.command()
+    def main():
+        \"\"\"Run the nightly job.\"\"\"
+        click.echo(f"{LABEL}={db.scalar(answer_sql())} in {db.scalar('SELECT DATABASE()')}")
 """
 
 
-def write(folder: Path, name: str, source: str) -> Path:
-    folder.mkdir(exist_ok=True)
-    path = folder / name
-    path.write_text(textwrap.dedent(source))
-    return path
-
-
-@pytest.fixture
-def commands_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "commands"
-    write(folder, "report.py", REPORT)
+def write(folder: Path, files: dict[str, str]) -> Path:
+    for name, source in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
     return folder
 
 
-def test_module_becomes_a_flask_command(make_app: t.Callable[..., Flask],
-                                        commands_dir: Path) -> None:
-    app = make_app(POOLKIT_COMMANDS_DIR=str(commands_dir))
-    assert "report" in app.cli.commands
-    with app.app_context():
-        result = app.test_cli_runner().invoke(args=["report", "--times", "2"])
-    assert result.exit_code == 0, result.output
-    assert result.output == "answer=42\nanswer=42\n"
+def run(cwd: Path, url: str, *args: str, module: bool = False,
+        **env: str) -> subprocess.CompletedProcess[str]:
+    """``flask ARGS`` (or ``python -m flask ARGS``) in *cwd*, as a user types it."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "POOLKIT_"))}
+    environ.update(POOLKIT_DATABASE_URL=url, **env)
+    command = [sys.executable, "-m", "flask"] if module else [FLASK]
+    return subprocess.run([*command, *args], cwd=cwd, env=environ, capture_output=True,
+                          text=True, timeout=120)
 
 
-def test_commands_folder_beside_the_app_is_found(tmp_path: Path, database_url: str) -> None:
-    from poolkit import Poolkit
+def ok(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
-    write(tmp_path / "commands", "report.py", REPORT)
-    app = Flask("discovery_app", root_path=str(tmp_path))
-    app.config["POOLKIT_DATABASE_URL"] = database_url
+
+def project_files() -> dict[str, str]:
+    return {"commands/__init__.py": '"""The project\'s commands."""\n',
+            "commands/_util.py": UTIL, "commands/report.py": REPORT,
+            "commands/nightly_cleanup.py": NIGHTLY}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """``app.py`` and a ``commands/`` package with a helper module, in a fresh folder."""
+    return write(tmp_path / "proj", {"app.py": APP, **project_files()})
+
+
+@pytest.mark.parametrize("module", [False, True], ids=["flask", "python -m flask"])
+def test_commands_of_a_project_import_their_helpers_both_ways(
+        project: Path, database_url: str, module: bool) -> None:
+    database = database_url.rsplit("/", 1)[1]
+    assert ok(run(project, database_url, "report", "--times", "2",
+                  module=module)) == "answer=42\nanswer=42\n"
+    assert ok(run(project, database_url, "nightly-cleanup",
+                  module=module)) == f"answer=42 in {database}\n"
+    listing = ok(run(project, database_url, "--help", module=module))
+    assert "nightly-cleanup  Run the nightly job." in listing
+    assert "report           Print a number the server computed." in listing
+    names = [line.split()[0] for line in listing.split("Commands:")[1].splitlines() if line]
+    assert "report" in names and not [n for n in names if "util" in n]
+    # Flask's own commands still load the app, which imports commands._util itself.
+    assert "report" not in ok(run(project, database_url, "routes", module=module))
+    assert "initdb" in listing and "dbshell" in listing  # the built-ins are still there
+    status = ok(run(project, database_url, "pool-status", "--json", module=module))
+    assert '"max_connections": 10' in status
+
+
+def test_a_plain_folder_works_like_a_package(tmp_path: Path, database_url: str) -> None:
+    files = project_files()
+    del files["commands/__init__.py"]
+    project = write(tmp_path / "plain", {"app.py": APP, **files})
+    assert ok(run(project, database_url, "report")) == "answer=42\n"
+    assert ok(run(project, database_url, "nightly-cleanup")).startswith("answer=42 in ")
+
+
+def test_app_inside_a_package_finds_commands_beside_its_module(
+        tmp_path: Path, database_url: str) -> None:
+    app = APP.replace("from commands._util import LABEL", "LABEL = 'x'")
+    project = write(tmp_path / "proj", {
+        "shop/__init__.py": "", "shop/app.py": app,
+        **{f"shop/{name}": source for name, source in project_files().items()}})
+    assert ok(run(project, database_url, "--app", "shop.app", "report")) == "answer=42\n"
+    assert ok(run(project, database_url, "--app", "shop.app",
+                  "nightly-cleanup", module=True)).startswith("answer=42 in ")
+
+
+def test_app_inside_a_package_falls_back_to_the_project_root(
+        tmp_path: Path, database_url: str) -> None:
+    app = APP.replace("from commands._util import LABEL", "LABEL = 'x'")
+    project = write(tmp_path / "proj", {"shop/__init__.py": "", "shop/app.py": app,
+                                        **project_files()})
+    assert ok(run(project, database_url, "--app", "shop.app", "report")) == "answer=42\n"
+    assert ok(run(project, database_url, "--app", "shop.app",
+                  "nightly-cleanup")).startswith("answer=42 in ")
+
+
+def test_an_app_command_overrides_a_built_in_and_its_help_says_where(
+        project: Path, database_url: str) -> None:
+    write(project, {"commands/initdb.py": """
+        import click
+        from ._util import LABEL
+
+        @click.command()
+        @click.option("--seed", is_flag=True, help="Also load the demo rows.")
+        def initdb(seed):
+            \"\"\"Set up this project's database its own way.\"\"\"
+            click.echo(f"project initdb seed={seed} {LABEL}")
+    """})
+    assert ok(run(project, database_url, "initdb", "--seed")) == "project initdb seed=True answer\n"
+    assert ok(run(project, database_url, "initdb", module=True)) == \
+        "project initdb seed=False answer\n"
+    shown = ok(run(project, database_url, "initdb", "--help"))
+    assert "Set up this project's database its own way." in shown
+    assert "--seed" in shown and "--sql-dir" not in shown
+    assert "Defined in commands/initdb.py (it overrides poolkit's built-in 'flask initdb')." \
+        in " ".join(shown.split())
+    listing = ok(run(project, database_url, "--help"))
+    assert "initdb           Set up this project's database its own way." in listing
+    # Only the overridden one: the other built-ins are poolkit's.
+    assert "--workers" in ok(run(project, database_url, "pool-status", "--help"))
+
+
+def test_every_app_command_names_its_file_in_help(project: Path, database_url: str) -> None:
+    shown = " ".join(ok(run(project, database_url, "report", "--help")).split())
+    assert "Defined in commands/report.py." in shown
+    assert "overrides" not in shown
+
+
+def test_commands_dirs_lists_folders_and_the_first_wins(tmp_path: Path,
+                                                        database_url: str) -> None:
+    app = """
+        from flask import Flask
+        from poolkit import Poolkit
+
+        app = Flask(__name__)
+        app.config["POOLKIT_COMMANDS_DIRS"] = ["ops/tasks", "shared"]
+        Poolkit(app)
+    """
+    hello = """
+        import click
+        from {imp} import WHO
+
+        @click.command()
+        def hello():
+            \"\"\"Greet.\"\"\"
+            click.echo(f"hello from {{WHO}}")
+    """
+    project = write(tmp_path / "proj", {
+        "app.py": app,
+        "ops/tasks/_who.py": "WHO = 'ops'\n",  # a plain folder, imported as package 'tasks'
+        "ops/tasks/hello.py": hello.format(imp="tasks._who"),
+        "ops/tasks/relative.py": hello.format(imp="._who").replace("def hello", "def rel"),
+        "shared/_who.py": "WHO = 'shared'\n",
+        "shared/hello.py": hello.format(imp="._who"),
+        "shared/only_shared.py": hello.format(imp="shared._who"),
+        "commands/report.py": REPORT,  # not listed, so not loaded
+    })
+    assert ok(run(project, database_url, "hello")) == "hello from ops\n"
+    assert ok(run(project, database_url, "relative")) == "hello from ops\n"
+    assert ok(run(project, database_url, "only-shared")) == "hello from shared\n"
+    missing = run(project, database_url, "report")
+    assert missing.returncode == 2 and "No such command 'report'" in missing.stderr
+
+
+def test_empty_commands_dirs_turns_discovery_off(tmp_path: Path) -> None:
+    write(tmp_path / "commands", {"report.py": REPORT})
+    app = Flask("off", root_path=str(tmp_path))
+    app.config.update(POOLKIT_DATABASE_URL="mysql://u@127.0.0.1/x", POOLKIT_COMMANDS_DIRS=[])
     extension = Poolkit(app)
     try:
-        assert "report" in app.cli.commands
-        with app.app_context():
-            result = app.test_cli_runner().invoke(args=["report"])
-        assert result.output == "answer=42\n"
+        assert "report" not in app.cli.commands
     finally:
         extension.close()
 
 
-def test_underscore_names_are_command_names_with_dashes(tmp_path: Path) -> None:
-    write(tmp_path, "nightly_cleanup.py",
-          "import click\n@click.command()\ndef run():\n    click.echo('cleaned')\n")
-    write(tmp_path, "_helpers.py", "raise RuntimeError('private modules are not loaded')\n")
-    found = load_commands(tmp_path)
-    assert list(found) == ["nightly-cleanup"]
+def test_commands_dirs_must_be_a_list_of_folders(make_app: t.Callable[..., Flask]) -> None:
+    from poolkit import ConfigError
+
+    with pytest.raises(ConfigError, match="POOLKIT_COMMANDS_DIRS must be a list of folders"):
+        make_app(POOLKIT_COMMANDS_DIRS=[1, 2])
+    with pytest.raises(ConfigError, match="did you mean POOLKIT_COMMANDS_DIRS"):
+        make_app(POOLKIT_COMMANDS_DIR="commands")
 
 
-def test_imported_commands_are_not_registered_twice(tmp_path: Path) -> None:
-    write(tmp_path, "two.py", """
-        import click
-        from flask.cli import run_command  # imported, not defined here
+def test_a_broken_module_is_reported_by_file_and_the_others_still_work(
+        project: Path, database_url: str) -> None:
+    write(project, {"commands/broken.py": "import click\ndef broken(:\n",
+                    "commands/explodes.py": "from ._util import nothing_here\n",
+                    "commands/empty.py": "X = 1\n"})
+    assert ok(run(project, database_url, "report")) == "answer=42\n"
+    listing = ok(run(project, database_url, "--help"))
+    assert "(broken: SyntaxError in broken.py)" in listing
+    assert "(broken: ImportError in explodes.py)" in listing
+    assert "(broken: no command in empty.py)" in listing
+    broken = run(project, database_url, "broken", "--any", "args")
+    assert broken.returncode == 1
+    assert broken.stderr.splitlines()[-1].startswith(
+        "Error: commands/broken.py: SyntaxError: ")
+    assert 'File "' in broken.stderr and "importlib" not in broken.stderr  # the user's frames
+    explodes = run(project, database_url, "explodes")
+    assert explodes.returncode == 1
+    assert "Error: commands/explodes.py: ImportError: cannot import name 'nothing_here'" \
+        in explodes.stderr
+    empty = run(project, database_url, "empty")
+    assert empty.returncode == 1
+    assert empty.stderr.strip() == ("Error: commands/empty.py: defines no click command "
+                                    "(helper modules start with '_')")
 
-        @click.command("first")
-        def one(): pass
 
-        @click.command("second")
-        def two(): pass
-    """)
-    found = load_commands(tmp_path)
-    assert sorted(found) == ["first", "second"]
-    assert all(isinstance(c, click.Command) for c in found.values())
+def test_several_commands_in_one_file(make_app: t.Callable[..., Flask], tmp_path: Path) -> None:
+    folder = write(tmp_path / "cmds", {
+        "tools.py": """
+            import click
+            from flask.cli import run_command  # imported, not defined here
 
+            @click.group()
+            def tools():
+                \"\"\"Project tools.\"\"\"
 
-def test_missing_folder_gives_no_commands(tmp_path: Path) -> None:
-    assert load_commands(tmp_path / "nope") == {}
+            @tools.command()
+            def one():
+                click.echo("one")
+        """,
+        "pair.py": """
+            import click
 
+            @click.command()
+            def first(): pass
 
-def test_broken_module_is_reported_and_the_others_still_work(
-        make_app: t.Callable[..., Flask], commands_dir: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
-    write(commands_dir, "broken.py", "import click\ndef broken(:\n")
-    write(commands_dir, "explodes.py", "raise RuntimeError('no config for explodes')\n")
-    with caplog.at_level(logging.WARNING, logger="poolkit"):
-        app = make_app(POOLKIT_COMMANDS_DIR=str(commands_dir))
-    logged = caplog.text
-    assert "broken.py" in logged and "SyntaxError" in logged
-    assert "explodes.py" in logged and "no config for explodes" in logged
+            @click.command()
+            def second(): pass
+        """})
+    app = make_app(POOLKIT_COMMANDS_DIRS=[str(folder)])
     runner = app.test_cli_runner()
-    with app.app_context():
-        ok = runner.invoke(args=["report"])
-        broken = runner.invoke(args=["broken"])
-        explodes = runner.invoke(args=["explodes"])
-        listing = runner.invoke(args=["--help"])
-    assert ok.exit_code == 0 and ok.output == "answer=42\n"
-    assert broken.exit_code == 1
-    assert "broken.py" in broken.output and "SyntaxError" in broken.output
-    assert explodes.exit_code == 1
-    assert "explodes.py: RuntimeError: no config for explodes" in explodes.output
-    assert "broken: SyntaxError in broken.py" in listing.output
+    assert runner.invoke(args=["tools", "one"]).output == "one\n"  # a group is one command
+    pair = runner.invoke(args=["pair"])
+    assert pair.exit_code == 1
+    assert "defines several commands (first, second): keep one per file" in pair.output
+
+
+def test_nothing_is_imported_until_a_command_is_used(make_app: t.Callable[..., Flask],
+                                                     tmp_path: Path) -> None:
+    folder = write(tmp_path / "lazy", {"boom.py": "raise RuntimeError('imported too early')\n"})
+    app = make_app(POOLKIT_COMMANDS_DIRS=[str(folder)])  # does not raise, logs nothing
+    command = app.cli.commands["boom"]
+    assert isinstance(command, LazyCommand) and "command" not in vars(command)
+    result = app.test_cli_runner().invoke(args=["boom"])
+    assert result.exit_code == 1 and "RuntimeError: imported too early" in result.output
+
+
+def test_commands_run_in_the_app_context(make_app: t.Callable[..., Flask],
+                                         tmp_path: Path) -> None:
+    report = REPORT.replace("from ._util import answer_sql", "answer_sql = 'SELECT 42'.strip")
+    folder = write(tmp_path / "ctx", {"report.py": report})
+    app = make_app(POOLKIT_COMMANDS_DIRS=[str(folder)])
+    result = app.test_cli_runner().invoke(args=["report"])  # no app context pushed by the test
+    assert result.exit_code == 0, result.output
+    assert result.output == "answer=42\n"
+
+
+def test_an_explicit_app_cli_command_is_kept(tmp_path: Path) -> None:
+    folder = write(tmp_path / "keep", {"report.py": REPORT})
+    app = Flask("keep")
+    app.config.update(POOLKIT_COMMANDS_DIRS=[str(folder)])
+
+    @app.cli.command("report")
+    def mine() -> None:
+        click.echo("mine")
+
+    app.config["POOLKIT_DATABASE_URL"] = "mysql://u@127.0.0.1/x"
+    extension = Poolkit(app)
+    try:
+        assert app.test_cli_runner().invoke(args=["report"]).output == "mine\n"
+    finally:
+        extension.close()
+
+
+def test_poolkits_own_commands_folder_is_never_a_user_folder(tmp_path: Path) -> None:
+    # The repository's tests build apps whose root_path is the checkout: its commands/ are
+    # poolkit's built-ins, not the app's.
+    app = Flask("in_repo", root_path=str(REPO))
+    assert default_folders(app) == []
+    app.config.update(POOLKIT_DATABASE_URL="mysql://u@127.0.0.1/x",
+                      POOLKIT_COMMANDS_DIRS=[str(REPO / "commands")])
+    extension = Poolkit(app)
+    try:
+        assert not {"initdb", "pool-stress", "pool-status", "dbshell"} & set(app.cli.commands)
+    finally:
+        extension.close()
+    # A copy of the checkout beside an installed poolkit is recognised too.
+    copy = tmp_path / "checkout" / "commands"
+    copy.mkdir(parents=True)
+    copy.joinpath("__init__.py").write_bytes((REPO / "commands" / "__init__.py").read_bytes())
+    assert default_folders(Flask("copy", root_path=str(copy.parent))) == []
+
+
+def test_a_command_named_like_flasks_own_is_warned_about(
+        make_app: t.Callable[..., Flask], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    folder = write(tmp_path / "own", {"routes.py": REPORT})
+    with caplog.at_level("WARNING", logger="poolkit"):
+        make_app(POOLKIT_COMMANDS_DIRS=[str(folder)])
+    assert "'flask routes' runs flask's command, not" in caplog.text
+    assert "routes.py (Flask resolves it first): rename the file" in caplog.text
+
+
+def test_a_folder_never_shadows_another_module(make_app: t.Callable[..., Flask], tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    folder = write(tmp_path / "json", {"_h.py": "X = 'helper'\n", "tool.py": """
+        import click
+        from ._h import X
+
+        @click.command()
+        def tool():
+            click.echo(X)
+    """})
+    with caplog.at_level("WARNING", logger="poolkit"):
+        app = make_app(POOLKIT_COMMANDS_DIRS=[str(folder)])
+    assert "the name 'json' is taken by" in caplog.text
+    assert app.test_cli_runner().invoke(args=["tool"]).output == "helper\n"
+    import json
+
+    assert json.dumps([1]) == "[1]" and str(folder) not in str(json.__path__)

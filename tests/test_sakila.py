@@ -18,6 +18,7 @@ from conftest import query_rows
 from flask import Flask
 
 from poolkit import Poolkit
+from poolkit.commands.initdb import initdb_command
 from poolkit.url import DatabaseURL, parse_url
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -51,8 +52,8 @@ def sakila(app_on: t.Callable[[str], Flask], make_database: t.Callable[[], str]
     """sakila loaded through ``flask initdb``; the ``sakila`` schema is dropped afterwards."""
     url = make_database()
     app = app_on(url)
-    result = app.test_cli_runner().invoke(args=[
-        "initdb", str(SAKILA / "sakila-schema.sql"), str(SAKILA / "sakila-data.sql")])
+    result = app.test_cli_runner().invoke(initdb_command, [
+        str(SAKILA / "sakila-schema.sql"), str(SAKILA / "sakila-data.sql")])
     assert result.exit_code == 0, result.output
     assert "2 files applied, 108 statements" in result.output
     server = parse_url(url)
@@ -89,7 +90,7 @@ def test_mariadb_dump_round_trip(sakila: DatabaseURL, app_on: t.Callable[[str], 
     assert re.match(rb"/\*M?!999999\\- enable the sandbox mode \*/", head), head
     target = make_database()
     app = app_on(target)
-    result = app.test_cli_runner().invoke(args=["initdb", str(dump)])
+    result = app.test_cli_runner().invoke(initdb_command, [str(dump)])
     assert result.exit_code == 0, result.output
     copy = parse_url(target)
     tables = [r[0] for r in query_rows(sakila, "SELECT TABLE_NAME FROM information_schema.TABLES "

@@ -15,6 +15,7 @@ from conftest import query_rows
 from flask import Flask
 
 from poolkit import Poolkit
+from poolkit.commands.initdb import initdb_command
 from poolkit.sqlimport.history import lock_name
 from poolkit.testing.plugin import admin_connect
 from poolkit.url import parse_url
@@ -39,7 +40,7 @@ class Env:
         return path
 
     def run(self, *args: str) -> Result:
-        return self.app.test_cli_runner().invoke(args=["initdb", *args])
+        return self.app.test_cli_runner().invoke(initdb_command, list(args))
 
     def rows(self, sql: str) -> list[tuple[t.Any, ...]]:
         return query_rows(self.url, sql)
@@ -302,10 +303,10 @@ def test_database_option_picks_a_named_pool(env: Env, make_database: t.Callable[
     env.write("1.sql", SCHEMA)
     try:
         runner = app.test_cli_runner()
-        unknown = runner.invoke(args=["initdb", "--database", "nope"])
+        unknown = runner.invoke(initdb_command, ["--database", "nope"])
         assert unknown.exit_code == 1
         assert "no pool named 'nope'" in unknown.output
-        result = runner.invoke(args=["initdb", "--database", "reports"])
+        result = runner.invoke(initdb_command, ["--database", "reports"])
         assert result.exit_code == 0, result.output
     finally:
         extension.close()
