@@ -2,11 +2,17 @@
 
     POOLKIT_DATABASE_URL=mysql://root:@127.0.0.1:3306/test python benchmarks/bench_pool.py
     python benchmarks/bench_pool.py --spike      # also: 50 threads on an empty pool, slow connects
+    python benchmarks/bench_pool.py --no-dirty   # skip the dirty-borrow comparison
 
 Every contender runs in this one process, rounds interleaved (the order rotates each round) so
 that machine noise hits them all alike. Shapes: 1 thread / 1 connection and 16 threads /
 8 connections (the dedicated baseline has one raw connection per thread). Reported: median
 ops/s over the rounds, the ratio to the dedicated baseline, p50/p99 latency of all rounds.
+
+Dirty borrows: each borrow runs ``SET @v = %s`` and ``SELECT @v`` (a changed session). poolkit
+resets such a session on return (COM_RESET_CONNECTION, database and session SQL pipelined in
+one round trip); PooledDB rolls back on every return -- the same one round trip, and @v stays
+behind for the next borrower.
 """
 
 from __future__ import annotations
@@ -269,6 +275,92 @@ def bench_shape(url: DatabaseURL, full_url: str, threads: int, conns: int, round
           f"({pk:.2f}×, p99 {pk99:.2f}×)")
 
 
+# -- dirty borrows ------------------------------------------------------------------------------
+def dirty_on(cur: t.Any, nonce: int) -> None:
+    cur.execute("SET @v = %s", (nonce,))
+    cur.execute("SELECT @v")
+    if cur.fetchone()[0] != nonce:
+        raise AssertionError("wrong row")
+
+
+class DedicatedDirty(Dedicated):
+    name = "dedicated raw, dirty"
+
+    def worker(self, index: int) -> Query:
+        con = self.cons[index]
+
+        def run(nonce: int) -> None:
+            cur = con.cursor()
+            dirty_on(cur, nonce)
+            cur.close()
+        return run
+
+
+class DBUtilsDirty(DBUtilsDefaults):
+    name = "PooledDB, dirty (rollback)"
+
+    def worker(self, index: int) -> Query:
+        def run(nonce: int) -> None:
+            con = self.pool.connection()
+            try:
+                cur = con.cursor()
+                dirty_on(cur, nonce)
+                cur.close()
+            finally:
+                con.close()
+        return run
+
+
+class PoolkitDirty(Poolkit):
+    name = "poolkit, dirty (reset)"
+
+    def worker(self, index: int) -> Query:
+        pool = self.pool
+
+        def run(nonce: int) -> None:
+            with pool.connection() as conn:
+                conn.execute("SET @v = %s", (nonce,))
+                if conn.scalar("SELECT @v") != nonce:
+                    raise AssertionError("wrong row")
+        return run
+
+
+def bench_dirty(url: DatabaseURL, full_url: str, threads: int, conns: int, rounds: int,
+                seconds: float) -> None:
+    contenders: list[Contender] = [DedicatedDirty(url, threads, conns),
+                                   DBUtilsDirty(url, threads, conns),
+                                   PoolkitDirty(url, threads, conns, full_url)]
+    ops: dict[str, list[int]] = {c.name: [] for c in contenders}
+    lats: dict[str, list[float]] = {c.name: [] for c in contenders}
+    try:
+        for contender in contenders:
+            run_round(contender, threads, 0.1)
+        for r in range(rounds):
+            shift = r % len(contenders)
+            for contender in contenders[shift:] + contenders[:shift]:
+                done, latencies = run_round(contender, threads, seconds)
+                ops[contender.name].append(done)
+                lats[contender.name].extend(latencies)
+        resets = t.cast(PoolkitDirty, contenders[2]).pool.stats()["resets"]
+    finally:
+        for contender in contenders:
+            contender.close()
+    base = statistics.median(ops[DedicatedDirty.name])
+    print(f"\ndirty borrows (SET @v + SELECT @v), {threads} thread(s) / {conns} connection(s), "
+          f"{rounds} rounds × {seconds:g} s")
+    print(f"  {'contender':28} {'ops/s':>9} {'ratio':>7} {'p50 ms':>8} {'p99 ms':>8}")
+    for contender in contenders:
+        name = contender.name
+        median = statistics.median(ops[name])
+        print(f"  {name:28} {median:>9,.0f} {median / base:>6.2f}× "
+              f"{percentile(lats[name], 0.50) * 1000:>8.3f} "
+              f"{percentile(lats[name], 0.99) * 1000:>8.3f}")
+    pk = statistics.median(ops[PoolkitDirty.name])
+    dbu = statistics.median(ops[DBUtilsDirty.name])
+    print(f"  poolkit's full reset against PooledDB's rollback-on-every-return: {pk / dbu:.2f}× "
+          f"the throughput ({resets:,} resets; PooledDB hands @v on to the next borrower)")
+
+
 # -- spike ------------------------------------------------------------------------------------
 class DelayProxy:
     """A loopback TCP proxy that waits *delay* seconds before connecting each client upstream."""
@@ -391,6 +483,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.4, help="per contender per round")
     parser.add_argument("--spike", action="store_true", help="also run the connect spike")
     parser.add_argument("--spike-only", action="store_true")
+    parser.add_argument("--no-dirty", action="store_true", help="skip the dirty borrows")
     args = parser.parse_args()
     full_url = os.environ.get("POOLKIT_DATABASE_URL", DEFAULT_URL)
     url = parse_url(full_url)
@@ -400,6 +493,9 @@ def main() -> None:
         bench_shape(url, full_url, threads=1, conns=1, rounds=args.rounds, seconds=args.seconds)
         bench_shape(url, full_url, threads=16, conns=8, rounds=args.rounds,
                     seconds=args.seconds)
+        if not args.no_dirty:
+            for threads, conns in ((1, 1), (16, 8)):
+                bench_dirty(url, full_url, threads, conns, args.rounds, args.seconds)
     if args.spike or args.spike_only:
         spike(url)
 

@@ -29,3 +29,7 @@ class PoolClosedError(PoolkitError):
 
 class SqlFileError(PoolkitError):
     """A .sql file could not be read, split or applied; the message names file and line."""
+
+
+class ConnectionReturnedError(PoolkitError):
+    """A connection handle was used after it was returned to its pool."""

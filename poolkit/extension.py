@@ -7,19 +7,25 @@ connection of the default pool, checked out on first use and returned in
 
 from __future__ import annotations
 
+import logging
+import math
 import typing as t
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
 
+import werkzeug.local
 from flask import Flask, current_app, g, has_app_context
+from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.local import LocalProxy
 
 from .config import DEFAULT_BIND, PoolkitConfig, load_config
 from .discovery import register_app_commands
-from .errors import ConfigError
+from .errors import ConfigError, PoolTimeout
 from .pool import Pool
-from .pool.connection import Connection
+from .pool.connection import Connection, skip_frames_of
+
+logger = logging.getLogger("poolkit")
 
 EXTENSION_KEY = "poolkit"
 _G_KEY = "_poolkit_connections"
@@ -67,17 +73,29 @@ def _state_of(app: Flask) -> PoolkitState:
     return t.cast(PoolkitState, state)
 
 
+# A dropped db handle's ResourceWarning names the view's line, not the proxy's or ours.
+skip_frames_of(werkzeug.local.__file__, __file__)
+
+
 def _context_connection(bind: str = DEFAULT_BIND) -> Connection:
+    # Threads sharing this app context (asyncio.to_thread, copied contexts) may get here at
+    # once: setdefault (atomic for a dict) lets exactly one Connection win, and the Connection
+    # checks out once under its own lock.
     if not has_app_context():
         raise RuntimeError(_OUTSIDE_CONTEXT)
     connections: dict[str, Connection] | None = g.get(_G_KEY)
     if connections is None:
-        connections = {}
-        setattr(g, _G_KEY, connections)
+        connections = g.setdefault(_G_KEY, {})
     conn = connections.get(bind)
-    if conn is None:
+    if conn is None or (isinstance(conn, Connection) and conn._returned):
+        # A handle closed early in this context (db.close()) is spent; db names a new one,
+        # returned at teardown like the first. (poolkit.stress puts stand-ins in g.)
         pool = _state_of(current_app).pool(bind)
-        conn = connections[bind] = Connection(pool, binder=_context_connection)
+        fresh = Connection(pool, binder=_context_connection)
+        if conn is None:
+            conn = connections.setdefault(bind, fresh)
+        else:
+            conn = connections[bind] = fresh
     return conn
 
 
@@ -89,8 +107,33 @@ def _close_pools(pools: list[Pool]) -> None:
 def _teardown(exc: BaseException | None) -> None:
     connections: dict[str, Connection] | None = g.pop(_G_KEY, None)
     if connections:
-        for conn in connections.values():
-            conn.close()
+        _close_all(list(connections.values()))
+
+
+def _close_all(connections: list[Connection]) -> None:
+    # Every bind is returned even when returning one raises (a connection_returned receiver
+    # raising a BaseException): the error propagates once the rest are back.
+    try:
+        connections[0].close()
+    finally:
+        if len(connections) > 1:
+            _close_all(connections[1:])
+
+
+def _pool_timeout_response(error: PoolTimeout) -> t.Any:
+    """PoolTimeout in a view: ``503 Service Unavailable`` with ``Retry-After``, not a bare 500.
+
+    Registered unless the app has its own PoolTimeout handler; the 503 passes through
+    ``handle_http_exception``, so the app's handler for 503 (or HTTPException) shapes the page.
+    """
+    logger.warning("poolkit: answered 503: %s", error)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    timeout = _state_of(app).pool().settings.timeout
+    unavailable = ServiceUnavailable(
+        "The database is busy right now. Please try again shortly.",
+        retry_after=max(1, math.ceil(timeout)))
+    unavailable.original_exception = error  # type: ignore[attr-defined]  # as Flask's 500
+    return app.handle_http_exception(unavailable)
 
 
 #: The current app context's connection of the default pool (``db.using(name)`` for others).
@@ -115,6 +158,8 @@ class Poolkit:
         pools = {name: Pool(settings) for name, settings in config.pools.items()}
         app.extensions[EXTENSION_KEY] = PoolkitState(self, config, pools, app.root_path)
         app.teardown_appcontext(_teardown)
+        if PoolTimeout not in app.error_handler_spec[None][None]:
+            app.register_error_handler(PoolTimeout, _pool_timeout_response)
         # An app that is dropped (tests, app factories) must not leave its connections open.
         weakref.finalize(app, _close_pools, list(pools.values()))
         register_app_commands(app, config.commands_dirs)

@@ -7,8 +7,8 @@ import typing as t
 #: Counters since the pool was created. Times are float seconds.
 COUNTER_KEYS = (
     "checkouts", "timeouts", "connections_opened", "connections_closed", "connect_errors",
-    "pings", "ping_failures", "resets", "discarded", "leaks", "wait_time_total", "wait_time_max",
-    "connect_time_total",
+    "pings", "ping_failures", "resets", "discarded", "leaks", "dropped", "wait_time_total",
+    "wait_time_max", "connect_time_total",
 )
 #: Gauges: the pool's state at the moment of the call.
 GAUGE_KEYS = ("size", "idle", "in_use", "waiting", "opening", "max_connections")
@@ -23,6 +23,7 @@ class PoolStats:
         self.checkouts = self.timeouts = 0
         self.connections_opened = self.connections_closed = self.connect_errors = 0
         self.pings = self.ping_failures = self.resets = self.discarded = self.leaks = 0
+        self.dropped = 0
         self.wait_time_total = self.wait_time_max = self.connect_time_total = 0.0
 
     def snapshot(self, gauges: t.Mapping[str, int]) -> dict[str, float]:

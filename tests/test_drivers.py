@@ -174,3 +174,28 @@ def test_retryable_statement_errors_are_not_disconnects(driver: str, code: int) 
 def test_error_code_of_errors_without_one() -> None:
     assert error_code(ValueError("x")) is None
     assert error_code(RuntimeError()) is None
+
+
+# -- the PyMySQL adapter's surface for the rest of poolkit ---------------------------------
+
+def test_adapter_helpers_on_a_real_connection(make_pool: t.Callable[..., t.Any]) -> None:
+    from poolkit.pool import pymysql_compat as compat
+
+    multi = 1 << 16  # CLIENT_MULTI_STATEMENTS, OR-ed with poolkit's session tracking
+    pool = make_pool(POOLKIT_CONNECT_ARGS={"read_timeout": 1, "client_flag": multi},
+                     POOLKIT_MAX_CONNECTIONS=1)
+    with pool.connection() as conn:
+        raw = conn.raw
+        assert compat.is_pymysql(raw) and not compat.is_pymysql(object())
+        cur = raw.cursor()
+        cur.execute("SELECT 1; SELECT 2")  # two result sets
+        assert compat.has_more_results(raw)
+        cur.close()  # reads the rest
+        assert not compat.has_more_results(raw)
+        compat.disable_timeouts(raw)
+        assert conn.scalar("SELECT SLEEP(1.5)") == 0  # read_timeout=1 no longer applies
+        compat.shutdown_socket(raw)
+        with pytest.raises(pool.driver.module.OperationalError):
+            raw.cursor().execute("SELECT 1")
+        assert compat.is_closed(raw)
+    assert pool.stats()["discarded"] == 1

@@ -347,6 +347,30 @@ def test_no_leak_warning_below_the_threshold(make_pool: t.Callable[..., Pool],
     assert pool.stats()["leaks"] == 0
 
 
+def test_every_borrow_held_past_the_threshold_is_reported_once(
+        make_pool: t.Callable[..., Pool], caplog: pytest.LogCaptureFixture) -> None:
+    # Issue 10 item 9: reports were keyed by connection, so a connection borrowed again before
+    # the watch ran was never reported again (2 warnings for these 52 borrows).
+    pool = make_pool(POOLKIT_LEAK_THRESHOLD=0.1, POOLKIT_MAX_CONNECTIONS=4)
+
+    def borrower() -> None:
+        for _ in range(13):
+            with pool.connection() as conn:
+                conn.acquire()
+                time.sleep(0.3)
+
+    with caplog.at_level(logging.WARNING, logger="poolkit"):
+        threads = [threading.Thread(target=borrower) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    reports = [r for r in caplog.records if "held for" in r.getMessage()]
+    assert len(reports) == 52
+    assert pool.stats()["leaks"] == 52
+    assert pool.stats()["checkouts"] == 52
+
+
 # -- fork ------------------------------------------------------------------------------------
 def test_forked_child_gets_its_own_connection(make_pool: t.Callable[..., Pool]) -> None:
     pool = make_pool()

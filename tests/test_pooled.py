@@ -96,3 +96,26 @@ def test_max_cached_closes_the_overflow(make_pool: t.Callable[..., Pool]) -> Non
         conn.close()
     stats = pool.stats()
     assert (stats["idle"], stats["connections_closed"], stats["discarded"]) == (1, 2, 0)
+
+
+def test_steady_connection_surface(make_pool: t.Callable[..., Pool], admin: t.Any) -> None:
+    # poolkit.pool.dbutils_compat: the names the rest of poolkit uses instead of DBUtils'
+    # private members, on a real connection.
+    pool = make_pool(POOLKIT_MAX_CONNECTIONS=1, POOLKIT_MAX_USAGE=5)
+    con = pool._checkout()
+    first = con.raw.thread_id()
+    fresh = con.reconnect()  # a new raw connection in place of the old one, counted
+    assert con.raw is fresh and fresh.thread_id() != first
+    con.count_use()
+    assert con.usage == 1 and not con.in_transaction and not con.closed
+    pool._checkin(con)
+    stats = pool.stats()
+    assert (stats["connections_opened"], stats["connections_closed"], stats["size"]) == (2, 1, 1)
+    con = pool._checkout()
+    kept = con.raw.thread_id()
+    pool._engine._lent.discard(con)  # as a forked child does with an inherited connection
+    con.detach()  # forgets it without a word to the server: the session stays open
+    assert con.closed
+    assert server_count(admin, "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                               "WHERE ID = %s", kept) == 1
+    con.raw.close()

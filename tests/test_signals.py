@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import typing as t
 
 import pytest
 
-from poolkit import Pool, PoolTimeout, signals
+from poolkit import Pool, PoolTimeout, db, signals
 
 
 @pytest.fixture
@@ -80,3 +82,94 @@ def test_leak_signal(make_pool: t.Callable[..., Pool]) -> None:
     assert sender is pool
     assert "test_leak_signal" in extra["stack"]
     assert extra["held_time"] >= 0.05
+
+
+# -- issue 10 item 5: receivers run outside the lock and cannot break the accounting -------
+
+@pytest.fixture
+def connected() -> t.Iterator[t.Callable[[t.Any, t.Callable[..., None]], None]]:
+    made: list[tuple[t.Any, t.Callable[..., None]]] = []
+
+    def connect(signal: t.Any, receiver: t.Callable[..., None]) -> None:
+        signal.connect(receiver)
+        made.append((signal, receiver))
+
+    yield connect
+    for signal, receiver in made:
+        signal.disconnect(receiver)
+
+
+def test_raising_receivers_are_logged_and_change_nothing(
+        make_pool: t.Callable[..., Pool], connected: t.Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    def broken_metrics(sender: t.Any, **extra: t.Any) -> None:
+        raise ValueError("metrics bug")
+
+    for signal in (signals.connection_opened, signals.connection_checked_out,
+                   signals.connection_returned):
+        connected(signal, broken_metrics)
+    later: list[str] = []
+    connected(signals.connection_checked_out, lambda sender, **extra: later.append("ran"))
+    pool = make_pool(POOLKIT_MAX_CONNECTIONS=2, POOLKIT_TIMEOUT=0.5)
+    with caplog.at_level("ERROR", logger="poolkit"):
+        for _ in range(4):  # two of them used to starve a pool of 2
+            with pool.connection() as conn:
+                assert conn.scalar("SELECT 1") == 1
+    stats = pool.stats()
+    assert (stats["in_use"], stats["idle"], stats["checkouts"], stats["timeouts"]) == (0, 1, 4, 0)
+    assert later == ["ran"] * 4  # the other receivers still run
+    errors = [r for r in caplog.records if "metrics bug" in str(r.exc_info and r.exc_info[1])]
+    assert len(errors) == 1 + 4 + 4  # opened once, checked out and returned four times
+    assert "connection-checked-out" in caplog.text
+
+
+def test_slow_receiver_does_not_stall_other_threads(make_pool: t.Callable[..., Pool],
+                                                    connected: t.Any) -> None:
+    slow_thread: list[int] = []
+
+    def slow(sender: t.Any, **extra: t.Any) -> None:
+        if threading.get_ident() in slow_thread:
+            time.sleep(1.0)
+
+    connected(signals.connection_checked_out, slow)
+    pool = make_pool(POOLKIT_MAX_CONNECTIONS=3)
+    with pool.connection() as conn:  # open two connections first
+        with pool.connection() as other:
+            other.scalar("SELECT 1")
+        conn.scalar("SELECT 1")
+    started = threading.Event()
+
+    def slow_borrower() -> None:
+        slow_thread.append(threading.get_ident())
+        started.set()
+        with pool.connection() as conn:
+            conn.acquire()
+
+    thread = threading.Thread(target=slow_borrower)
+    thread.start()
+    started.wait(5)
+    time.sleep(0.1)  # the slow borrower is inside its receiver now
+    begun = time.monotonic()
+    for _ in range(5):
+        with pool.connection() as conn:
+            conn.acquire()
+    took = time.monotonic() - begun
+    thread.join(5)
+    assert took < 0.5, f"5 checkouts took {took:.2f} s behind a 1 s receiver"
+    assert pool.stats()["in_use"] == 0
+
+
+def test_raising_returned_receiver_in_teardown_returns_every_bind(
+        make_app: t.Callable[..., t.Any], make_database: t.Callable[[], str],
+        connected: t.Any) -> None:
+    def broken(sender: t.Any, **extra: t.Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    connected(signals.connection_returned, broken)
+    app = make_app(POOLKIT_BINDS={"other": make_database()})
+    state = app.extensions["poolkit"]
+    with app.app_context():
+        db.scalar("SELECT 1")
+        db.using("other").scalar("SELECT 1")
+    assert state.pool().stats()["in_use"] == 0
+    assert state.pool("other").stats()["in_use"] == 0

@@ -4,6 +4,17 @@ A :class:`Connection` checks out its pooled connection on first use and gives it
 :meth:`close`; the pool rolls it back first if a transaction or read snapshot is still open,
 so nothing is ever committed implicitly.
 
+A handle is good for one borrow. Once returned it refuses further use with
+:class:`~poolkit.errors.ConnectionReturnedError` instead of quietly checking out another
+connection that nobody would return. A handle dropped without :meth:`close` is given back when
+it is garbage collected, with a ``ResourceWarning`` naming the line that checked it out.
+
+Threads may share one handle (``asyncio.to_thread`` inside a view shares the app context and
+so ``db``): its first use checks out exactly once, and each call (``query``, ``execute``,
+``commit``, a ``transaction``'s ``BEGIN``/``COMMIT`` …) runs whole under the handle's lock, so
+the threads take turns on the one connection and its protocol stays intact. DB-API cursors
+and ``raw`` are not guarded: do not share those between threads.
+
 ``cursor()`` hands out DBUtils' failover cursors. The helpers (``query``, ``execute``, …) run
 on the driver's cursor directly, which is several times cheaper, with the same failover rule:
 a statement is re-run on a fresh connection only when the driver marked the failure
@@ -12,14 +23,19 @@ retry-safe (see :func:`poolkit.pool.drivers.is_retry_safe`).
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import itertools
+import os
+import sys
+import threading
+import types
 import typing as t
+import warnings
 from contextlib import contextmanager, suppress
 
-from .drivers import is_retry_safe
-
-if t.TYPE_CHECKING:
-    from .pool import Pool
+from ..errors import ConnectionReturnedError
+from .drivers import Driver, is_retry_safe
 
 Row = dict[str, t.Any]
 Params = t.Sequence[t.Any] | t.Mapping[str, t.Any] | None
@@ -27,27 +43,130 @@ Params = t.Sequence[t.Any] | t.Mapping[str, t.Any] | None
 _savepoints = itertools.count(1)
 
 
+class PoolLike(t.Protocol):
+    """All a :class:`Connection` knows of its pool (:class:`poolkit.pool.Pool` is one)."""
+
+    name: str
+    driver: Driver
+
+    def _checkout(self) -> t.Any:
+        """A steady connection, waiting for one if needed (PoolTimeout).
+
+        The pool must keep a reference to what it lends: a handle that dies in a reference
+        cycle is collected with everything only it references, finalizers included (DBUtils
+        and the socket would close the connection that ``__del__`` is giving back).
+        """
+
+    def _checkin(self, con: t.Any) -> None:
+        """Take back a connection that its borrower returned."""
+
+    def _checkin_dropped(self, con: t.Any) -> None:
+        """Take back a connection whose handle was garbage collected unreturned."""
+
+
+# -- where a borrow began ---------------------------------------------------------------------
+_HERE = os.path.dirname(os.path.abspath(__file__))
+#: Frames of these files are poolkit's, not the borrower's (see :func:`skip_frames_of`).
+_SKIP = {os.path.join(_HERE, name) for name in ("connection.py", "pool.py")}
+_SKIP.add(contextlib.__file__)
+_getframe = sys._getframe
+
+
+def skip_frames_of(*files: str) -> None:
+    """Name modules whose frames stand between a borrower and :class:`Connection`.
+
+    The ResourceWarning for a dropped handle names the first frame outside them.
+    """
+    _SKIP.update(os.path.abspath(f) for f in files)
+
+
+def _borrower() -> tuple[types.CodeType, int] | None:
+    # Code object and instruction offset only (the line number is worked out if ever needed):
+    # this runs on every checkout. Keeping the frame itself would keep its locals alive.
+    try:
+        frame = _getframe(2)
+    except ValueError:  # created straight from C code: no Python caller
+        return None
+    while frame.f_code.co_filename in _SKIP and frame.f_back is not None:
+        frame = frame.f_back
+    return frame.f_code, frame.f_lasti
+
+
+def _describe(where: tuple[types.CodeType, int] | None) -> str:
+    if where is None:
+        return "an unknown place"
+    code, offset = where
+    line = next((number for start, end, number in code.co_lines() if start <= offset < end),
+                code.co_firstlineno)
+    return f"{code.co_filename}:{line} (in {code.co_name})"
+
+
+# -- handles dropped without close() ----------------------------------------------------------
+#: Connections given back by a garbage-collected handle while this thread was inside the pool
+#: (the collector runs at any allocation, also under the pool's lock): handed to the pool at
+#: the next safe moment instead of deadlocking on that lock.
+_deferred: collections.deque[tuple[PoolLike, t.Any]] = collections.deque()
+_THIS = os.path.join(_HERE, "connection.py")
+
+
+def _inside_pool(frame: types.FrameType | None) -> bool:
+    # Any module of poolkit.pool but this one: the engine, Pool, the drivers' connect lock.
+    prefix = _HERE + os.sep
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if filename.startswith(prefix) and filename != _THIS:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _give_back_deferred() -> None:
+    while _deferred:
+        try:
+            pool, con = _deferred.popleft()
+        except IndexError:  # another thread took the last one
+            return
+        pool._checkin_dropped(con)
+
+
 class Connection:
     """A pooled connection, checked out lazily and returned by :meth:`close`."""
 
-    __slots__ = ("_binder", "_con", "_depth", "_pool")
+    __slots__ = ("_binder", "_con", "_depth", "_lock", "_pool", "_returned", "_where")
 
-    def __init__(self, pool: Pool, binder: t.Callable[[str], Connection] | None = None) -> None:
+    def __init__(self, pool: PoolLike,
+                 binder: t.Callable[[str], Connection] | None = None) -> None:
         self._pool = pool
         self._con: t.Any = None  # DBUtils' SteadyDBConnection while checked out
         self._binder = binder
         self._depth = 0
+        self._returned = False
+        self._lock = threading.Lock()
+        self._where: tuple[types.CodeType, int] | None = _borrower()
 
     # -- life cycle -----------------------------------------------------------------------
     def _acquire(self) -> t.Any:
+        # Callers hold self._lock: threads sharing this handle check out once.
         con = self._con
         if con is None:
+            if self._returned:
+                raise ConnectionReturnedError(self._returned_message())
             con = self._con = self._pool._checkout()
+            if _deferred:
+                _give_back_deferred()
         return con
+
+    def _returned_message(self) -> str:
+        return (f"this connection of pool {self._pool.name!r} was already returned to the pool "
+                "(its 'with' block or app context ended): check out a new one with "
+                "pool.connection(), or in a streaming response use db inside a generator "
+                "wrapped in flask.stream_with_context() instead of a connection kept from the "
+                "view")
 
     def acquire(self) -> Connection:
         """Check out now rather than on first use (surfaces PoolTimeout early)."""
-        self._acquire()
+        with self._lock:
+            self._acquire()
         return self
 
     @property
@@ -55,13 +174,26 @@ class Connection:
         """True while this object holds a pooled connection."""
         return self._con is not None
 
+    @property
+    def returned(self) -> bool:
+        """True once :meth:`close` gave the connection back: the handle is then spent."""
+        return self._returned
+
     def close(self) -> None:
-        """Give the connection back to the pool (rolled back there if still dirty)."""
-        con = self._con
-        if con is not None:
+        """Give the connection back to the pool (rolled back there if still dirty).
+
+        The handle is spent afterwards; closing again does nothing.
+        """
+        with self._lock:
+            self._returned = True
+            con = self._con
+            if con is None:
+                return
             self._con = None
             self._depth = 0
-            self._pool._checkin(con)
+        self._pool._checkin(con)
+        if _deferred:
+            _give_back_deferred()
 
     def __enter__(self) -> Connection:
         return self
@@ -69,30 +201,57 @@ class Connection:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __del__(self) -> None:
+        con = self._con
+        if con is None or sys.is_finalizing():
+            return
+        self._con = None
+        pool = self._pool
+        try:
+            if _inside_pool(_getframe(1)):
+                _deferred.append((pool, con))
+            else:
+                pool._checkin_dropped(con)
+        finally:
+            warnings.warn(
+                f"a connection of pool {pool.name!r} checked out at {_describe(self._where)} "
+                "was never returned: poolkit returned it when its handle was garbage "
+                "collected. Use 'with pool.connection() as conn:' or call conn.close().",
+                ResourceWarning, stacklevel=2)
+
     # -- DB-API ---------------------------------------------------------------------------
     def cursor(self, dict: bool = False) -> t.Any:
         """A DB-API cursor (DBUtils failover cursor); ``dict=True`` gives rows as dicts."""
-        con = self._acquire()
+        with self._lock:
+            con = self._acquire()
         if dict:
             return con.cursor(self._pool.driver.dict_cursor)
         return con.cursor()
 
     def commit(self) -> None:
         """Commit the current transaction."""
-        self._acquire().commit()
+        with self._lock:
+            self._acquire().commit()
 
     def rollback(self) -> None:
         """Roll back the current transaction."""
-        self._acquire().rollback()
+        with self._lock:
+            self._acquire().rollback()
 
     @property
     def raw(self) -> t.Any:
         """The driver's own connection (no failover, no bookkeeping): use with care."""
-        return self._acquire()._con
+        with self._lock:
+            return self._acquire()._con
 
     def __getattr__(self, name: str) -> t.Any:
         # Anything else DBUtils or the driver offers (begin, ping, insert_id, escape, …).
-        con = self._acquire()
+        # Never private or special names: copy/pickle probes (__deepcopy__ …) must not check
+        # out, and an unset slot must not recurse.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        with self._lock:
+            con = self._acquire()
         try:
             return getattr(con, name)
         except AttributeError:
@@ -100,6 +259,7 @@ class Connection:
 
     # -- conveniences ---------------------------------------------------------------------
     def _execute(self, sql: str, args: Params, cursor_class: t.Any = None) -> t.Any:
+        # Callers hold self._lock until they are done with the cursor.
         con = self._con or self._acquire()
         cursor = con._con.cursor(cursor_class)
         try:
@@ -127,39 +287,45 @@ class Connection:
 
     def query(self, sql: str, args: Params = None) -> list[Row]:
         """Run a SELECT and return every row as a dict."""
-        cursor = self._execute(sql, args, self._pool.driver.dict_cursor)
-        rows = cursor.fetchall()
-        cursor.close()
+        with self._lock:
+            cursor = self._execute(sql, args, self._pool.driver.dict_cursor)
+            rows = cursor.fetchall()
+            cursor.close()
         return rows if isinstance(rows, list) else list(rows)
 
     def query_one(self, sql: str, args: Params = None) -> Row | None:
         """Run a SELECT and return its first row as a dict, or None."""
-        cursor = self._execute(sql, args, self._pool.driver.dict_cursor)
-        row = cursor.fetchone()
-        cursor.close()
+        with self._lock:
+            cursor = self._execute(sql, args, self._pool.driver.dict_cursor)
+            row = cursor.fetchone()
+            cursor.close()
         return t.cast(Row | None, row)
 
     def scalar(self, sql: str, args: Params = None) -> t.Any:
         """Run a SELECT and return the first column of its first row, or None."""
-        cursor = self._execute(sql, args)
-        row = cursor.fetchone()
-        cursor.close()
+        with self._lock:
+            cursor = self._execute(sql, args)
+            row = cursor.fetchone()
+            cursor.close()
         return row[0] if row else None
 
     def execute(self, sql: str, args: Params = None) -> int:
         """Run one statement and return the number of affected rows."""
-        cursor = self._execute(sql, args)
-        count = cursor.rowcount
-        cursor.close()
+        with self._lock:
+            cursor = self._execute(sql, args)
+            count = cursor.rowcount
+            cursor.close()
         return int(count)
 
     def executemany(self, sql: str, seq: t.Iterable[Params]) -> int:
         """Run one statement for each parameter set; returns the affected rows."""
-        cursor = self._acquire().cursor()
-        try:
-            return int(cursor.executemany(sql, list(seq)) or 0)
-        finally:
-            cursor.close()
+        params = list(seq)
+        with self._lock:
+            cursor = self._acquire().cursor()
+            try:
+                return int(cursor.executemany(sql, params) or 0)
+            finally:
+                cursor.close()
 
     @property
     def in_transaction(self) -> bool:
@@ -169,11 +335,17 @@ class Connection:
     @contextmanager
     def transaction(self) -> t.Iterator[Connection]:
         """``BEGIN`` … ``COMMIT`` (``ROLLBACK`` if the block raises); nesting uses savepoints."""
-        con = self._acquire()
-        if self._depth:
-            name = f"poolkit_sp_{next(_savepoints)}"
-            self.execute(f"SAVEPOINT {name}")
+        with self._lock:
+            con = self._acquire()
+            depth = self._depth
             self._depth += 1
+        if depth:
+            name = f"poolkit_sp_{next(_savepoints)}"
+            try:
+                self.execute(f"SAVEPOINT {name}")
+            except BaseException:
+                self._depth -= 1
+                raise
             try:
                 yield self
             except BaseException:
@@ -186,20 +358,24 @@ class Connection:
             return
         # BEGIN as a statement, not the driver's begin(): on a connection that died while idle
         # it is then re-run on a fresh one when the driver marks that retry-safe.
-        self.execute("BEGIN")
+        try:
+            self.execute("BEGIN")
+        except BaseException:
+            self._depth = 0
+            raise
         con._transaction = True  # what DBUtils' begin() marks: no transparent failover inside
-        self._depth = 1
         try:
             yield self
         except BaseException:
             self._depth = 0
             # A dead connection cannot roll back (the server already did); keep the caller's
             # error, not the rollback's InterfaceError. The pool discards it on return.
-            with suppress(Exception):
+            with self._lock, suppress(Exception):
                 con.rollback()
             raise
         self._depth = 0
-        con.commit()
+        with self._lock:
+            con.commit()
 
     def using(self, bind: str) -> Connection:
         """The connection of the named pool (POOLKIT_BINDS) in the same app context."""
@@ -208,5 +384,6 @@ class Connection:
         return self._binder(bind)
 
     def __repr__(self) -> str:
-        state = "checked out" if self._con is not None else "idle"
+        state = ("checked out" if self._con is not None
+                 else "returned" if self._returned else "idle")
         return f"<poolkit.Connection pool={self._pool.name!r} {state}>"

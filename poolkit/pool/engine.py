@@ -2,43 +2,54 @@
 
 ``PooledDB`` opens, pings and rolls back connections while it holds the pool's lock, waits
 for a free connection forever, hands out the oldest idle connection first and rolls back on
-every return. This subclass keeps its connection classes (``SteadyDBConnection`` failover,
-``PooledDedicatedDBConnection``) and its idle cache, and changes four decisions:
+every return. This subclass keeps its connection class (``SteadyDBConnection`` failover,
+through :mod:`poolkit.pool.dbutils_compat`) and changes these decisions:
 
-* connects, pings and rollbacks happen outside the lock, so a burst of new connections
-  opens in parallel instead of one after another;
+* connects, pings, resets and signals happen outside the lock, so a burst of new
+  connections opens in parallel and a slow signal receiver stalls only its own thread;
 * waiters are served first come, first served (a returned connection is handed straight to
   the longest waiter) and give up after ``timeout`` seconds with
-  :class:`~poolkit.errors.PoolTimeout`;
+  :class:`~poolkit.errors.PoolTimeout`; a waiter interrupted by any exception leaves the
+  line, and what was handed to it goes to the next waiter or the idle list;
 * the idle cache is LIFO: the most recently used connection is the warmest and the one
   whose ping can be skipped (used less than ``ping_interval`` seconds ago);
-* a connection is rolled back on return only when the driver says a transaction or a read
-  snapshot may be open, and it is retired at checkout when it is broken, past its
-  lifetime or idle longer than ``idle_timeout`` or the server's ``wait_timeout``.
+* a returned connection gets exactly what it needs (see docs/pool.md): nothing when clean,
+  a rollback for an open transaction or snapshot, a full session reset when the session
+  changed, closing when it is broken or holds an unread result; it is retired at checkout
+  when broken, past its lifetime or idle longer than ``idle_timeout`` or ``wait_timeout``;
+* every connection knows the engine that issued it: after ``fork()`` the child's pool has a
+  new engine, and a connection inherited from the parent is detached, never rolled back,
+  reset or closed on the parent's socket.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import random
+import os
 import threading
 import time
 import typing as t
 
-from dbutils.pooled_db import PooledDB, PooledDedicatedDBConnection
+from dbutils.pooled_db import PooledDB
 
 from .. import signals
 from ..config import PoolSettings
 from ..errors import PoolClosedError, PoolTimeout
 from ..stats import PoolStats
-from .drivers import Driver, is_retry_safe
+from .creator import Creator
+from .dbutils_compat import SteadyConnection
+from .drivers import DISCARD, KEEP, REOPEN, RESET, ROLLBACK, UNREAD, Driver, is_retry_safe
 
+# Connections inherited across fork() whose driver cannot close them silently: closing
+# would send COM_QUIT on the parent's session, so the child keeps them referenced forever.
 _ABANDONED: list[t.Any] = []
 
 _NOTHING = object()  # a waiter not served yet
 _SLOT = object()  # a waiter may open a new connection
 _CLOSED = object()  # the pool closed while waiting
+
+_DISCARD_REASONS = {DISCARD: "broken", UNREAD: "unread", REOPEN: "reset"}
 
 
 class _Waiter:
@@ -49,39 +60,7 @@ class _Waiter:
     def __init__(self) -> None:
         self.con: t.Any = _NOTHING
         self.ready = threading.Lock()
-        self.ready.acquire()  # connections inherited across fork() that must never be closed
-
-
-class _Creator:
-    """The ``creator`` DBUtils calls for every new connection (also on failover)."""
-
-    def __init__(self, engine: PooledEngine) -> None:
-        self._engine = engine
-        self.dbapi = engine.driver.module
-        self.threadsafety = 1
-
-    def __call__(self) -> t.Any:
-        engine = self._engine
-        started = time.monotonic()
-        try:
-            raw = engine.driver.connect(engine.driver_kwargs, engine.settings.session)
-        except Exception:
-            engine.stats.connect_errors += 1
-            raise
-        now = time.monotonic()
-        # No ping for a connection used moments ago -- but never past the server's wait_timeout.
-        wait_timeout = raw.poolkit_wait_timeout
-        raw.poolkit_bypass = min(engine.settings.ping_interval,
-                                 wait_timeout - 1 if wait_timeout else float("inf"))
-        lifetime = engine.settings.max_lifetime
-        # Jitter spreads retirements so that connections opened together do not expire together.
-        raw.poolkit_expires = (now + lifetime * (0.9 + 0.1 * random.random()) if lifetime
-                               else float("inf"))
-        engine.stats.connections_opened += 1
-        engine.stats.connect_time_total += now - started
-        if signals.connection_opened.receivers:
-            signals.connection_opened.send(engine.owner, connect_time=now - started)
-        return raw
+        self.ready.acquire()  # released by the hand-off
 
 
 class PooledEngine(PooledDB):  # type: ignore[misc]
@@ -93,24 +72,48 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         self.owner = owner
         self.driver_kwargs = settings.driver_kwargs()
         self.stats = PoolStats()
+        self._pid = os.getpid()
+        # A plain lock (C-level enter/exit) on the hot path; each waiter sleeps on its own lock.
+        self._mutex = threading.Lock()
         self._waiters: collections.deque[_Waiter] = collections.deque()
+        self._idle: list[SteadyConnection] = []
+        self._lent: set[SteadyConnection] = set()  # checked out: len() is in_use
+        # Returned by a garbage-collected handle; drained outside the lock (see checkin_dropped).
+        self._dropped: collections.deque[SteadyConnection] = collections.deque()
         self._opening = 0
         self._pool_closed = False
         self._abandoned = False
         self._always_reset = settings.reset == "always"
-        self._idle_cache: list[t.Any] = []
-        self._maxusage = settings.max_usage
-        self._pymysql = driver.name == "pymysql"
+        self._max = settings.max_connections
+        self._max_idle = settings.max_cached
+        self._max_usage = settings.max_usage
+        self._creator_fn = Creator(self)
         super().__init__(
-            _Creator(self), mincached=0, maxcached=settings.max_cached, maxshared=0,
+            self._creator_fn, mincached=0, maxcached=settings.max_cached, maxshared=0,
             maxconnections=settings.max_connections, blocking=settings.blocking,
             maxusage=settings.max_usage or None, setsession=None,  # run by _Creator
             reset=False, failures=driver.failures, ping=(1, self._is_alive),
             isfatal=is_retry_safe,
         )
-        # A plain lock (C-level enter/exit) on the hot path; each waiter sleeps on its own lock.
-        self._mutex = threading.Lock()
-        self._lock = threading.Condition(self._mutex)  # PooledDB's attribute, for its methods
+
+    def steady_connection(self) -> SteadyConnection:
+        """A new steady connection (DBUtils failover) that reports to this engine."""
+        return SteadyConnection(self, self._creator_fn, maxusage=self._max_usage,
+                                failures=self.driver.failures, ping=(1, self._is_alive),
+                                isfatal=is_retry_safe)
+
+    # -- raw connection accounting (called by SteadyConnection, never under the lock) ------
+    def _raw_stored(self, con: SteadyConnection, replaced: bool) -> None:
+        with self._mutex:
+            self.stats.connections_opened += 1
+            if replaced:  # DBUtils' failover closed a broken connection and opened another
+                self.stats.discarded += 1
+        if replaced and signals.connection_discarded.receivers:
+            signals.send(signals.connection_discarded, self.owner, reason="broken")
+
+    def _raw_closed(self, con: SteadyConnection) -> None:
+        with self._mutex:
+            self.stats.connections_closed += 1
 
     # -- health -------------------------------------------------------------------------
     def _is_alive(self, raw: t.Any) -> bool:
@@ -126,13 +129,13 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         raw.poolkit_last_used = time.monotonic()
         return True
 
-    def _retire_reason(self, con: t.Any, now: float) -> str | None:
-        raw = con._con
-        if con._closed or self.driver.is_broken(raw):
+    def _retire_reason(self, con: SteadyConnection, now: float) -> str | None:
+        raw = con.raw
+        if con.closed or self.driver.is_broken(raw):
             return "broken"
         if now > raw.poolkit_expires:
             return "lifetime"
-        if self._maxusage and con._usage >= self._maxusage:
+        if self._max_usage and con.usage >= self._max_usage:
             return "usage"
         idle = now - raw.poolkit_last_used
         wait_timeout = getattr(raw, "poolkit_wait_timeout", 0.0)
@@ -141,39 +144,49 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         return None
 
     # -- checkout -----------------------------------------------------------------------
-    def checkout(self) -> t.Any:
+    def checkout(self) -> SteadyConnection:
         """Check out a steady connection, waiting at most ``settings.timeout`` seconds."""
+        if self._dropped:
+            self._drain_dropped()
+        con = None
         with self._mutex:
-            idle = self._idle_cache
+            idle = self._idle
             if idle and not self._waiters and not self._pool_closed:
                 # Fast path: the warmest idle connection, used moments ago, needs no check.
-                con = idle[-1]
-                raw = con._con
+                candidate = idle[-1]
+                raw = candidate.raw
                 now = time.monotonic()
                 if (now - raw.poolkit_last_used < raw.poolkit_bypass
                         and now < raw.poolkit_expires
-                        and not (self._maxusage and con._usage >= self._maxusage)):
-                    idle.pop()
-                    con.poolkit_since = now
-                    con.poolkit_raw = raw
-                    self._connections += 1
+                        and not (self._max_usage and candidate.usage >= self._max_usage)):
+                    con = idle.pop()
+                    self._lent.add(con)
                     self.stats.checkouts += 1
-                    if signals.connection_checked_out.receivers:
-                        signals.connection_checked_out.send(self.owner, wait_time=0.0)
-                    return con
-        return self._checkout_slow()
+        if con is None:
+            return self._checkout_slow()
+        con.poolkit_since = now
+        if signals.connection_checked_out.receivers:
+            self._send_checked_out(con, 0.0)
+        return con
 
-    def _checkout_slow(self) -> t.Any:
+    def _send_checked_out(self, con: SteadyConnection, waited: float) -> None:
+        try:
+            signals.send(signals.connection_checked_out, self.owner, wait_time=waited)
+        except BaseException:  # KeyboardInterrupt in a receiver: the caller never gets con
+            self.checkin(con)
+            raise
+
+    def _checkout_slow(self) -> SteadyConnection:
         start = time.monotonic()
-        deadline = start + (self.settings.timeout if self._blocking else 0.0)
-        retired: list[tuple[t.Any, str]] = []
-        con: t.Any = None
+        deadline = start + (self.settings.timeout if self.settings.blocking else 0.0)
+        retired: list[tuple[SteadyConnection, str]] = []
+        con: SteadyConnection | None = None
         waiter: _Waiter | None = None
         must_open = False
         with self._mutex:
             if self._pool_closed:
                 raise PoolClosedError(f"pool {self.settings.name!r} is closed")
-            idle = self._idle_cache
+            idle = self._idle
             while idle and not self._waiters:
                 candidate = idle.pop()
                 reason = self._retire_reason(candidate, start)
@@ -182,51 +195,84 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
                     break
                 retired.append((candidate, reason))
             if con is not None:
-                self._connections += 1
-            elif not self._waiters and (
-                    self._connections + self._opening < self._maxconnections):
+                self._lent.add(con)
+            elif not self._waiters and len(self._lent) + self._opening < self._max:
                 self._opening += 1  # reserve a slot; the connect happens outside the lock
                 must_open = True
             elif deadline > start:
                 waiter = _Waiter()  # wait in line: first come, first served
                 self._waiters.append(waiter)
-        for old, reason in retired:
-            self._discard(old, reason)
-        if waiter is not None:
-            con = self._wait(waiter, deadline)
-            if con is _SLOT:
-                con, must_open = None, True
-        elif con is None and not must_open:
-            self._time_out(start)
-        waited = time.monotonic() - start
-        with self._mutex:
-            stats = self.stats
-            stats.wait_time_total += waited
-            if waited > stats.wait_time_max:
-                stats.wait_time_max = waited
-        if must_open:
-            con = self._open()
-        else:
-            raw = con._con
-            if con._ping_check() is False:  # dead, and DBUtils could not reopen it
-                self._discard(con, "broken")
+        # From here on an exception (a signal handler's included) must give back what this
+        # borrower holds: the connection, the reserved slot, or its place in line.
+        try:
+            for old, reason in retired:
+                self._close_con(old, reason)
+            if waiter is not None:
+                got = self._wait(waiter, deadline)
+                if got is _SLOT:
+                    must_open = True
+                else:
+                    con = got
+            elif con is None and not must_open:
+                self._time_out(start)
+            waited = time.monotonic() - start
+            with self._mutex:
+                stats = self.stats
+                stats.wait_time_total += waited
+                if waited > stats.wait_time_max:
+                    stats.wait_time_max = waited
+            if con is not None and con.ping_check() is False:
+                # Dead, and DBUtils could not reopen it: close it and open one in its slot.
                 with self._mutex:
-                    self._connections -= 1
+                    self._lent.discard(con)
                     self._opening += 1
-                con = self._open()
-            elif con._con is not raw:  # the ping failed and DBUtils reopened it
-                self._count_replaced()
+                    must_open = True
+                dead, con = con, None
+                self._close_con(dead, "broken")
+            if must_open:
+                fresh = self.steady_connection()
+                with self._mutex:
+                    self._opening -= 1
+                    must_open = False
+                    self._lent.add(fresh)
+                con = fresh
+        except BaseException:
+            self._give_up(con, must_open)
+            raise
+        assert con is not None
         con.poolkit_since = time.monotonic()
-        con.poolkit_raw = con._con
         with self._mutex:
             self.stats.checkouts += 1
         if signals.connection_checked_out.receivers:
-            signals.connection_checked_out.send(self.owner, wait_time=waited)
+            self._send_checked_out(con, waited)
         return con
+
+    def _give_up(self, con: SteadyConnection | None, must_open: bool) -> None:
+        """A checkout failed or was interrupted: release its slot or connection."""
+        with self._mutex:
+            if must_open:
+                self._opening -= 1
+                self._pass_slot()
+            if con is not None:  # interrupted mid-ping: the protocol state is unknown
+                self._lent.discard(con)
+                self._pass_slot()
+        if con is not None:
+            self._close_con(con, "broken")
+
+    def _pass_slot(self) -> None:
+        # A free slot goes to the longest waiter, who opens a connection in it (mutex held);
+        # during an outage each waiter then fails fast with the connect error.
+        if self._waiters and not self._pool_closed:
+            self._opening += 1
+            self._hand_off(_SLOT)
 
     def _wait(self, waiter: _Waiter, deadline: float) -> t.Any:
         """Sleep until a returning borrower hands us its connection, or time out."""
-        handed = waiter.ready.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        try:
+            handed = waiter.ready.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        except BaseException:
+            self._leave(waiter)
+            raise
         with self._mutex:
             if not handed and waiter.con is _NOTHING:
                 self._waiters.remove(waiter)
@@ -237,13 +283,36 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
             raise PoolClosedError(f"pool {self.settings.name!r} is closed")
         return waiter.con
 
+    def _leave(self, waiter: _Waiter) -> None:
+        """An interrupted waiter leaves the line; what it was handed goes to the next one."""
+        close = None
+        with self._mutex:
+            got, waiter.con = waiter.con, None
+            if got is _NOTHING:
+                self._waiters.remove(waiter)
+            elif got is _SLOT:
+                self._opening -= 1
+                self._pass_slot()
+            elif got is not _CLOSED and got is not None:
+                # A clean connection (reset by its returner): next waiter, else idle.
+                self._lent.discard(got)
+                if self._waiters:
+                    self._lent.add(got)
+                    self._hand_off(got)
+                elif len(self._idle) < self._max_idle and not self._pool_closed:
+                    self._idle.append(got)
+                else:
+                    close = got
+        if close is not None:
+            self._close_con(close, "overflow")
+
     def _time_out(self, start: float) -> t.NoReturn:
         waited = time.monotonic() - start
         with self._mutex:
             self.stats.timeouts += 1
-            error = PoolTimeout(self._timeout_message(waited))
+        error = PoolTimeout(self._timeout_message(waited))
         if signals.pool_timeout.receivers:
-            signals.pool_timeout.send(self.owner, wait_time=waited)
+            signals.send(signals.pool_timeout, self.owner, wait_time=waited)
         raise error
 
     def _hand_off(self, con: t.Any) -> bool:
@@ -255,26 +324,6 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         waiter.ready.release()
         return True
 
-    def connection(self, shareable: bool = False) -> PooledDedicatedDBConnection:
-        """``PooledDB``'s API: a wrapper that returns the connection on ``close()``."""
-        return PooledDedicatedDBConnection(self, self.checkout())
-
-    def _open(self) -> t.Any:
-        """Open a new steady connection outside the lock (the caller reserved a slot)."""
-        try:
-            con = self.steady_connection()
-        except BaseException:
-            with self._mutex:
-                self._opening -= 1
-                if self._waiters:  # let the next waiter try (and fail fast) instead of sleeping
-                    self._opening += 1
-                    self._hand_off(_SLOT)
-            raise
-        with self._mutex:
-            self._opening -= 1
-            self._connections += 1
-        return con
-
     def _timeout_message(self, waited: float) -> str:
         g = self.gauges()
         return (f"pool {self.settings.name!r} ({self.settings.url.masked()}): no connection "
@@ -284,123 +333,145 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
                 "POOLKIT_LEAK_THRESHOLD")
 
     # -- return -------------------------------------------------------------------------
-    def checkin(self, con: t.Any) -> None:
-        """Take a connection back: roll back only if needed, then keep it or close it."""
-        raw = con._con
+    def checkin(self, con: SteadyConnection) -> None:
+        """Take a connection back: reset only what the borrower left behind, then keep it."""
+        if con.poolkit_owner is not self or self._abandoned:
+            detach(con, self.driver)  # another process's connection (fork): never touch it
+            return
+        raw = con.raw
+        action = self.driver.return_action(raw)
+        if action == KEEP and con.in_transaction:  # DBUtils' begin() without commit
+            action = ROLLBACK
+        if self._always_reset and action < RESET:
+            action = RESET
         reason: str | None = None
-        reset = False
-        if raw is not con.poolkit_raw:  # replaced by a failover while checked out
-            self._count_replaced()
-        if self._pymysql:  # inlined Driver.is_broken / needs_reset: this runs on every return
-            broken = raw.poolkit_broken or raw._sock is None
-            dirty = raw.server_status & 1  # SERVER_STATUS_IN_TRANS, read snapshots included
-        else:
-            broken = self.driver.is_broken(raw)
-            dirty = self.driver.needs_reset(raw)
-        if self._abandoned:
-            reason = "fork"
-        elif broken or con._closed:
+        if con.closed:
             reason = "broken"
-        elif dirty or self._always_reset or con._transaction:
-            try:
-                raw.rollback()
-                reset = True
-            except Exception:
-                reason = "broken"
-            con._transaction = False
+        elif action:
+            reason = self._clean(con, raw, action)
         now = raw.poolkit_last_used = time.monotonic()  # the alive-bypass window starts here
         with self._mutex:
-            self._connections -= 1
-            if reset:
+            self._lent.discard(con)
+            if reason is None and action:
                 self.stats.resets += 1
             if reason is None and self._pool_closed:
                 reason = "close"
             if reason is None and self._waiters:
                 # Straight to the longest waiter (as HikariCP and psycopg_pool do): letting the
                 # returning thread take it back again starves waiters into PoolTimeout.
-                self._connections += 1
+                self._lent.add(con)
                 self._hand_off(con)
-            elif reason is None and len(self._idle_cache) < self._maxcached:
-                self._idle_cache.append(con)
+            elif reason is None and len(self._idle) < self._max_idle:
+                self._idle.append(con)
             else:
                 reason = reason or "overflow"
-                if self._waiters and not self._pool_closed:
-                    self._opening += 1  # the closed connection's slot goes to a waiter
-                    self._hand_off(_SLOT)
+                self._pass_slot()  # the closed connection's slot goes to a waiter
         if reason is not None:
-            self._discard(con, reason)
+            self._close_con(con, reason)
         if signals.connection_returned.receivers:
-            signals.connection_returned.send(self.owner, held_time=now - con.poolkit_since)
+            signals.send(signals.connection_returned, self.owner,
+                         held_time=now - con.poolkit_since)
+        if self._dropped:
+            self._drain_dropped()
 
-    cache = checkin  # what PooledDedicatedDBConnection.close() calls
+    def checkin_dropped(self, con: SteadyConnection) -> None:
+        """Take back the connection of a handle garbage-collected without ``close()``.
 
-    def _count_replaced(self) -> None:
-        # DBUtils' failover closed a broken connection and opened another in its place.
-        with self._mutex:
-            self.stats.connections_closed += 1
-            self.stats.discarded += 1
-        if signals.connection_discarded.receivers:
-            signals.connection_discarded.send(self.owner, reason="broken")
+        A finalizer runs wherever the garbage collector happens to run -- possibly in this
+        very thread while it holds the pool's lock (which is not reentrant). So the connection
+        is queued, and returned now only when the lock is free (then no critical section of
+        this thread was interrupted); else by the next checkout or return.
+        """
+        self._dropped.append(con)
+        if self._mutex.acquire(blocking=False):
+            self._mutex.release()
+            self._drain_dropped()
 
-    def _discard(self, con: t.Any, reason: str) -> None:
-        if reason == "fork":
-            _forget(con)
-        else:
-            con._close()
-        with self._mutex:
-            self.stats.connections_closed += 1
-            if reason not in ("close", "overflow"):
+    def _drain_dropped(self) -> None:
+        while True:
+            try:
+                con = self._dropped.popleft()
+            except IndexError:
+                return
+            with self._mutex:
+                self.stats.dropped += 1
+            self.checkin(con)
+
+    def _clean(self, con: SteadyConnection, raw: t.Any, action: int) -> str | None:
+        """Roll back or reset *raw*; the reason to discard it instead, if any."""
+        if action > RESET:
+            return _DISCARD_REASONS[action]
+        try:
+            if action == ROLLBACK:
+                raw.rollback()
+            else:
+                self.driver.reset(raw)
+        except Exception:
+            return "broken"
+        except BaseException:  # interrupted mid-protocol: the connection cannot be reused
+            with self._mutex:
+                self._lent.discard(con)
+                self._pass_slot()
+            self._close_con(con, "broken")
+            raise
+        finally:
+            con.in_transaction = False
+        return None
+
+    def _close_con(self, con: SteadyConnection, reason: str) -> None:
+        """Close a connection the pool no longer counts (the socket count follows, via
+        :meth:`_raw_closed`)."""
+        con.close_raw()
+        if reason not in ("close", "overflow"):
+            with self._mutex:
                 self.stats.discarded += 1
         if signals.connection_discarded.receivers:
-            signals.connection_discarded.send(self.owner, reason=reason)
+            signals.send(signals.connection_discarded, self.owner, reason=reason)
 
     # -- state --------------------------------------------------------------------------
     def gauges(self) -> dict[str, int]:
         """The pool's state now (call without holding the lock)."""
-        idle = len(self._idle_cache)
-        in_use: int = self._connections
+        idle = len(self._idle)
+        in_use = len(self._lent)
         return {"size": idle + in_use + self._opening, "idle": idle, "in_use": in_use,
                 "waiting": len(self._waiters), "opening": self._opening,
-                "max_connections": self._maxconnections}
+                "max_connections": self._max}
 
     def close(self) -> None:
         """Close idle connections now; connections in use are closed when returned."""
         with self._mutex:
             self._pool_closed = True
-            idle: list[t.Any] = self._idle_cache
-            self._idle_cache = []
+            idle = self._idle
+            self._idle = []
             while self._hand_off(_CLOSED):
                 pass
         for con in idle:
-            self._discard(con, "close")
+            self._close_con(con, "close")
 
     def abandon(self) -> None:
-        """After fork(): drop every inherited connection without touching the parent's sockets.
-
-        Runs in the (single-threaded) child, where a lock held by a parent thread at fork time
-        would never be released: the locks are replaced, not taken.
-        """
+        """After fork(): detach every inherited connection without touching the parent's
+        sockets. Runs in the (single-threaded) child, where a lock held by a parent thread
+        at fork time would never be released: the lock is replaced, not taken."""
         self._mutex = threading.Lock()
-        self._lock = threading.Condition(self._mutex)
         self._abandoned = self._pool_closed = True
-        idle: list[t.Any] = self._idle_cache
-        self._idle_cache = []
-        for con in idle:
-            _forget(con)
+        inherited = [*self._idle, *self._lent]
+        self._idle = []
+        self._lent = set()
+        self._waiters.clear()
+        for con in inherited:
+            detach(con, self.driver)
 
     def __del__(self) -> None:
-        if not getattr(self, "_abandoned", True):
+        if not getattr(self, "_abandoned", True) and getattr(self, "_pid", 0) == os.getpid():
             with contextlib.suppress(Exception):  # interpreter shutdown
                 self.close()
 
 
-def _forget(con: t.Any) -> None:
-    # Close our file descriptor without sending COM_QUIT (which would end the parent's
-    # session); drivers without a silent close are kept referenced forever instead.
-    raw = con._con
-    con._closed = True
-    force_close = getattr(raw, "_force_close", None)
-    if force_close is not None:
-        force_close()
-    else:
+def detach(con: SteadyConnection, driver: Driver) -> None:
+    """Drop *con* without a word to the server: its session belongs to another process."""
+    if con.closed:
+        return
+    raw = con.raw
+    con.detach()
+    if not driver.detach(raw):
         _ABANDONED.append(raw)

@@ -6,6 +6,7 @@ replaces it in a forked child, watches for leaked connections and reports stats.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -37,6 +38,17 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+class _Borrow:
+    """One checkout, as the leak watch sees it."""
+
+    __slots__ = ("reported", "since", "stack")
+
+    def __init__(self, since: float, stack: list[traceback.FrameSummary]) -> None:
+        self.since = since
+        self.stack = stack
+        self.reported = False
+
+
 class Pool:
     """A pool of MySQL/MariaDB connections built from :class:`~poolkit.config.PoolSettings`."""
 
@@ -46,7 +58,10 @@ class Pool:
         self.driver: Driver = get_driver(settings.url.driver)
         self._pid = os.getpid()
         self._engine = PooledEngine(settings, self.driver, self)
-        self._borrowed: dict[int, tuple[float, list[traceback.FrameSummary]]] = {}
+        # Leak watch: one entry per borrow (not per connection, which is re-borrowed).
+        self._borrowed: dict[int, _Borrow] = {}
+        self._borrows = itertools.count()
+        self._leak_lock = threading.Lock()
         self._leak_watch: threading.Thread | None = None
         self._stop = threading.Event()
         self._checkout: t.Callable[[], t.Any]
@@ -76,12 +91,27 @@ class Pool:
         con = self._engine.checkout()
         # The borrower's frames only: how many poolkit frames sit above varies by entry point.
         stack = [f for f in traceback.extract_stack() if not f.filename.startswith(_HERE)]
-        self._borrowed[id(con)] = (time.monotonic(), stack)
+        key = con.poolkit_borrow = next(self._borrows)
+        self._borrowed[key] = _Borrow(time.monotonic(), stack)
         return con
 
     def _checkin_watched(self, con: t.Any) -> None:
-        self._borrowed.pop(id(con), None)
+        borrow = self._borrowed.pop(getattr(con, "poolkit_borrow", -1), None)
+        threshold = self.settings.leak_threshold
+        if borrow is not None and threshold is not None:
+            held = time.monotonic() - borrow.since
+            if held >= threshold:  # held too long, and returned before the watch saw it
+                self._report_leak(borrow, held, threshold)
         self._engine.checkin(con)
+
+    def _checkin_dropped(self, con: t.Any) -> None:
+        """Take back a connection whose handle was garbage-collected without ``close()``.
+
+        The same reset and fork safety as :meth:`_checkin`, counted in ``stats()["dropped"]``;
+        safe to call from a finalizer (see :meth:`PooledEngine.checkin_dropped`).
+        """
+        self._borrowed.pop(getattr(con, "poolkit_borrow", -1), None)
+        self._engine.checkin_dropped(con)
 
     def connection(self) -> Connection:
         """``with pool.connection() as conn:`` — returned to the pool whatever happens.
@@ -107,15 +137,18 @@ class Pool:
 
     def _after_fork(self) -> None:
         # gunicorn --preload / uWSGI without lazy-apps: the child inherited the parent's
-        # sockets. Forget them (never send COM_QUIT on them) and start an empty engine.
+        # sockets. Detach them (never send COM_QUIT on them) and start an empty engine. The
+        # child runs this single-threaded: locks and events a parent thread may have held at
+        # fork time are replaced, never taken.
         old = self._engine
         self._pid = os.getpid()
         self._engine = PooledEngine(self.settings, self.driver, self)
         self._bind_engine()
         self._borrowed.clear()
+        self._leak_lock = threading.Lock()  # a parent thread may have held it at fork time
+        self._stop = threading.Event()
         old.abandon()
         if self.settings.leak_threshold is not None:
-            self._stop = threading.Event()
             self._start_leak_watch(self.settings.leak_threshold)
 
     # -- leaks ----------------------------------------------------------------------------
@@ -127,22 +160,27 @@ class Pool:
         thread.start()
 
     def _watch_leaks(self, threshold: float, interval: float) -> None:
-        reported: set[int] = set()
         while not self._stop.wait(interval):
             now = time.monotonic()
-            borrowed = dict(self._borrowed)
-            reported &= set(borrowed)
-            for key, (since, stack) in borrowed.items():
-                held = now - since
-                if held >= threshold and key not in reported:
-                    reported.add(key)
-                    self._engine.stats.leaks += 1
-                    text = "".join(traceback.format_list(stack))
-                    logger.warning("poolkit: connection of pool %r held for %.1f s (more than "
-                                   "POOLKIT_LEAK_THRESHOLD=%g); borrowed at:\n%s",
-                                   self.name, held, threshold, text)
-                    if signals.connection_leaked.receivers:
-                        signals.connection_leaked.send(self, held_time=held, stack=text)
+            for borrow in list(self._borrowed.values()):
+                held = now - borrow.since
+                if held >= threshold and not borrow.reported:
+                    self._report_leak(borrow, held, threshold)
+
+    def _report_leak(self, borrow: _Borrow, held: float, threshold: float) -> None:
+        # The watch thread and the returning borrower may both see it: report once.
+        with self._leak_lock:
+            if borrow.reported:
+                return
+            borrow.reported = True
+            with self._engine._mutex:
+                self._engine.stats.leaks += 1
+        text = "".join(traceback.format_list(borrow.stack))
+        logger.warning("poolkit: connection of pool %r held for %.1f s (more than "
+                       "POOLKIT_LEAK_THRESHOLD=%g); borrowed at:\n%s",
+                       self.name, held, threshold, text)
+        if signals.connection_leaked.receivers:
+            signals.send(signals.connection_leaked, self, held_time=held, stack=text)
 
     def __repr__(self) -> str:
         return f"<poolkit.Pool {self.name!r} {self.settings.url.masked()}>"

@@ -7,17 +7,24 @@ child exited (assertion: yes, with the same ids).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
 import signal
+import socket
+import ssl
+import threading
 import time
 import typing as t
+import warnings
 
 import pytest
+from conftest import scratch_table, server_count
 from flask import Flask
 
-from poolkit import db
+from poolkit import Pool, db
+from poolkit.pool import pymysql_compat
 
 pytestmark = pytest.mark.faults
 
@@ -28,7 +35,9 @@ def run_in_child(work: t.Callable[[], dict[str, t.Any]]) -> dict[str, t.Any]:
     """Fork; the child runs *work* and sends its JSON result through a pipe, then always
     ``os._exit()``s. The parent reads and reaps it within CHILD_TIMEOUT seconds."""
     read_end, write_end = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads (3.12+)
+        pid = os.fork()
     if pid == 0:  # the child: never return into pytest
         code = 1
         try:
@@ -102,3 +111,81 @@ def test_fork_child_gets_its_own_connections(fault_app: t.Callable[..., Flask]) 
     assert held_after == held_id
     assert after_ids == {idle_id, held_id}, "the parent lost a connection to the fork"
     assert pool.stats()["in_use"] == 0
+
+
+def test_child_return_does_not_touch_the_parents_transaction(
+        make_pool: t.Callable[..., Pool], admin: t.Any) -> None:
+    # Issue 10 item 3: the child's return used to roll back on the parent's socket (and put
+    # it into the child's pool): the parent's later COMMIT succeeded but its row was gone.
+    table = scratch_table(admin, "fork_item", "id INT PRIMARY KEY")
+    pool = make_pool(POOLKIT_MAX_CONNECTIONS=2)
+    held = pool.checkout()
+    held_id = held.scalar("SELECT CONNECTION_ID()")
+    held.execute("BEGIN")
+    held.execute(f"INSERT INTO {table} VALUES (1)")
+
+    def child() -> dict[str, t.Any]:
+        with pool.connection() as conn:  # the child's own connection works
+            own = conn.scalar("SELECT CONNECTION_ID()")
+        held.close()  # the parent's connection, returned in the child
+        stats = pool.stats()
+        return {"own": own, "in_use": stats["in_use"], "idle": stats["idle"]}
+
+    result = run_in_child(child)
+    assert "error" not in result, result["error"]
+    assert result["own"] != held_id
+    assert (result["in_use"], result["idle"]) == (0, 1)  # the parent's was not pooled there
+    # The parent's session is untouched: still in its transaction, and the COMMIT keeps it.
+    assert held.scalar("SELECT @@in_transaction") == 1
+    held.commit()
+    held.close()
+    assert server_count(admin, f"SELECT COUNT(*) FROM {table}") == 1
+    assert pool.stats()["in_use"] == 0
+
+
+def test_child_can_connect_when_a_parent_thread_held_the_locks(
+        make_pool: t.Callable[..., Pool]) -> None:
+    # A fork while another thread is inside a connect (the TLS-context lock held) or inside
+    # the pool's lock used to hang every connect in the child.
+    pool = make_pool(POOLKIT_MAX_CONNECTIONS=2)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections (the backlog) but never greets
+    port = silent.getsockname()[1]
+    stuck = make_pool(POOLKIT_DATABASE_URL=f"mysql://root:@127.0.0.1:{port}/x",
+                      POOLKIT_CONNECT_ARGS={"connect_timeout": 3})
+    connecting = threading.Thread(target=lambda: _ignore_errors(stuck.checkout), daemon=True)
+    release = threading.Event()
+    locked = threading.Barrier(2)
+
+    def hold_locks() -> None:
+        with pymysql_compat._ssl_lock, pool._engine._mutex:
+            locked.wait()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_locks, daemon=True)
+    connecting.start()
+    holder.start()
+    locked.wait()
+    try:
+        def child() -> dict[str, t.Any]:
+            context = pymysql_compat.shared_ssl_context(ssl.create_default_context)
+            with pool.connection() as conn:
+                answer = conn.scalar("SELECT 6 * 7")
+            return {"answer": answer, "tls": isinstance(context, ssl.SSLContext)}
+
+        started = time.monotonic()
+        result = run_in_child(child)
+        took = time.monotonic() - started
+    finally:
+        release.set()
+        holder.join(5)
+        connecting.join(10)
+        silent.close()
+    assert result == {"answer": 42, "tls": True}
+    assert took < CHILD_TIMEOUT
+
+
+def _ignore_errors(call: t.Callable[[], t.Any]) -> None:
+    with contextlib.suppress(Exception):
+        call()
