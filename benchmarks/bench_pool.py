@@ -178,6 +178,21 @@ class Poolkit(Contender):
         self.pool.close()
 
 
+class PoolkitPrometheus(Poolkit):
+    """poolkit with POOLKIT_METRICS = "prometheus": one histogram observation per checkout and
+    per return (through the signals). Once its receivers are connected, every pool of the
+    process sends the signals, so the plain "poolkit" row pays the dispatch (not the
+    observation) too; benchmarks/bench_metrics.py measures the parts on their own."""
+
+    name = "poolkit + prometheus metrics"
+
+    def __init__(self, url: DatabaseURL, threads: int, conns: int, full_url: str = "") -> None:
+        super().__init__(url, threads, conns, full_url)
+        from poolkit.metrics import prometheus
+
+        prometheus.instrument([self.pool])
+
+
 def run_round(contender: Contender, threads: int, seconds: float) -> tuple[int, list[float]]:
     """Every thread loops for *seconds*; returns the operations done and their latencies."""
     barrier = threading.Barrier(threads + 1)
@@ -223,9 +238,9 @@ def percentile(values: list[float], q: float) -> float:
 def bench_shape(url: DatabaseURL, full_url: str, threads: int, conns: int, rounds: int,
                 seconds: float) -> None:
     kinds: list[type[Contender]] = [Dedicated, BareLifo, DBUtilsDefaults, SQLAlchemyQueuePool,
-                                    Poolkit]
-    contenders = [k(url, threads, conns, full_url) if k is Poolkit else k(url, threads, conns)
-                  for k in kinds]
+                                    Poolkit, PoolkitPrometheus]
+    contenders = [k(url, threads, conns, full_url) if issubclass(k, Poolkit)
+                  else k(url, threads, conns) for k in kinds]
     ops: dict[str, list[int]] = {c.name: [] for c in contenders}
     lats: dict[str, list[float]] = {c.name: [] for c in contenders}
     try:

@@ -6,6 +6,7 @@ Every key, its default and its meaning is listed in ``KEYS`` and in docs/config.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import typing as t
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ KEYS: dict[str, t.Any] = {
     "BINDS": {},
     "SQL_DIR": None,
     "COMMANDS_DIRS": None,
+    "METRICS": None,
     # Scale-out (issue 14): multi-host URLs, replicas, failover; see docs/scale.md.
     "MAX_REPLICA_LAG": None,
     "FAILOVER_TIMEOUT": 5.0,
@@ -46,7 +48,15 @@ KEYS: dict[str, t.Any] = {
 }
 
 #: Keys that may be set per bind in POOLKIT_BINDS (the rest are app-wide).
-POOL_KEYS = frozenset(KEYS) - {"BINDS", "SQL_DIR", "COMMANDS_DIRS", "READ_YOUR_WRITES"}
+POOL_KEYS = frozenset(KEYS) - {"BINDS", "SQL_DIR", "COMMANDS_DIRS", "METRICS",
+                                   "READ_YOUR_WRITES"}
+
+#: The values of POOLKIT_METRICS besides None (off), with the module each needs and how to
+#: install it (see poolkit.metrics).
+METRICS_BACKENDS = {
+    "prometheus": ("prometheus_client", "pip install 'poolkit[metrics]'"),
+    "opentelemetry": ("opentelemetry.metrics", "pip install opentelemetry-api opentelemetry-sdk"),
+}
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,7 @@ class PoolkitConfig:
     sql_dir: str | None = None
     #: None: the default folder (see poolkit.discovery.default_folders); () disables discovery.
     commands_dirs: tuple[str, ...] | None = None
+    metrics: str | None = None
     read_your_writes: bool = True
 
 
@@ -182,6 +193,20 @@ def _pool_settings(name: str, values: dict[str, t.Any], where: str) -> PoolSetti
     )
 
 
+def _check_metrics(backend: t.Any) -> None:
+    if backend not in METRICS_BACKENDS:
+        raise ConfigError(f"POOLKIT_METRICS must be one of {', '.join(map(repr, METRICS_BACKENDS))}"
+                          f" or None (off), not {backend!r}")
+    module, how = METRICS_BACKENDS[backend]
+    try:
+        found = importlib.util.find_spec(module) is not None  # finds, does not import
+    except ModuleNotFoundError:  # its parent package is missing
+        found = False
+    if not found:
+        raise ConfigError(f"POOLKIT_METRICS={backend!r} needs the {module.split('.')[0]} "
+                          f"package: {how}")
+
+
 def _folders(key: str, value: t.Any) -> tuple[str, ...] | None:
     """A list of folders (one string is a list of one); None stays None (the default)."""
     if value is None:
@@ -244,6 +269,10 @@ def load_config(config: t.Mapping[str, t.Any],
     if not isinstance(values["READ_YOUR_WRITES"], bool):
         raise ConfigError("POOLKIT_READ_YOUR_WRITES must be True or False, not "
                           f"{values['READ_YOUR_WRITES']!r}")
+    metrics = values["METRICS"] or None
+    if metrics is not None:
+        _check_metrics(metrics)
     return PoolkitConfig(pools=pools, sql_dir=values["SQL_DIR"],
                          commands_dirs=_folders("POOLKIT_COMMANDS_DIRS", values["COMMANDS_DIRS"]),
+                         metrics=metrics,
                          read_your_writes=values["READ_YOUR_WRITES"])

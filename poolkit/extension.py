@@ -187,6 +187,12 @@ class Poolkit:
         register_app_commands(app, config.commands_dirs)
         for pool in pools.values():
             pool.prefill()
+        if config.metrics:
+            # Imported only when asked for; after prefill, so that a gunicorn --preload master
+            # that never serves a request never writes multiprocess gauges.
+            from .metrics import install
+
+            install(config.metrics, pools.values())
         self._apps.add(app)
 
     def _state(self) -> PoolkitState:

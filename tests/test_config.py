@@ -60,6 +60,7 @@ def test_the_keys_table_lists_exactly_these_keys() -> None:
         "DATABASE_URL", "MAX_CONNECTIONS", "MIN_CACHED", "MAX_CACHED", "MAX_USAGE", "SESSION",
         "CONNECT_ARGS", "BLOCKING", "TIMEOUT", "MAX_LIFETIME", "IDLE_TIMEOUT",
         "PING_INTERVAL", "RESET", "LEAK_THRESHOLD", "BINDS", "SQL_DIR", "COMMANDS_DIRS",
+        "METRICS",
         # scale-out (issue 14)
         "MAX_REPLICA_LAG", "FAILOVER_TIMEOUT", "READ_YOUR_WRITES"}
 

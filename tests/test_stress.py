@@ -61,7 +61,8 @@ def _result(name: str, requests: int, *, errors: int = 0, wrong: int = 0, opened
             server: int = 0, pool_size: int | None = None) -> StrategyResult:
     load = Load(requests=requests, wrong_rows=wrong, errors=Counter({"E: x": errors}),
                 elapsed=2.0, connections_opened=opened, connect_time_total=opened * 0.04)
-    load.latencies.extend([0.001] * requests)
+    load.latencies.extend([0.001] * (requests - errors - wrong))
+    load.failed_latencies.extend([0.0002] * (errors + wrong))
     return StrategyResult(name, load, ServerFigures(server, 9, 1), pool_size)
 
 
@@ -80,15 +81,20 @@ def test_json_has_stable_keys() -> None:
                                       "warmup", "pool_size"]
     assert list(data["strategies"]) == ["global", "per-view", "pooled"]
     assert list(data["strategies"]["pooled"]) == [
-        "requests", "seconds", "req_per_s", "latency_ms", "ok", "errors", "wrong_rows",
-        "lost_rows", "server_connections", "peak_threads_connected", "threads_connected_before",
-        "connections_opened", "connect_time_mean_ms", "connect_cpu_mean_ms", "pool_size",
+        "requests", "seconds", "req_per_s", "ok_per_s", "latency_ms", "failed_latency_ms", "ok",
+        "errors", "wrong_rows", "lost_rows", "server_connections", "peak_threads_connected",
+        "threads_connected_before", "connections_opened", "connect_time_mean_ms",
+        "connect_cpu_mean_ms", "pool_size", "checkouts", "wait_mean_ms", "timeouts",
         "hung_threads", "error_groups"]
+    assert data["schema"] == 2
     glob = data["strategies"]["global"]
     assert (glob["errors"], glob["wrong_rows"], glob["ok"]) == (30, 5, 65)
     assert glob["error_groups"] == [{"error": "E: x", "count": 30}]
     assert data["strategies"]["per-view"]["connect_time_mean_ms"] == pytest.approx(40.0)
     assert data["strategies"]["pooled"]["req_per_s"] == 4000.0
+    assert glob["ok_per_s"] == 32.5
+    assert glob["latency_ms"]["p50"] == 1.0  # successful requests only
+    assert glob["failed_latency_ms"]["p50"] == 0.2
 
 
 def test_verdicts_are_backed_by_numbers() -> None:
@@ -263,3 +269,26 @@ def test_unknown_endpoint_is_a_clear_error(app: Flask) -> None:
 def test_requests_budget_stops_the_run(app: Flask) -> None:
     figures = _run(app, strategies=("pooled",), requests=50, seconds=None)
     assert figures["strategies"]["pooled"]["requests"] == 50
+
+
+@pytest.mark.stress
+def test_latency_counts_successful_requests_only(app: Flask) -> None:
+    calls = iter(range(10_000))
+
+    @app.get("/flaky")
+    def flaky() -> tuple[str, int]:
+        # Every other request fails at once; the others hold a connection for a moment.
+        if next(calls) % 2:
+            return "no", 500
+        db.scalar("SELECT SLEEP(0.002)")
+        return "ok", 200
+
+    report = run_stress(app, StressOptions(strategies=("pooled",), endpoint="/flaky",
+                                           requests=40, threads=1))
+    result = report.results[0]
+    figures = result.to_dict()
+    assert (figures["requests"], figures["ok"], figures["errors"]) == (40, 20, 20)
+    assert len(result.load.latencies) == len(result.load.failed_latencies) == 20
+    assert figures["latency_ms"]["p50"] >= 2.0 > figures["failed_latency_ms"]["p50"]
+    assert figures["checkouts"] == 20 and figures["timeouts"] == 0
+    assert figures["wait_mean_ms"] is not None

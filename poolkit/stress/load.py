@@ -31,6 +31,9 @@ class Session(t.Protocol):
     def connect_figures(self) -> tuple[int, float, float | None]:
         """Connections opened, seconds spent connecting and CPU seconds of it (if known)."""
 
+    def pool_figures(self) -> tuple[int, float, int] | None:
+        """The pool's checkouts, seconds waited for a connection and timeouts (None: no pool)."""
+
     def abort(self) -> None:
         """Unblock threads stuck on a socket (the run is over)."""
 
@@ -40,7 +43,7 @@ class Session(t.Protocol):
 
 @dataclass
 class Tick:
-    """What happened since the previous poll."""
+    """What happened since the previous poll (latencies of successful requests)."""
 
     requests: int = 0
     errors: int = 0
@@ -48,10 +51,11 @@ class Tick:
 
 
 class _ThreadLoad:
-    __slots__ = ("errors", "latencies", "lost", "wrong")
+    __slots__ = ("errors", "failed", "latencies", "lost", "wrong")
 
     def __init__(self) -> None:
-        self.latencies: list[float] = []
+        self.latencies: list[float] = []  # successful requests
+        self.failed: list[float] = []  # errors, wrong and lost rows
         self.errors: dict[str, int] = {}
         self.wrong = self.lost = 0
 
@@ -72,6 +76,7 @@ class LoadGenerator:
                                           name=f"poolkit-stress-{i}")
                          for i, load in enumerate(self._loads)]
         self._seen = [0] * threads
+        self._failed_seen = [0] * threads
         self._errors_seen = 0
         self._started = self._deadline = 0.0
         self._finished_at: list[float] = []
@@ -95,13 +100,16 @@ class LoadGenerator:
         """Requests, errors and latencies since the previous poll (safe while running)."""
         tick = Tick(latencies=[])
         assert tick.latencies is not None
-        errors = 0
+        errors = failed = 0
         for i, load in enumerate(self._loads):
             seen, now = self._seen[i], len(load.latencies)
             tick.latencies.extend(load.latencies[seen:now])
             self._seen[i] = now
+            done = len(load.failed)
+            failed += done - self._failed_seen[i]
+            self._failed_seen[i] = done
             errors += sum(list(load.errors.values())) + load.wrong + load.lost
-        tick.requests = len(tick.latencies)
+        tick.requests = len(tick.latencies) + failed
         tick.errors, self._errors_seen = errors - self._errors_seen, errors
         return tick
 
@@ -123,10 +131,11 @@ class LoadGenerator:
         load = Load(hung_threads=hung)
         for part in self._loads:
             load.latencies.extend(part.latencies)
+            load.failed_latencies.extend(part.failed)
             load.errors.update(part.errors)
             load.wrong_rows += part.wrong
             load.lost_rows += part.lost
-        load.requests = len(load.latencies)
+        load.requests = len(load.latencies) + len(load.failed_latencies)
         ended = max(self._finished_at, default=time.perf_counter())
         load.elapsed = max(0.0, ended - self._started)
         return load
@@ -145,6 +154,7 @@ class LoadGenerator:
         deadline = self._deadline
         prefix = f"{self._tag}-{index}-"
         latencies = load.latencies
+        failed = load.failed
         errors = load.errors
         for n in itertools.count():
             if stop.is_set() or (budget is not None and next(issued) >= budget):
@@ -159,10 +169,13 @@ class LoadGenerator:
                     load.lost += 1
                 else:
                     load.wrong += 1
+                failed.append(perf() - started)
             except Exception as error:
                 key = error_key(error)
                 errors[key] = errors.get(key, 0) + 1
-            latencies.append(perf() - started)
+                failed.append(perf() - started)
+            else:
+                latencies.append(perf() - started)
         self._finished_at.append(perf())
 
 
@@ -176,13 +189,25 @@ class Plan:
     warmup: float
 
 
-def _with_connects(load: Load, session: Session,
-                   before: tuple[int, float, float | None]) -> Load:
+_Before = tuple[tuple[int, float, float | None], tuple[int, float, int] | None]
+
+
+def _figures(session: Session) -> _Before:
+    return session.connect_figures(), session.pool_figures()
+
+
+def _with_connects(load: Load, session: Session, before: _Before) -> Load:
     opened, spent, cpu = session.connect_figures()
-    load.connections_opened = opened - before[0]
-    load.connect_time_total = spent - before[1]
-    if cpu is not None and before[2] is not None:
-        load.connect_cpu_total = cpu - before[2]
+    connects, pool_before = before
+    load.connections_opened = opened - connects[0]
+    load.connect_time_total = spent - connects[1]
+    if cpu is not None and connects[2] is not None:
+        load.connect_cpu_total = cpu - connects[2]
+    pool_now = session.pool_figures()
+    if pool_now is not None and pool_before is not None:
+        load.checkouts = pool_now[0] - pool_before[0]
+        load.wait_time_total = pool_now[1] - pool_before[1]
+        load.timeouts = pool_now[2] - pool_before[2]
     return load
 
 
@@ -194,7 +219,7 @@ class LocalLoad:
         self._plan = plan
         self._session: Session | None = None
         self._generator: LoadGenerator | None = None
-        self._before: tuple[int, float, float | None] = (0, 0.0, None)
+        self._before: _Before = ((0, 0.0, None), None)
 
     def prepare(self) -> None:
         """Set the strategy up and run the warm-up (not measured)."""
@@ -205,7 +230,7 @@ class LocalLoad:
     def start(self) -> None:
         """Start the measured load."""
         assert self._session is not None
-        self._before = self._session.connect_figures()
+        self._before = _figures(self._session)
         plan = self._plan
         self._generator = LoadGenerator(self._session, plan.threads, plan.seconds, plan.requests)
         self._generator.start()
@@ -248,7 +273,7 @@ def _child(factory: t.Callable[[], Session], plan: Plan, budget: int | None, ind
         out.put(("ready", index, None))
         if not go.wait(60.0):
             return
-        before = session.connect_figures()
+        before = _figures(session)
         generator = LoadGenerator(session, plan.threads, plan.seconds, budget)
         generator.start()
         while generator.running():

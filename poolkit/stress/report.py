@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 #: Version of the JSON layout; bumped when a key changes meaning or disappears.
-SCHEMA = 1
+SCHEMA = 2  # 2: latency_ms counts successful requests only; failed_latency_ms, wait
 
 #: Strategies in the order they are run and reported.
 STRATEGIES = ("global", "per-view", "pooled")
@@ -83,12 +83,16 @@ class Load:
     wrong_rows: int = 0
     lost_rows: int = 0
     errors: Counter[str] = field(default_factory=Counter)
-    latencies: array[float] = field(default_factory=lambda: array("d"))
+    latencies: array[float] = field(default_factory=lambda: array("d"))  # successful requests
+    failed_latencies: array[float] = field(default_factory=lambda: array("d"))
     elapsed: float = 0.0
     connections_opened: int = 0
     connect_time_total: float = 0.0
     connect_cpu_total: float | None = None  # CPU seconds in connect, when measured
     hung_threads: int = 0
+    checkouts: int | None = None  # the pool's figures (pooled only)
+    wait_time_total: float = 0.0
+    timeouts: int = 0
 
     @property
     def error_count(self) -> int:
@@ -102,6 +106,11 @@ class Load:
         self.lost_rows += other.lost_rows
         self.errors.update(other.errors)
         self.latencies.extend(other.latencies)
+        self.failed_latencies.extend(other.failed_latencies)
+        if other.checkouts is not None:
+            self.checkouts = (self.checkouts or 0) + other.checkouts
+            self.wait_time_total += other.wait_time_total
+            self.timeouts += other.timeouts
         self.elapsed = max(self.elapsed, other.elapsed)
         self.connections_opened += other.connections_opened
         self.connect_time_total += other.connect_time_total
@@ -134,6 +143,25 @@ class StrategyResult:
         return self.load.requests / self.load.elapsed if self.load.elapsed > 0 else 0.0
 
     @property
+    def ok(self) -> int:
+        """Requests that succeeded (no error, no wrong or lost row)."""
+        load = self.load
+        return load.requests - load.error_count - load.wrong_rows - load.lost_rows
+
+    @property
+    def ok_per_s(self) -> float:
+        """Successful requests per second."""
+        return self.ok / self.load.elapsed if self.load.elapsed > 0 else 0.0
+
+    @property
+    def wait_mean_ms(self) -> float | None:
+        """Mean wait for a pooled connection, in ms (None when no pool was used)."""
+        load = self.load
+        if not load.checkouts:
+            return None
+        return load.wait_time_total / load.checkouts * 1000
+
+    @property
     def connect_time_mean_ms(self) -> float | None:
         """Mean time of one connect, in ms (None when the run opened none)."""
         load = self.load
@@ -160,13 +188,15 @@ class StrategyResult:
     def to_dict(self) -> dict[str, t.Any]:
         """The stable-key JSON object of this strategy."""
         load = self.load
-        mean, cpu = self.connect_time_mean_ms, self.connect_cpu_mean_ms
+        mean, cpu, wait = self.connect_time_mean_ms, self.connect_cpu_mean_ms, self.wait_mean_ms
         return {
             "requests": load.requests,
             "seconds": round(load.elapsed, 3),
             "req_per_s": round(self.req_per_s, 1),
+            "ok_per_s": round(self.ok_per_s, 1),
             "latency_ms": latency_ms(load.latencies),
-            "ok": load.requests - load.error_count - load.wrong_rows - load.lost_rows,
+            "failed_latency_ms": latency_ms(load.failed_latencies),
+            "ok": self.ok,
             "errors": load.error_count,
             "wrong_rows": load.wrong_rows,
             "lost_rows": load.lost_rows,
@@ -177,6 +207,9 @@ class StrategyResult:
             "connect_time_mean_ms": None if mean is None else round(mean, 3),
             "connect_cpu_mean_ms": None if cpu is None else round(cpu, 3),
             "pool_size": self.pool_size,
+            "checkouts": load.checkouts,
+            "wait_mean_ms": None if wait is None else round(wait, 3),
+            "timeouts": load.timeouts if load.checkouts is not None else None,
             "hung_threads": load.hung_threads,
             "error_groups": [{"error": key, "count": count}
                              for key, count in self.error_groups()],

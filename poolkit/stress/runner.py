@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import pymysql
-from flask import Blueprint, Flask, current_app, g, request
+from flask import Blueprint, Flask, current_app, request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.test import EnvironBuilder
 
-from ..config import DEFAULT_BIND
 from ..errors import PoolkitError
-from ..extension import _G_KEY, EXTENSION_KEY, db
+from ..extension import EXTENSION_KEY, db
+from ._private import bind_request_connection
 from .load import GRACE, LocalLoad, Plan, ProcessLoad, Tick
 from .report import (
     STRATEGIES,
@@ -199,7 +199,7 @@ def _bind_strategy() -> None:
     strategy = t.cast(_StressState, current_app.extensions[STATE_KEY]).active
     if strategy is not None and not strategy.via_extension:
         # The extension's teardown closes whatever is bound here, as it does for the pool.
-        setattr(g, _G_KEY, {DEFAULT_BIND: strategy.request_connection()})
+        bind_request_connection(strategy.request_connection())
 
 
 def install(app: Flask) -> None:
@@ -268,6 +268,9 @@ class _AppSession:
     def connect_figures(self) -> tuple[int, float, float | None]:
         return self._strategy.connect_figures()
 
+    def pool_figures(self) -> tuple[int, float, int] | None:
+        return self._strategy.pool_figures()
+
     def abort(self) -> None:
         self._strategy.abort()
 
@@ -294,6 +297,13 @@ class ServerMonitor:
                            "('Connections', 'Threads_connected')")
             values = {name.lower(): int(value) for name, value in cursor.fetchall()}
         return values["connections"], values["threads_connected"]
+
+    def variable(self, name: str) -> str | None:
+        """A global server variable as text, None when this server has no such variable."""
+        with self._con.cursor() as cursor:
+            cursor.execute("SHOW GLOBAL VARIABLES LIKE %s", (name.replace("_", "\\_"),))
+            row = cursor.fetchone()
+        return None if row is None else str(row[1])
 
     def execute(self, sql: str) -> None:
         """Run one statement (the scratch table of ``--write``)."""

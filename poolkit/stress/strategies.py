@@ -13,9 +13,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import socket
 import threading
 import time
 import typing as t
@@ -23,10 +21,10 @@ from contextlib import contextmanager
 
 import pymysql
 
-from ..extension import _context_connection
 from ..pool.connection import Connection
 from ..pool.pool import Pool
 from ..url import DatabaseURL
+from ._private import context_connection, force_close, shutdown_socket
 
 #: Read/write timeout (seconds) of the shared global connection: a thread whose reply was
 #: eaten by another thread gives up instead of waiting forever.
@@ -37,6 +35,9 @@ class RawConnection:
     """poolkit's connection API over a plain PyMySQL connection, opened on first use."""
 
     __slots__ = ("_con", "_depth", "_open", "_release")
+    #: Read by the extension's ``db`` resolver (see ``_private``): this handle is never spent,
+    #: ``close()`` only ends the request's use of the driver connection.
+    _returned = False
 
     def __init__(self, open_: t.Callable[[], t.Any],
                  release: t.Callable[[t.Any], None] | None = None) -> None:
@@ -132,7 +133,7 @@ class RawConnection:
 
     def using(self, bind: str) -> Connection:
         """Another bind's pooled connection (only the default bind follows the strategy)."""
-        return _context_connection(bind)
+        return context_connection(bind)
 
     def __getattr__(self, name: str) -> t.Any:
         return getattr(self.raw, name)
@@ -179,6 +180,10 @@ class Strategy:
             self._connect_cpu += cpu
         return con
 
+    def pool_figures(self) -> tuple[int, float, int] | None:
+        """Checkouts, seconds waited for a connection and timeouts so far; None without a pool."""
+        return None
+
     def abort(self) -> None:
         """Unblock threads stuck on a socket (the run is over)."""
 
@@ -216,10 +221,7 @@ class GlobalStrategy(Strategy):
         return RawConnection(self._shared)
 
     def abort(self) -> None:
-        sock = getattr(self._con, "_sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        shutdown_socket(self._con)
 
     def close(self) -> None:
         con, self._con = self._con, None
@@ -227,7 +229,7 @@ class GlobalStrategy(Strategy):
             try:
                 con.close()
             except Exception:  # a corrupted protocol state: drop the socket
-                con._force_close()
+                force_close(con)
 
 
 def _close(con: t.Any) -> None:
@@ -274,13 +276,17 @@ class PooledStrategy(Strategy):
         return int(stats["connections_opened"]), float(stats["connect_time_total"])
 
     def request_connection(self) -> Connection:
-        return Connection(self.pool, binder=_context_connection)
+        return Connection(self.pool, binder=context_connection)
 
     def connect_figures(self) -> tuple[int, float, float | None]:
         opened, spent = self._counters()
         if opened < self._base[0]:  # the pool rebuilt its engine after fork(): counts restart
             self._base = (0, 0.0)
         return opened - self._base[0], spent - self._base[1], None
+
+    def pool_figures(self) -> tuple[int, float, int] | None:
+        stats = self.pool.stats()
+        return int(stats["checkouts"]), float(stats["wait_time_total"]), int(stats["timeouts"])
 
     def close(self) -> None:
         if self.own_pool:

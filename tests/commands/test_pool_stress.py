@@ -24,6 +24,11 @@ def run(app: Flask, *args: str) -> Result:
     (["--threads", "0"], "--threads must be between 1 and 512, not 0"),
     (["--seconds", "-1"], "--seconds must be more than 0"),
     (["--write", "--query", "SELECT 1"], "--query and --write choose different workloads"),
+    (["--sweep", "1,two"], "--sweep: 'two' is not a pool size"),
+    (["--sweep", "0,4"], "--sweep: pool sizes must be between 1 and 1000, not 0"),
+    (["--sweep", "1,2", "--strategy", "global"], "--sweep runs the pooled strategy at each of "
+                                                 "its sizes; drop --strategy"),
+    (["--sweep", "1,2", "--pool-size", "4"], "drop --pool-size"),
 ])
 def test_bad_option_is_one_line_and_exit_2(app: Flask, args: list[str], message: str) -> None:
     result = run(app, *args)
@@ -82,6 +87,34 @@ def test_table_verdicts_json_and_plot(app: Flask, tmp_path: Path) -> None:
     assert pooled["connections_opened"] <= 4
     assert [v["strategy"] for v in data["verdicts"]] == ["global", "per-view", "pooled"]
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert lines[-2:] == [f"wrote {out_json}", f"wrote {out_png}"]
+    assert "latency in ms of successful requests" in result.output
+
+
+@pytest.mark.stress
+def test_sweep_table_advice_json_and_plot(app: Flask, tmp_path: Path) -> None:
+    out_json, out_png = tmp_path / "sweep.json", tmp_path / "sweep.png"
+    result = run(app, "--sweep", "1,2", "--seconds", "0.5", "--threads", "4",
+                 "--json", str(out_json), "--plot", str(out_png))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:4] == ["pool", "requests", "ok/s", "p50"]
+    assert [line.split()[0] for line in lines[1:3]] == ["1", "2"]
+    data = json.loads(out_json.read_text())
+    advised = data["sweep"]["recommended_pool_size"]
+    assert advised in (1, 2)
+    assert [p["pool_size"] for p in data["sweep"]["points"]] == [1, 2]
+    assert any(line.startswith(f"recommended pool size: {advised} — ") for line in lines)
+    rule = data["sweep"]["rule_of_thumb"]
+    assert any(line.startswith("HikariCP's rule of thumb for this server: "
+                               f"{rule['cores']} cores × 2 + 1 spindle = {rule['pool_size']} "
+                               "connections") for line in lines)
+    assert lines[-2:] == [f"wrote {out_json}", f"wrote {out_png}"]
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    quiet = run(app, "-q", "--sweep", "2", "--seconds", "0.3", "--threads", "2")
+    assert quiet.exit_code == 0, quiet.output
+    assert [line.split(":")[0] for line in quiet.output.splitlines()] == [
+        "recommended pool size", "HikariCP's rule of thumb for this server"]
 
 
 @pytest.mark.stress

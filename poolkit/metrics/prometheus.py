@@ -1,0 +1,269 @@
+"""Prometheus: pool figures in ``prometheus_client``'s default registry, one process or many.
+
+Names are OpenTelemetry's semantic conventions in Prometheus form (``db.client.connection.count``
+→ ``db_client_connection_count``), labelled ``pool_name`` (and ``state`` for the count)::
+
+    db_client_connection_count{pool_name, state="idle"|"used"}   gauge
+    db_client_connection_max / _idle_max / _idle_min              gauge
+    db_client_connection_pending_requests                         gauge
+    db_client_connection_timeouts_total                           counter
+    db_client_connection_create_time_seconds                      histogram
+    db_client_connection_wait_time_seconds                        histogram
+    db_client_connection_use_time_seconds                         histogram
+
+One process: a collector reads every pool's ``stats()`` when the registry is scraped.
+
+Several processes (gunicorn, uWSGI), ``PROMETHEUS_MULTIPROC_DIR`` set: a scrape reaches one
+worker, which reads the other workers' figures from the files in that directory, so a collector
+that reads ``stats()`` would only see its own process. Instead each worker writes its gauges
+into its file from its first checkout on, every :data:`PUBLISH_INTERVAL` seconds and at each
+scrape it serves; the gauges use ``multiprocess_mode="livesum"``: the sum over the live workers,
+which is what the server sees (``max`` is then workers × pool, to compare with the server's
+``max_connections``). Counters and histograms are summed over every worker, dead ones included.
+The gunicorn ``child_exit`` hook must call ``prometheus_client.multiprocess.mark_process_dead``
+so that a worker that exited leaves the gauges (see docs/deploy.md).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import typing as t
+import weakref
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .. import signals
+from . import BUCKETS, gauges, pool_name
+
+if t.TYPE_CHECKING:
+    from ..pool import Pool
+
+#: Seconds between two writes of a worker's gauges in multiprocess mode.
+PUBLISH_INTERVAL = 1.0
+
+#: Gauge name → (help, key in :func:`poolkit.metrics.gauges`); the count has a ``state`` label.
+_GAUGES = {
+    "db_client_connection_max": ("The maximum number of open connections allowed.", "max"),
+    "db_client_connection_idle_max": ("The maximum number of idle open connections allowed.",
+                                      "idle.max"),
+    "db_client_connection_idle_min": ("The minimum number of idle open connections allowed.",
+                                      "idle.min"),
+    "db_client_connection_pending_requests": (
+        "The number of current pending requests for an open connection.", "pending_requests"),
+}
+_COUNT = "db_client_connection_count"
+_COUNT_HELP = "The number of connections that are currently in the state given by 'state'."
+
+
+def multiprocess_mode() -> bool:
+    """True when prometheus_client writes to ``PROMETHEUS_MULTIPROC_DIR`` (decided at import)."""
+    return values.ValueClass is not values.MutexValue
+
+
+class _Instrumented:
+    """One pool's histogram children; its methods are the pool's signal receivers."""
+
+    __slots__ = ("__weakref__", "create", "name", "pool", "publisher", "timeouts", "use", "wait")
+
+    def __init__(self, pool: Pool, name: str, metrics: _Metrics) -> None:
+        self.pool = weakref.ref(pool)
+        self.name = name
+        self.create = metrics.create.labels(name)
+        self.wait = metrics.wait.labels(name)
+        self.use = metrics.use.labels(name)
+        self.timeouts = metrics.timeouts.labels(name)
+        self.publisher = metrics.publisher
+
+    def on_opened(self, sender: t.Any, connect_time: float = 0.0, **_: t.Any) -> None:
+        self.create.observe(connect_time)
+
+    def on_checked_out(self, sender: t.Any, wait_time: float = 0.0, **_: t.Any) -> None:
+        self.wait.observe(wait_time)
+        publisher = self.publisher
+        if publisher is not None and publisher.pending:
+            publisher.start()
+
+    def on_returned(self, sender: t.Any, held_time: float = 0.0, **_: t.Any) -> None:
+        self.use.observe(held_time)
+
+    def on_timeout(self, sender: t.Any, **_: t.Any) -> None:
+        self.timeouts.inc()
+
+
+def _connect(pool: Pool, entry: _Instrumented) -> None:
+    # For this pool only: other pools' signals skip these receivers inside blinker (a third of
+    # the cost of one receiver for any sender that looks the pool up). Weak references: the
+    # entry lives in _Metrics.pools until the pool is collected, then blinker drops the
+    # receivers for good (a strong receiver would stay connected, and every pool would keep
+    # paying for the dispatch).
+    for signal, receiver in ((signals.connection_opened, entry.on_opened),
+                             (signals.connection_checked_out, entry.on_checked_out),
+                             (signals.connection_returned, entry.on_returned),
+                             (signals.pool_timeout, entry.on_timeout)):
+        signal.connect(receiver, sender=pool, weak=True)
+
+
+class _Metrics:
+    """This process's histograms, counter and instrumented pools (one instance, created once)."""
+
+    def __init__(self) -> None:
+        self.create = Histogram("db_client_connection_create_time_seconds",
+                                "The time it took to create a new connection.", ["pool_name"],
+                                buckets=BUCKETS)
+        self.wait = Histogram("db_client_connection_wait_time_seconds",
+                              "The time it took to obtain an open connection from the pool.",
+                              ["pool_name"], buckets=BUCKETS)
+        self.use = Histogram("db_client_connection_use_time_seconds",
+                             "The time between borrowing a connection and returning it.",
+                             ["pool_name"], buckets=BUCKETS)
+        self.timeouts = Counter("db_client_connection_timeouts",
+                                "The number of connection timeouts that have occurred trying "
+                                "to obtain a connection from the pool.", ["pool_name"])
+        # Keyed by id(pool); weakref.finalize drops the entry when the pool goes.
+        self.pools: dict[int, _Instrumented] = {}
+        self.lock = threading.Lock()
+        self.publisher: _Publisher | None = None
+        if multiprocess_mode():
+            self.publisher = _Publisher(self)
+        else:
+            REGISTRY.register(PoolCollector(self))
+
+    def add(self, pool: Pool) -> None:
+        with self.lock:
+            if id(pool) in self.pools:
+                return
+            taken = {entry.name for entry in self.pools.values() if entry.pool() is not None}
+            base = name = pool_name(pool)
+            n = 1
+            while name in taken:  # two apps on the same bind and server in one process
+                n += 1
+                name = f"{base}#{n}"
+            entry = self.pools[id(pool)] = _Instrumented(pool, name, self)
+            weakref.finalize(pool, self.pools.pop, id(pool), None)
+        _connect(pool, entry)
+
+    def live(self) -> list[tuple[str, Pool]]:
+        out = []
+        for entry in list(self.pools.values()):
+            pool = entry.pool()
+            if pool is not None:
+                out.append((entry.name, pool))
+        return out
+
+
+class PoolCollector(Collector):
+    """Reads every instrumented pool's gauges at scrape time (one-process mode)."""
+
+    def __init__(self, metrics: _Metrics) -> None:
+        self._metrics = metrics
+
+    def _families(self) -> tuple[GaugeMetricFamily, dict[str, GaugeMetricFamily]]:
+        count = GaugeMetricFamily(_COUNT, _COUNT_HELP, labels=["pool_name", "state"])
+        others = {name: GaugeMetricFamily(name, text, labels=["pool_name"])
+                  for name, (text, _) in _GAUGES.items()}
+        return count, others
+
+    def describe(self) -> t.Iterable[Metric]:
+        count, others = self._families()
+        return [count, *others.values()]
+
+    def collect(self) -> t.Iterable[Metric]:
+        count, others = self._families()
+        for name, pool in self._metrics.live():
+            now = gauges(pool)
+            count.add_metric([name, "idle"], now["count.idle"])
+            count.add_metric([name, "used"], now["count.used"])
+            for metric, (_, key) in _GAUGES.items():
+                others[metric].add_metric([name], now[key])
+        return [count, *others.values()]
+
+
+class _Publisher:
+    """Multiprocess mode: writes this worker's gauges into its file, from its first checkout on."""
+
+    def __init__(self, metrics: _Metrics) -> None:
+        self._metrics = metrics
+        self.count = Gauge(_COUNT, _COUNT_HELP, ["pool_name", "state"],
+                           multiprocess_mode="livesum")
+        self.gauges = {name: Gauge(name, text, ["pool_name"], multiprocess_mode="livesum")
+                       for name, (text, _) in _GAUGES.items()}
+        self.pending = True  # no thread yet in this process
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        # Threads do not survive fork(): the child starts its own at its first checkout. A
+        # gunicorn --preload master that never checks out never writes (its pools are idle).
+        self.pending = True
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if not self.pending:
+                return
+            self.pending = False
+        self.publish()
+        threading.Thread(target=self._run, name="poolkit-metrics", daemon=True).start()
+
+    def _run(self) -> None:
+        stop = threading.Event()  # created here: under gevent it is the patched Event
+        pid = os.getpid()
+        while not stop.wait(PUBLISH_INTERVAL) and os.getpid() == pid:
+            self.publish()
+
+    def publish(self) -> None:
+        for name, pool in self._metrics.live():
+            now = gauges(pool)
+            self.count.labels(name, "idle").set(now["count.idle"])
+            self.count.labels(name, "used").set(now["count.used"])
+            for metric, (_, key) in _GAUGES.items():
+                self.gauges[metric].labels(name).set(now[key])
+
+
+_metrics: _Metrics | None = None
+_metrics_lock = threading.Lock()
+
+
+def instrument(pools: t.Iterable[Pool]) -> None:
+    """Report *pools* in prometheus_client's default registry (idempotent per pool)."""
+    global _metrics
+    with _metrics_lock:
+        if _metrics is None:
+            _metrics = _Metrics()
+    for pool in pools:
+        _metrics.add(pool)
+
+
+def pool_label(pool: Pool) -> str | None:
+    """The ``pool_name`` label of *pool* (None if it is not instrumented)."""
+    entry = _metrics.pools.get(id(pool)) if _metrics is not None else None
+    return entry.name if entry is not None else None
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text a ``/metrics`` view returns, and its content type, in either mode.
+
+    In multiprocess mode it writes this worker's gauges first and reads every worker's file
+    through a fresh registry with a ``MultiProcessCollector`` (as prometheus_client advises).
+    """
+    if not multiprocess_mode():
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    publisher = _metrics.publisher if _metrics is not None else None
+    if publisher is not None and not publisher.pending:  # this worker has served: be exact
+        publisher.publish()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry), CONTENT_TYPE_LATEST
