@@ -410,8 +410,9 @@ def prepare_session(raw: t.Any, session: t.Sequence[str]) -> None:
             cursor.execute("SET SESSION session_track_state_change=ON")
     if can_reset:
         database = raw.db  # bytes after connect (PyMySQL encodes it), else str
-        raw.poolkit_database = database.encode(raw.encoding) if isinstance(database, str) \
-            else bytes(database)
+        if isinstance(database, str):
+            database = database.encode(raw.encoding)
+        raw.poolkit_database = bytes(database)
         raw.poolkit_restore = restore_statements(raw, session)
         raw.poolkit_reset_mode = RESET
     # Without tracking every return counts as changed: reset (or reopen) each time.
