@@ -119,3 +119,19 @@ def test_steady_connection_surface(make_pool: t.Callable[..., Pool], admin: t.An
     assert server_count(admin, "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
                                "WHERE ID = %s", kept) == 1
     con.raw.close()
+
+
+def test_a_connection_returned_twice_is_not_pooled_twice(
+        make_pool: t.Callable[..., Pool], caplog: pytest.LogCaptureFixture) -> None:
+    pool = make_pool(POOLKIT_MAX_CONNECTIONS=2)
+    con = pool._checkout()
+    pool._checkin(con)
+    with caplog.at_level("WARNING", logger="poolkit"):
+        pool._checkin(con)  # a stale second return while it idles
+    assert "returned twice" in caplog.text
+    stats = pool.stats()
+    assert (stats["in_use"], stats["idle"]) == (0, 1)
+    first, second = pool._checkout(), pool._checkout()
+    assert first is not second  # never handed to two borrowers
+    pool._checkin(first)
+    pool._checkin(second)

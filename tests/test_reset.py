@@ -64,6 +64,7 @@ LEFTOVERS: dict[str, t.Callable[[t.Any], None]] = {
     "SET NAMES": _sql("SET NAMES latin1"),
     "driver charset": lambda conn: conn.raw.set_character_set("latin1"),
     "USE": _sql("USE information_schema"),
+    "select_db()": lambda conn: conn.raw.select_db("information_schema"),
     "GET_LOCK": _sql("SELECT GET_LOCK('poolkit_job', 0)"),
     "wait_timeout": _sql("SET SESSION wait_timeout = 5"),
     "everything at once": _sql(
@@ -293,3 +294,25 @@ def test_statement_text_checks() -> None:
                 b"INSERT INTO t VALUES (1)", "UPDATE t SET a = 1"):
         assert not untracked(sql), sql
     assert untracked("INSERT INTO t VALUES " + ",".join(["(1)"] * 20000))  # bulk: reset
+
+
+@needs_mysqlclient
+def test_mysqlclient_unread_unbuffered_result_is_not_handed_on(
+        make_pool: t.Callable[..., Pool], database_url: str, admin: t.Any, table: str) -> None:
+    import MySQLdb.cursors
+
+    with admin.cursor() as cur:
+        cur.executemany(f"INSERT INTO {table} VALUES (%s)", [(i,) for i in range(1000)])
+    url = database_url.replace("mysql://", "mysql+mysqldb://", 1)
+    pool = make_pool(POOLKIT_DATABASE_URL=url, POOLKIT_MAX_CONNECTIONS=1)
+    with pool.connection() as conn:
+        cur = conn.raw.cursor(MySQLdb.cursors.SSCursor)
+        cur.execute(f"SELECT id FROM {table}")
+        assert cur.fetchone() is not None
+    with admin.cursor() as cur:
+        cur.execute(f"INSERT INTO {table} VALUES (1000)")
+    with pool.connection() as conn:
+        assert conn.scalar(f"SELECT COUNT(*) FROM {table}") == 1001
+    stats = pool.stats()
+    assert stats["in_use"] == 0
+    assert stats["connections_opened"] - stats["connections_closed"] == stats["size"] == 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import time
 import typing as t
 from dataclasses import dataclass
@@ -154,7 +155,19 @@ class Driver:
         if self.name == "pymysql":
             compat.force_close(raw)
             return True
-        return False  # mysqlclient's close() always sends COM_QUIT
+        # mysqlclient's close() -- and its deallocation, at the latest when the child exits --
+        # always sends COM_QUIT. Point its descriptor at /dev/null: the child's copy of the
+        # parent's socket is closed now, and whatever libmysqlclient writes later goes nowhere.
+        try:
+            fd = raw.fileno()
+            null = os.open(os.devnull, os.O_RDWR)
+        except Exception:
+            return False
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+        return True
 
     def is_broken(self, raw: t.Any) -> bool:
         """True when *raw* saw a disconnect or its socket is closed."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -40,6 +41,8 @@ from ..stats import PoolStats
 from .creator import Creator
 from .dbutils_compat import SteadyConnection
 from .drivers import DISCARD, KEEP, REOPEN, RESET, ROLLBACK, UNREAD, Driver, is_retry_safe
+
+logger = logging.getLogger("poolkit")
 
 # Connections inherited across fork() whose driver cannot close them silently: closing
 # would send COM_QUIT on the parent's session, so the child keeps them referenced forever.
@@ -337,6 +340,10 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         """Take a connection back: reset only what the borrower left behind, then keep it."""
         if con.poolkit_owner is not self or self._abandoned:
             detach(con, self.driver)  # another process's connection (fork): never touch it
+            return
+        if con not in self._lent:  # returned twice: it may be another borrower's by now
+            logger.warning("poolkit: pool %r: a connection was returned twice; ignored",
+                           self.settings.name)
             return
         raw = con.raw
         action = self.driver.return_action(raw)

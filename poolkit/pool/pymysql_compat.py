@@ -216,11 +216,8 @@ def reset_session(raw: t.Any) -> None:
     while has_more_results(raw):  # the server already sent them: read them off the socket
         raw.next_result()
     raw._result = None  # private: PyMySQL reads its unread results before any command
-    database = raw.db  # bytes after connect (PyMySQL encodes it), else str or None
-    if isinstance(database, str):
-        database = database.encode(raw.encoding)
     queries = raw.poolkit_restore
-    packets = [_command(COM_RESET_CONNECTION, b""), _command(COM_INIT_DB, database)]
+    packets = [_command(COM_RESET_CONNECTION, b""), _command(COM_INIT_DB, raw.poolkit_database)]
     packets.extend(_command(COM_QUERY, sql) for sql in queries)
     # private: _write_bytes sends raw bytes; _next_seq_id is the expected sequence id of the
     # next packet read (1: each response answers a command with sequence id 0).
@@ -273,6 +270,7 @@ def tracked_connection_class(is_disconnect: t.Callable[[BaseException], bool]) -
         poolkit_reset_mode = REOPEN  # what a changed session needs: RESET where supported
         poolkit_autocommit: bool | None = None
         poolkit_restore: tuple[bytes, ...] = ()
+        poolkit_database = b""  # the pool's database, selected again after a reset
         poolkit_timeouts: tuple[float | None, float | None] = (None, None)
         _read_timeout: float | None  # PyMySQL's, declared for mypy (no value here)
 
@@ -394,6 +392,10 @@ def prepare_session(raw: t.Any, session: t.Sequence[str]) -> None:
         with raw.cursor() as cursor:
             cursor.execute("SET SESSION session_track_state_change=ON")
     if can_reset:
+        database = raw.db  # bytes after connect (PyMySQL encodes it), else str
+        if isinstance(database, str):
+            database = database.encode(raw.encoding)
+        raw.poolkit_database = bytes(database)
         raw.poolkit_restore = restore_statements(raw, session)
         raw.poolkit_reset_mode = RESET
     # Without tracking every return counts as changed: reset (or reopen) each time.

@@ -20,7 +20,7 @@ import typing as t
 import warnings
 
 import pytest
-from conftest import scratch_table, server_count
+from conftest import needs_mysqlclient, scratch_table, server_count
 from flask import Flask
 
 from poolkit import Pool, db
@@ -189,3 +189,28 @@ def test_child_can_connect_when_a_parent_thread_held_the_locks(
 def _ignore_errors(call: t.Callable[[], t.Any]) -> None:
     with contextlib.suppress(Exception):
         call()
+
+
+@needs_mysqlclient
+def test_mysqlclient_child_cannot_end_the_parents_session(
+        make_pool: t.Callable[..., Pool], admin: t.Any, database_url: str) -> None:
+    # mysqlclient always sends COM_QUIT when it closes (or deallocates, at the latest when the
+    # child exits): the child's detached copy must not reach the parent's session.
+    table = scratch_table(admin, "fork_item_mysqldb", "id INT PRIMARY KEY")
+    pool = make_pool(POOLKIT_DATABASE_URL=database_url.replace("mysql://", "mysql+mysqldb://"),
+                     POOLKIT_MAX_CONNECTIONS=2)
+    held = pool.checkout()
+    held_id = held.scalar("SELECT CONNECTION_ID()")
+    held.execute(f"INSERT INTO {table} VALUES (1)")  # an open transaction (autocommit off)
+    steady = held._con
+
+    def child() -> dict[str, t.Any]:
+        held.close()  # detached in the child
+        steady.raw.close()  # what deallocation does at exit: COM_QUIT, now to /dev/null
+        return {"ok": True}
+
+    assert run_in_child(child) == {"ok": True}
+    assert held.scalar("SELECT CONNECTION_ID()") == held_id
+    held.commit()
+    held.close()
+    assert server_count(admin, f"SELECT COUNT(*) FROM {table}") == 1
