@@ -232,6 +232,12 @@ def _initdb(files: tuple[Path, ...], sql_dir: Path | None, bind: str, show_statu
                      charset, verbose, quiet, settings)
     except PoolkitError as error:
         raise click.ClickException(str(error)) from None
+    except click.ClickException:
+        raise
+    except Exception as error:  # what a file did to the session (never a traceback)
+        if error_code(error) is None:
+            raise
+        raise click.ClickException(f"{describe_error(error)}") from None
 
 
 def _no_history(files: list[SqlFile], show_status: bool, exit_code: bool, quiet: bool,
@@ -335,9 +341,6 @@ def _run(raw: t.Any, history: History, files: list[SqlFile], database: str, forc
         one = not continue_on_error and transactional(raw, file, database, comments=comments)
         result = _apply(raw, file, history, continue_on_error, comments, batch, skip, one,
                         verbose, quiet, settings)
-        if history.restored:
-            click.echo(f"note: {history.restored}", err=True)
-            history.restored = None
         statements += result.statements - result.resumed
         if result.lost:
             for error in result.errors:
@@ -367,6 +370,9 @@ def _run(raw: t.Any, history: History, files: list[SqlFile], database: str, forc
         if not result.transaction and not file.is_stdin:
             history.record(file, round(result.seconds * 1000), result.statements)
         recorded += 1
+        if history.restored:
+            click.echo(f"note: {history.restored}", err=True)
+            history.restored = None
         if not quiet:
             click.echo(f"applied {file.name}: {_n(result.statements, 'statement')} in "
                        f"{result.seconds:.2f} s")

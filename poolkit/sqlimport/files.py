@@ -120,10 +120,12 @@ class _Reader(io.BufferedIOBase):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        raw: t.BinaryIO = sys.stdin.buffer if path == STDIN else open(path, "rb")  # noqa: SIM115
+        raw: t.Any = sys.stdin.buffer if path == STDIN else open(path, "rb")  # noqa: SIM115
+        if not hasattr(raw, "peek"):  # a BytesIO standing in for stdin (tests, pipelines)
+            raw = io.BufferedReader(raw)
         self.raw = raw
-        peek = getattr(raw, "peek", None)
-        head = peek(8)[:8] if peek is not None else b""
+        self.owned = path != STDIN
+        head = raw.peek(8)[:8]
         kind = compression_of(head)
         self.stream: t.BinaryIO
         if kind == "gzip":
@@ -154,7 +156,7 @@ class _Reader(io.BufferedIOBase):
     def close(self) -> None:
         if self.stream is not self.raw:
             self.stream.close()
-        if self.raw is not sys.stdin.buffer:
+        if self.owned:
             self.raw.close()
         super().close()
 

@@ -162,15 +162,17 @@ class History:
         except Exception as error:
             if error_code(error) not in _GONE:
                 raise
-            self._restore(dropped_database=error_code(error) == 1049)
+            self._restore()
             self._run(sql, (row.file, row.checksum, *values))
         self.rows[row.file] = row
         if not self.raw.get_autocommit():
             self.raw.commit()
 
-    def _restore(self, dropped_database: bool) -> None:
+    def _restore(self) -> None:
         """Re-create what a file dropped and write back every row this run knows."""
         name = quote_ident(self.database)
+        dropped_database = not self._run(
+            "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (self.database,))
         if dropped_database:
             self._run(f"CREATE DATABASE IF NOT EXISTS {name} CHARACTER SET utf8mb4")
         self.ensure()

@@ -536,7 +536,6 @@ class _Splitter:
         if b"\r\n" in sql:  # as the client, which reads lines without their CR
             sql = sql.replace(b"\r\n", b"\n")
         shifts: tuple[tuple[int, int], ...] = ()
-        if not self.session.comments:
-            sql, shifts = strip_comments(sql)
+        sql, shifts = strip_comments(sql, keep=self.session.comments)
         return Statement(sql.rstrip(_WS), line, offset, self.base + end, self.path, self.origin,
                          self.session.delimiter == b";", shifts)

@@ -67,9 +67,16 @@ class Statement:
         return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def strip_comments(sql: bytes) -> tuple[bytes, tuple[tuple[int, int], ...]]:
-    """*sql* without its comments, as the client sends it; and the newlines removed per line."""
-    if _MAYBE_COMMENT.search(sql) is None:
+def strip_comments(sql: bytes, keep: bool = False) -> tuple[bytes, tuple[tuple[int, int], ...]]:
+    """*sql* without its comments, as the client sends it; and the newlines removed per line.
+
+    With *keep* (the client's ``--comments``) comments stay, but as in the client a space is
+    still put after a ``/* … */`` that is followed by a non-space (``2/*x*/+3`` -> ``2/*x*/ +3``).
+    """
+    if keep:
+        if b"*/" not in sql:
+            return sql, ()
+    elif _MAYBE_COMMENT.search(sql) is None:
         return sql, ()
     out: list[bytes] = []
     shifts: list[tuple[int, int]] = []
@@ -93,9 +100,14 @@ def strip_comments(sql: bytes) -> tuple[bytes, tuple[tuple[int, int], ...]]:
         token = found.group()
         if kind == "block":
             removed = token.count(b"\n")
-            if removed:
+            if keep:
+                out.append(token)
+                line += removed
+            elif removed:
                 shifts.append((line, removed))
             need_space = True
+        elif kind == "line" and keep:
+            out.append(token)
         elif kind != "line":  # literals and code-comment openers are kept as they are
             if need_space and token[0] not in _WS:
                 out.append(b" ")
