@@ -156,6 +156,10 @@ def _interrupts(on_first: t.Callable[[], object]) -> t.Iterator[threading.Event]
 @click.option("--default-character-set", "charset", default=DEFAULT_CHARSET, show_default=True,
               metavar="NAME", help="The connection's character set (SET NAMES), as the client's "
                                    "option; the client's own default depends on the locale.")
+@click.option("--batch-bytes", type=click.IntRange(min=0), default=BATCH_BYTES,
+              show_default=True, metavar="BYTES",
+              help="Send consecutive statements in multi-statement round trips of up to this "
+                   "many bytes (and half of max_allowed_packet); 0: one statement per trip.")
 @click.option("--lock-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds to wait for another initdb run on the same database.")
 @click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=0.0,
@@ -168,8 +172,8 @@ def _interrupts(on_first: t.Callable[[], object]) -> t.Iterator[threading.Event]
 @with_poolkit_app
 def initdb_command(files: tuple[Path, ...], sql_dir: Path | None, bind: str, show_status: bool,
                    exit_code: bool, dry_run: bool, force: bool, continue_on_error: bool,
-                   comments: bool, charset: str, lock_timeout: float, wait_seconds: float,
-                   create_db: bool, verbose: bool, quiet: bool) -> None:
+                   comments: bool, charset: str, batch_bytes: int, lock_timeout: float,
+                   wait_seconds: float, create_db: bool, verbose: bool, quiet: bool) -> None:
     """Apply the project's .sql files (sql/*.sql in natural order, or FILES) once each.
 
     FILES may be '-' to read SQL from standard input (never recorded in history), and
@@ -179,8 +183,8 @@ def initdb_command(files: tuple[Path, ...], sql_dir: Path | None, bind: str, sho
     """
     try:
         _initdb(files, sql_dir, bind, show_status, exit_code, dry_run, force,
-                continue_on_error, comments, charset, lock_timeout, wait_seconds, create_db,
-                verbose, quiet)
+                continue_on_error, comments, charset, batch_bytes, lock_timeout, wait_seconds,
+                create_db, verbose, quiet)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         raise SystemExit(130) from None
@@ -188,8 +192,8 @@ def initdb_command(files: tuple[Path, ...], sql_dir: Path | None, bind: str, sho
 
 def _initdb(files: tuple[Path, ...], sql_dir: Path | None, bind: str, show_status: bool,
             exit_code: bool, dry_run: bool, force: bool, continue_on_error: bool,
-            comments: bool, charset: str, lock_timeout: float, wait_seconds: float,
-            create_db: bool, verbose: bool, quiet: bool) -> None:
+            comments: bool, charset: str, batch_bytes: int, lock_timeout: float,
+            wait_seconds: float, create_db: bool, verbose: bool, quiet: bool) -> None:
     state = poolkit_state()
     try:
         paths = list(files) if files else discover(sql_dir or state.sql_dir)
@@ -229,7 +233,7 @@ def _initdb(files: tuple[Path, ...], sql_dir: Path | None, bind: str, show_statu
                 return
             with server_lock(raw, database, lock_timeout):
                 _run(raw, history, checked, database, force, continue_on_error, comments,
-                     charset, verbose, quiet, settings)
+                     charset, 0 if verbose else batch_bytes, verbose, quiet, settings)
     except PoolkitError as error:
         raise click.ClickException(str(error)) from None
     except click.ClickException:
@@ -318,15 +322,15 @@ def _plan(files: list[tuple[SqlFile, str]], applied: dict[str, Applied], force: 
 
 
 def _run(raw: t.Any, history: History, files: list[SqlFile], database: str, force: bool,
-         continue_on_error: bool, comments: bool, charset: str, verbose: bool, quiet: bool,
-         settings: t.Any) -> None:
+         continue_on_error: bool, comments: bool, charset: str, batch_bytes: int,
+         verbose: bool, quiet: bool, settings: t.Any) -> None:
     history.ensure()
     applied = history.load()  # read under the lock: another run may just have finished
     states = status(files, applied)
     resume = _plan(states, applied, force, comments)
     todo = [file for file, what in states if what != APPLIED]
     skipped = len(files) - len(todo)
-    batch = 0 if verbose else min(BATCH_BYTES, max_allowed_packet(raw) // 2)
+    batch = min(batch_bytes, max_allowed_packet(raw) // 2)
     started = time.perf_counter()
     statements = failed = recorded = 0
     failed_files: list[str] = []
