@@ -146,11 +146,14 @@ def test_a_batched_file_with_an_error_in_its_middle_statement(
     pool = make_pool()
     with import_session(pool.connection()) as raw:
         result, trips = _trips(raw, path)
-        assert len(trips) == 1  # one round trip, for all five
+        # one round trip for all five, then the syntax error alone (reported once), so that
+        # the server's "near '…'" quotes that statement only, as with the client
+        assert len(trips) == 1
         assert result.statements == 2  # exactly the two before it
         assert result.total == 5
         [error] = result.errors
         assert (error.line, error.code) == (5, 1064)
+        assert error.message.endswith("near 'WHERE oops' at line 3")
         assert error.statement.line == 3
         assert result.stopped_at is error.statement
         with raw.cursor() as cur:

@@ -56,6 +56,7 @@ _ALONE = frozenset({b"CALL", b"EXECUTE", b"LOAD", b"DELIMITER"})
 _SESSION = frozenset({b"SET", b"USE"})
 _NOT_SESSION = re.compile(rb"(?:\s|/\*M?!\d*)*SET\s+(?:GLOBAL|PASSWORD|@@GLOBAL)\b", re.I)
 _ER_QUERY_INTERRUPTED = frozenset({1317, 1927})
+_ER_PARSE = 1064
 
 OnStatement = t.Callable[[Statement, float], None]
 OnProgress = t.Callable[[int], None]
@@ -278,6 +279,11 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
             digest.add(stmt)
             if on_statement is not None:
                 on_statement(stmt, each)
+        if error is not None and error_code(error) == _ER_PARSE and ok < len(batch) - 1:
+            # A syntax error ran nothing, and the server's "near '…'" would quote the batch's
+            # next statements too: send the statement alone for the client's exact message.
+            rest = batch[ok + 1:]
+            return send([batch[ok]]) and (not rest or send(rest))
         last = batch[min(ok, len(batch) - 1)] if error is not None else batch[-1]
         if on_progress is not None and last.path == top:
             on_progress(last.end_offset)
