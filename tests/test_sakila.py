@@ -131,3 +131,46 @@ def test_mariadb_dump_round_trip(sakila: DatabaseURL, app_on: t.Callable[[str], 
     history = query_rows(copy, "SELECT statements FROM poolkit_sql_history "
                                "WHERE file = 'sakila-dump.sql' AND status = 'applied'")
     assert len(history) == 1 and history[0][0] > 50
+
+
+@pytest.mark.skipif(shutil.which("mariadb") is None, reason="the mariadb client is not installed")
+def test_sakila_matches_a_client_load(sakila: DatabaseURL, tmp_path: Path) -> None:
+    # The same files through `mariadb < file`: every table's checksum and every routine,
+    # trigger and view body must be equal (comments stripped as the client strips them).
+    other = f"poolkit_sakila_{uuid.uuid4().hex[:8]}"
+    folder = tmp_path / "client"
+    folder.mkdir()
+    try:
+        for name in ("sakila-schema.sql", "sakila-data.sql"):
+            with open(_renamed(name, folder, other), "rb") as stdin:
+                command = ["mariadb", f"--host={sakila.host}", f"--port={sakila.port}",
+                           f"--user={sakila.user}"]
+                if sakila.password:
+                    command.append(f"--password={sakila.password}")
+                subprocess.run(command, stdin=stdin, check=True, capture_output=True, timeout=300)
+        theirs = sakila.with_database(other)
+
+        def objects(url: DatabaseURL) -> list[t.Any]:
+            name = url.database
+            found: list[t.Any] = []
+            for sql in ("SELECT ROUTINE_NAME, ROUTINE_DEFINITION FROM information_schema.ROUTINES "
+                        "WHERE ROUTINE_SCHEMA = DATABASE() ORDER BY 1",
+                        "SELECT TRIGGER_NAME, ACTION_STATEMENT FROM information_schema.TRIGGERS "
+                        "WHERE TRIGGER_SCHEMA = DATABASE() ORDER BY 1",
+                        "SELECT TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS "
+                        "WHERE TABLE_SCHEMA = DATABASE() ORDER BY 1"):
+                found += [(a, str(b).replace(name, "<db>")) for a, b in query_rows(url, sql)]
+            tables = [r[0] for r in query_rows(url, "SELECT TABLE_NAME FROM information_schema."
+                                                    "TABLES WHERE TABLE_SCHEMA = DATABASE() AND "
+                                                    "TABLE_TYPE = 'BASE TABLE' AND TABLE_NAME "
+                                                    "<> 'poolkit_sql_history' ORDER BY 1")]
+            names = ", ".join(f"`{table}`" for table in tables)
+            found += [(r[0].split(".", 1)[1], r[1])
+                      for r in query_rows(url, f"CHECKSUM TABLE {names}")]
+            return found
+
+        ours = objects(sakila)
+        assert len(ours) == 6 + 6 + 7 + 16
+        assert ours == objects(theirs)
+    finally:
+        query_rows(sakila, f"DROP DATABASE IF EXISTS `{other}`")
