@@ -252,6 +252,10 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
     def send(batch: list[Statement]) -> bool:
         """Run *batch*; True to go on. Counts, digests and reports each statement."""
         nonlocal stopped
+        if stop is not None and stop.is_set():  # Ctrl-C: send nothing more
+            result.interrupted = stopped = True
+            result.stopped_at = result.stopped_at or batch[0]
+            return False
         done = [0]
         single = len(batch) == 1
 
@@ -319,12 +323,6 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
                 result.resumed += 1
                 digest.add(stmt)
                 continue
-            if stop is not None and stop.is_set():
-                if not group or send(group):
-                    result.interrupted = stopped = True
-                    result.stopped_at = stmt
-                group = []
-                break
             if batch_bytes and batchable(stmt, comments) and len(stmt.sql) < batch_bytes:
                 if group and size + len(stmt.sql) + 2 > batch_bytes:
                     sent, group, size = group, [], 0
@@ -339,9 +337,8 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
                     break
             if not send([stmt]):
                 break
-        else:
-            if group and not send(group):
-                pass
+        if group and not stopped:
+            send(group)
         if stopped and file.size <= COUNT_REST_MAX_BYTES and not result.lost:
             count += sum(1 for _ in statements)  # the rest of the file, for "2 of 5"
             result.total = count
