@@ -180,6 +180,11 @@ def initdb_command(files: tuple[Path, ...], sql_dir: Path | None, bind: str, sho
     .sql.gz/.sql.bz2/.sql.xz files, decompressed while they stream; history records those by
     name and the SHA-256 of their compressed bytes. Statements that return rows print them
     like the mysql client in batch mode (-q hides them).
+
+    A file that stops part-way (an error, Ctrl-C) is recorded as failed with the statements
+    it applied; the next run resumes at the statement that stopped it if those are unchanged,
+    and otherwise refuses (--force re-runs it whole). A file of DML on InnoDB tables only
+    runs as one transaction. Exit codes: 0, 1 on an error, 130 on Ctrl-C.
     """
     try:
         _initdb(files, sql_dir, bind, show_status, exit_code, dry_run, force,
