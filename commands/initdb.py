@@ -452,8 +452,10 @@ def _progress(result: FileResult) -> str:
         return (f"{name} ran as one transaction and was rolled back: none of its "
                 f"{_n(count, 'statement')} were kept")
     verb = "was" if result.statements == 1 and result.total is None else "were"
+    undone = (f" (the {_n(result.rolled_back_with, 'statement')} sent with the failing one "
+              "in one transaction were rolled back with it)" if result.rolled_back_with else "")
     return (f"{result.statements}{total} {plural(count, 'statement')} of {name} {verb} "
-            "applied and not undone")
+            f"applied and not undone{undone}")
 
 
 def _rerun(result: FileResult) -> str:

@@ -136,32 +136,64 @@ def _trips(raw: t.Any, path: Path, **options: t.Any) -> tuple[t.Any, list[int]]:
     return result, trips
 
 
+@pytest.mark.parametrize("group_commit", [False, True])
 def test_a_batched_file_with_an_error_in_its_middle_statement(
-        make_pool: t.Callable[..., Pool], tmp_path: Path) -> None:
-    path = _write(tmp_path, "1.sql", b"CREATE TABLE b1 (id INT);\n"
+        make_pool: t.Callable[..., Pool], tmp_path: Path, group_commit: bool) -> None:
+    path = _write(tmp_path, "1.sql", b"CREATE TABLE b1 (id INT) ENGINE=InnoDB;\n"
                   b"INSERT INTO b1 VALUES (1);\n"
                   b"INSERT INTO b1\n  VALUES (2)\n  WHERE oops;\n"  # statement 3, line 5
                   b"CREATE TABLE b2 (id INT);\n"
                   b"INSERT INTO b1 VALUES (3);\n")
     pool = make_pool()
     with import_session(pool.connection()) as raw:
-        result, trips = _trips(raw, path)
-        # one round trip for all five, then the syntax error alone (reported once), so that
-        # the server's "near '…'" quotes that statement only, as with the client
-        assert len(trips) == 1
-        assert result.statements == 2  # exactly the two before it
+        result, trips = _trips(raw, path, group_commit=group_commit)
+        # without group commit all five go in one round trip; with it, the run of DML goes
+        # in a round trip of its own, inside one transaction
+        assert len(trips) == (2 if group_commit else 1)
         assert result.total == 5
         [error] = result.errors
         assert (error.line, error.code) == (5, 1064)
-        assert error.message.endswith("near 'WHERE oops' at line 3")
         assert error.statement.line == 3
+        # the server's "near" quotes this statement only, not the rest of the batch
+        assert error.message.endswith("near 'WHERE oops' at line 3"), error.message
         assert result.stopped_at is error.statement
+        # exactly what is in the database: the INSERT before it stays, or was rolled back
+        # with it (its batch was one transaction)
+        assert (result.statements, result.rolled_back_with) == ((1, 1) if group_commit
+                                                                else (2, 0))
         with raw.cursor() as cur:
             cur.execute("SELECT id FROM b1")
-            assert cur.fetchall() == ((1,),)  # nothing after it ran
+            assert cur.fetchall() == (() if group_commit else ((1,),))  # nothing after it ran
             cur.execute("SHOW TABLES LIKE 'b2'")
             assert cur.fetchall() == ()
+            cur.execute("SELECT @@autocommit")
+            assert cur.fetchone() == (1,)  # the session is back in autocommit
             cur.execute("DROP TABLE b1")
+
+
+def test_group_commit_only_for_dml_on_transactional_tables(make_pool: t.Callable[..., Pool],
+                                                           tmp_path: Path) -> None:
+    inserts = b"".join(b"INSERT INTO %s VALUES (%d);\n" % (name, i)
+                       for name in (b"gi", b"gm") for i in range(3))
+    path = _write(tmp_path, "1.sql", b"CREATE TABLE gi (id INT PRIMARY KEY) ENGINE=InnoDB;\n"
+                  b"CREATE TABLE gm (id INT PRIMARY KEY) ENGINE=MyISAM;\n" + inserts +
+                  b"INSERT INTO gi VALUES (7);\nINSERT INTO gi VALUES (7);\n")
+    pool = make_pool()
+    with import_session(pool.connection()) as raw:
+        result, _ = _trips(raw, path)
+        # a MyISAM table in the run: no transaction, each statement stands on its own
+        assert (result.statements, result.rolled_back_with) == (9, 0)
+        assert [e.line for e in result.errors] == [10]
+        path = _write(tmp_path, "2.sql", b"INSERT INTO gi VALUES (8);\n"
+                                         b"INSERT INTO gi VALUES (8);\n")
+        again, _ = _trips(raw, path)
+        assert (again.statements, again.rolled_back_with) == (0, 1)  # InnoDB only: one txn
+        with raw.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM gi")
+            assert cur.fetchone() == (4,)  # 0, 1, 2 and 7; not 8
+            cur.execute("SELECT COUNT(*) FROM gm")
+            assert cur.fetchone() == (3,)
+            cur.execute("DROP TABLE gi, gm")
 
 
 @pytest.mark.parametrize("batch_bytes", [0, 80, 1 << 20])
@@ -173,7 +205,7 @@ def test_batches_are_bounded_and_give_the_same_result(make_pool: t.Callable[...,
     path = _write(tmp_path, "1.sql", b"\n".join(lines) + b"\n")
     pool = make_pool()
     with import_session(pool.connection()) as raw:
-        result, trips = _trips(raw, path, batch_bytes=batch_bytes)
+        result, trips = _trips(raw, path, batch_bytes=batch_bytes, group_commit=False)
         assert result.statements == 41
         assert [(e.line, e.code) for e in result.errors] == [(42, 1062)]
         with raw.cursor() as cur:
