@@ -190,10 +190,21 @@ def prefix_digest(file: SqlFile, count: int, *, comments: bool = False,
 Runner = t.Callable[[bytes, t.Callable[[t.Any], None]], None]
 
 
-def _runner(raw: t.Any) -> tuple[Runner, t.Callable[[t.Any], t.Any]]:
-    """(send SQL and hand each result to a callback, result -> (names, rows) or None)."""
+def _runner(raw: t.Any, raw_values: bool) -> tuple[Runner, t.Callable[[t.Any], t.Any]]:
+    """(send SQL and hand each result to a callback, result -> (names, rows) or None).
+
+    With *raw_values*, rows are the server's bytes (PyMySQL), as the client prints them; only
+    for the file's statements: history and engine look-ups in between read Python values.
+    """
     if _pymysql_is(raw):
-        return (lambda sql, on_result: _pymysql_run(raw, sql, on_result)), _pymysql_result_rows
+        def run(sql: bytes, on_result: t.Callable[[t.Any], None]) -> None:
+            if not raw_values:
+                _pymysql_run(raw, sql, on_result)
+                return
+            with _pymysql_raw_values(raw):
+                _pymysql_run(raw, sql, on_result)
+
+        return run, _pymysql_result_rows
 
     def run_cursor(sql: bytes, on_result: t.Callable[[t.Any], None]) -> None:
         cursor = raw.cursor()
@@ -234,7 +245,7 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
                comments: bool = False, batch_bytes: int = BATCH_BYTES, resume: int = 0,
                transaction: bool = False, stop: threading.Event | None = None,
                before_commit: t.Callable[[FileResult], None] | None = None,
-               group_commit: bool = True) -> FileResult:
+               group_commit: bool = True, raw_values: bool = False) -> FileResult:
     """Run every statement of *file* on the DB-API connection *raw*.
 
     Stops at the first failed statement unless *continue_on_error*; a lost connection always
@@ -243,15 +254,17 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
     statements (a previous run applied them), re-running only those that set up the session
     (``SET``, ``USE``). *batch_bytes* 0 sends one statement per round trip. With *transaction*
     the file runs inside ``START TRANSACTION``; *before_commit* runs inside it on success
-    (history), and a failure rolls everything back. With *group_commit* (and no
-    *transaction*), a batch of DML on transactional tables commits once
+    (history), and a failure rolls everything back. With *group_commit* (and neither
+    *transaction* nor *continue_on_error*), a batch of DML on transactional tables commits once
     (:class:`.transaction.GroupCommit`); a failure in it rolls that batch back.
     :class:`~poolkit.errors.SqlFileError` (unreadable file, bad client command) and
     ``KeyboardInterrupt`` propagate; the latter drops the session (its state is unknown).
     """
-    run, rows_of = _runner(raw)
+    run, rows_of = _runner(raw, raw_values)
     result = FileResult(file, transaction=transaction)
-    commits = GroupCommit(raw) if group_commit and not transaction and batch_bytes else None
+    # Not with continue_on_error: statements rolled back with a failure would be lost.
+    commits = (GroupCommit(raw) if group_commit and batch_bytes and not transaction
+               and not continue_on_error else None)
     digest = _Digest()
     started = time.perf_counter()
     top = file.path
@@ -398,8 +411,7 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
 
 def apply(raw: t.Any, file: SqlFile, **options: t.Any) -> FileResult:
     """:func:`apply_file` with result rows as the server's bytes (for printing them)."""
-    with _pymysql_raw_values(raw):
-        return apply_file(raw, file, **options)
+    return apply_file(raw, file, raw_values=True, **options)
 
 
 _END = object()
