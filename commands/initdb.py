@@ -294,8 +294,8 @@ def _dry_run(files: list[SqlFile], applied: dict[str, Applied], quiet: bool, com
 
 
 def _plan(files: list[tuple[SqlFile, str]], applied: dict[str, Applied], force: bool,
-          comments: bool) -> dict[str, int]:
-    """Where each failed file resumes (statements to skip); refuses what cannot resume."""
+          comments: bool) -> dict[str, tuple[int, int | None]]:
+    """Where each failed file resumes (statements to skip, line); refuses what cannot."""
     changed = [file for file, what in files if what == CHANGED]
     if changed and not force:
         file = changed[0]
@@ -306,23 +306,23 @@ def _plan(files: list[tuple[SqlFile, str]], applied: dict[str, Applied], force: 
             f"{row.applied_at:%Y-%m-%d %H:%M:%S} UTC (checksum {row.checksum[:12]}…, now "
             f"{file.checksum[:12]}…){others}: "
             "put the change in a new file, restore the old one, or re-apply with --force")
-    resume: dict[str, int] = {}
+    resume: dict[str, tuple[int, int | None]] = {}
     for file, what in files:
         if what != FAILED or force:
             continue
         row = applied[file.name]
         if row.statements == 0:
             continue  # nothing was kept: run it whole
-        same = (row.prefix_checksum is not None
-                and prefix_digest(file, row.statements, comments=comments) == row.prefix_checksum)
-        if not same:
+        found = (prefix_digest(file, row.statements, comments=comments)
+                 if row.prefix_checksum is not None else None)
+        if found is None or found[0] != row.prefix_checksum:
             why = ("the statements it applied have changed since" if row.prefix_checksum
                    else "it ran with --continue-on-error, so it cannot resume")
             raise click.ClickException(
                 f"{_shown(file.path)}: failed at line {row.failed_line} with {row.progress()} "
                 f"and {why}: restore them and rerun to resume, or undo what it applied and "
                 "re-run it whole with --force")
-        resume[file.name] = row.statements
+        resume[file.name] = (row.statements, found[1])
     return resume
 
 
@@ -341,12 +341,12 @@ def _run(raw: t.Any, history: History, files: list[SqlFile], database: str, forc
     failed_files: list[str] = []
     for file in todo:
         start_file(raw, database, charset)
-        skip = resume.get(file.name, 0)
+        skip, line = resume.get(file.name, (0, None))
         if skip and not quiet:
-            row = applied[file.name]
-            click.echo(f"resuming {_shown(file.path)} at statement {skip + 1} (line "
-                       f"{row.failed_line}): the {_n(skip, 'statement')} applied before it "
-                       "are unchanged")
+            at = f" (line {line})" if line is not None else ""
+            click.echo(f"resuming {_shown(file.path)} at statement {skip + 1}{at}: the "
+                       f"{_n(skip, 'statement')} applied before it "
+                       f"{'is' if skip == 1 else 'are'} unchanged")
         one = not continue_on_error and transactional(raw, file, database, comments=comments)
         result = _apply(raw, file, history, continue_on_error, comments, batch, skip, one,
                         verbose, quiet, settings)

@@ -174,17 +174,18 @@ class _Digest:
 
 
 def prefix_digest(file: SqlFile, count: int, *, comments: bool = False,
-                  chunk_size: int = CHUNK_SIZE) -> str | None:
-    """The digest of *file*'s first *count* statements as a run would send them; None when
-    the file has fewer. Equal to :attr:`FileResult.digest` of a run that applied *count*."""
+                  chunk_size: int = CHUNK_SIZE) -> tuple[str, int | None] | None:
+    """(digest of *file*'s first *count* statements as a run would send them, line of the
+    statement after them or None at the end); None when the file has fewer. The digest
+    equals :attr:`FileResult.digest` of a run that applied *count*."""
     digest = _Digest()
     seen = 0
     for stmt in split_file(file.path, chunk_size=chunk_size, comments=comments):
         if seen == count:
-            break
+            return digest.hexdigest(), stmt.line
         digest.add(stmt)
         seen += 1
-    return digest.hexdigest() if seen == count else None
+    return (digest.hexdigest(), None) if seen == count else None
 
 
 Runner = t.Callable[[bytes, t.Callable[[t.Any], None]], None]
