@@ -1,0 +1,411 @@
+"""Run a planned file (:mod:`.plan`) on N connections at once, myloader-style.
+
+The calling thread reads and plans the file, streaming, and queues *jobs*: a few consecutive
+statements of one unit (at most :data:`JOB_BYTES`; a bigger statement is a job by itself).
+At most :data:`QUEUE_BYTES` of statements wait at any time, so a 1 GB dump loads in a few MB.
+N worker threads, one connection each, take jobs under one lock:
+
+* the first job of a table unit binds a free connection to the unit until the unit is done
+  (its statements change that connection's session: ``SET character_set_client``, locks);
+* an ``ordered`` job waits until the unit's earlier jobs are done; ``rows`` jobs of the same
+  run go to any connection not bound to another unit, at the same time;
+* a unit with ``fence`` waits for every earlier unit; a barrier waits for everything before it
+  and everything after it waits for the barrier; ``COMMIT`` runs on every connection;
+* before a job, its connection replays the session log (the file's ``SET``/``USE``
+  statements before that job) from where it stopped, so every connection has the session a
+  serial load would have there.
+
+The first failed statement stops the run: every worker finishes the statement it is on and
+takes no more jobs. Ctrl-C stops every worker with ``KILL QUERY`` (see :meth:`Loader.stop`).
+The result tells how many statements ran and where a serial re-run may resume: the start of
+the first unit that is not complete (a unit begins with ``DROP TABLE IF EXISTS``, so it can
+run again), or the failed statement of a barrier run.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import typing as t
+from dataclasses import dataclass, field
+
+from ..pool.drivers import error_code, is_disconnect
+from .apply import StatementError, _executor, locate
+from .files import SqlFile
+from .plan import BARRIER, ROWS, SESSION, SKIP, SYNC, Step, plan
+from .split import CHUNK_SIZE, Statement, split_file
+
+#: A job holds consecutive statements of one unit up to this many bytes.
+JOB_BYTES = 64 * 1024
+#: Statements planned but not yet run, at most (one bigger statement may exceed it).
+QUEUE_BYTES = 16 * 1024 * 1024
+#: How long the reader waits for all workers after Ctrl-C before giving up on them.
+STOP_SECONDS = 10.0
+
+#: Given a connection, returns the function that sends one statement on it and reads all
+#: its results (apply's, by default).
+Runner = t.Callable[[t.Any], t.Callable[[bytes], None]]
+OnStatement = t.Callable[[Statement, float], None]
+
+
+@dataclass(eq=False)
+class Job:
+    """Consecutive statements of one unit, run together on one connection."""
+
+    unit: Unit
+    kind: str
+    steps: list[Step]
+    log_at: int
+    nbytes: int = 0
+
+
+@dataclass(eq=False)
+class Unit:
+    """A table's statements (or a run of barriers) and where its jobs stand."""
+
+    id: int
+    kind: str  # "table", BARRIER or SYNC
+    first: Step
+    fence: bool
+    jobs: collections.deque[Job] = field(default_factory=collections.deque)
+    running: list[Job] = field(default_factory=list)
+    closed: bool = False
+    owner: Worker | None = None
+    #: A job of it failed or was stopped: the step a re-run resumes at.
+    broken: Step | None = None
+
+    @property
+    def alone(self) -> bool:
+        return self.kind != "table"
+
+    @property
+    def done(self) -> bool:
+        return self.closed and not self.jobs and not self.running and self.broken is None
+
+    def resume_step(self) -> Step:
+        """Where a serial re-run picks this unit up: a barrier run at its first statement not
+        run, a table unit at its start (``DROP TABLE IF EXISTS``: it can run again)."""
+        if not self.alone:
+            return self.first
+        if self.broken is not None:
+            return self.broken
+        return self.jobs[0].steps[0] if self.jobs else self.first
+
+
+@dataclass
+class ParallelResult:
+    """What a parallel load of one file did."""
+
+    file: SqlFile
+    statements: int = 0
+    seconds: float = 0.0
+    errors: list[StatementError] = field(default_factory=list)
+    interrupted: bool = False
+    #: Where a serial re-run may resume (None: every statement ran), and how many statements
+    #: come before it; every one of those ran.
+    resume: Statement | None = None
+    resume_index: int = 0
+    jobs: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when every statement ran."""
+        return not self.errors and not self.interrupted
+
+
+class Worker:
+    """One connection and the thread that runs jobs on it."""
+
+    def __init__(self, number: int, raw: t.Any, runner: Runner) -> None:
+        self.number = number
+        self.raw = raw
+        self.run = runner(raw)
+        self.applied = 0  # how much of the session log this connection has run
+        self.bound: Unit | None = None
+        self.current: Step | None = None
+        self.thread: threading.Thread | None = None
+
+
+class Loader:
+    """Loads files on the connections *raws* (already in the database, autocommit on).
+
+    *runner* makes each connection's statement sender (see :data:`Runner`); *kill* sends
+    ``KILL QUERY`` for a connection from another one. The session log lives as long as the
+    loader, so a second file continues the session the first one left, as a serial load does.
+    """
+
+    def __init__(self, raws: t.Sequence[t.Any], runner: Runner = _executor,
+                 kill: t.Callable[[t.Any], object] = lambda raw: None,
+                 on_statement: OnStatement | None = None,
+                 queue_bytes: int = QUEUE_BYTES, job_bytes: int = JOB_BYTES) -> None:
+        if not raws:
+            raise ValueError("a parallel load needs at least one connection")
+        self.workers = [Worker(i, raw, runner) for i, raw in enumerate(raws)]
+        self.kill = kill
+        self.on_statement = on_statement
+        self.queue_bytes = queue_bytes
+        self.job_bytes = job_bytes
+        self.log: list[Step] = []
+        self.cond = threading.Condition()
+        self.lock = threading.Lock()  # for on_statement
+
+    # -- the reader -------------------------------------------------------------------------
+    def load(self, file: SqlFile, *, statements: t.Iterable[Statement] | None = None,
+             on_progress: t.Callable[[int], None] | None = None,
+             chunk_size: int = CHUNK_SIZE) -> ParallelResult:
+        """Run every statement of *file*; Ctrl-C (KeyboardInterrupt) propagates after the
+        workers stopped, with the partial result on the exception's ``poolkit_result``."""
+        result = ParallelResult(file)
+        self.result = result
+        self.units: collections.OrderedDict[int, Unit] = collections.OrderedDict()
+        self.queued = 0
+        self.failed: list[tuple[int, StatementError]] = []
+        self.stopping = False
+        self.reading = True
+        self.ran = 0
+        self.stopped_at: dict[int, Step] = {}  # worker -> the step it is on
+        started = time.perf_counter()
+        source = statements if statements is not None else split_file(file.path,
+                                                                      chunk_size=chunk_size)
+        for worker in self.workers:
+            worker.bound = None
+            worker.thread = threading.Thread(target=self._work, args=(worker,), daemon=True,
+                                             name=f"poolkit-initdb-{worker.number}")
+            worker.thread.start()
+        try:
+            try:
+                self._read(source, result, on_progress)
+            finally:
+                with self.cond:
+                    self.reading = False
+                    self.cond.notify_all()
+            self._join(None)
+        except BaseException as error:
+            self.stop()
+            result.interrupted = isinstance(error, KeyboardInterrupt)
+            self._finish(result, started)
+            error.poolkit_result = result  # type: ignore[attr-defined]
+            raise
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+        self._finish(result, started)
+        return result
+
+    def _read(self, source: t.Iterable[Statement], result: ParallelResult,
+              on_progress: t.Callable[[int], None] | None) -> None:
+        job: Job | None = None
+        top = result.file.path
+        for step in plan(source):
+            if self.failed:
+                break
+            if on_progress is not None and step.stmt.path == top:
+                on_progress(step.stmt.end_offset)
+            if step.kind == SESSION:
+                self._submit(job)
+                job = None
+                with self.cond:
+                    self.log.append(step)
+                    self.ran += 1
+                continue
+            unit = self.units.get(step.unit)
+            if unit is None:
+                self._submit(job)
+                job = None
+                kind = step.kind if step.kind in (BARRIER, SYNC) else "table"
+                unit = Unit(step.unit, kind, step, step.fence or kind != "table")
+                with self.cond:
+                    for earlier in self.units.values():
+                        earlier.closed = True
+                    self.units[unit.id] = unit
+                    self.cond.notify_all()
+            kind = ROWS if step.kind == ROWS else "ordered"
+            size = len(step.stmt.sql)
+            if job is not None and (job.unit is not unit or job.kind != kind
+                                    or job.nbytes + size > self.job_bytes):
+                self._submit(job)
+                job = None
+            if job is None:
+                job = Job(unit, kind, [], len(self.log))
+            job.steps.append(step)
+            job.nbytes += size
+        self._submit(job)
+        with self.cond:
+            for unit in self.units.values():
+                unit.closed = True
+            self.cond.notify_all()
+
+    def _submit(self, job: Job | None) -> None:
+        """Queue *job*, first waiting while too much is queued."""
+        if job is None:
+            return None
+        with self.cond:
+            while self.queued > 0 and self.queued + job.nbytes > self.queue_bytes \
+                    and not self.failed and not self.stopping:
+                self.cond.wait(0.5)
+            job.unit.jobs.append(job)
+            self.queued += job.nbytes
+            self.result.jobs += 1
+            self.cond.notify_all()
+        return None
+
+    def _join(self, deadline: float | None) -> bool:
+        for worker in self.workers:
+            assert worker.thread is not None
+            while worker.thread.is_alive():
+                if deadline is not None and time.monotonic() > deadline:
+                    return False
+                worker.thread.join(0.2)
+        return True
+
+    def stop(self) -> None:
+        """Stop every worker: no new jobs, ``KILL QUERY`` on each busy connection, then wait
+        (at most :data:`STOP_SECONDS`)."""
+        with self.cond:
+            self.stopping = True
+            busy = [w for w in self.workers if w.current is not None]
+            self.cond.notify_all()
+        for worker in busy:
+            self.kill(worker.raw)
+        self._join(time.monotonic() + STOP_SECONDS)
+
+    def _finish(self, result: ParallelResult, started: float) -> None:
+        with self.cond:
+            result.statements = self.ran
+            if self.failed:
+                self.failed.sort(key=lambda item: item[0])
+                result.errors = [error for _, error in self.failed[:1]]
+            steps = [u.resume_step() for u in self.units.values() if not u.done]
+            if self.failed:  # a failed session statement: nothing after it ran
+                index, error = self.failed[0]
+                steps.append(Step(error.statement, index, SESSION, 0))
+            if steps:
+                first = min(steps, key=lambda step: step.index)
+                result.resume, result.resume_index = first.stmt, first.index
+        result.seconds = time.perf_counter() - started
+
+    # -- the workers --------------------------------------------------------------------------
+    def _work(self, worker: Worker) -> None:
+        while True:
+            with self.cond:
+                job = self._take(worker)
+                if job is None:
+                    return
+            ok = self._run_job(worker, job)
+            with self.cond:
+                unit = job.unit
+                unit.running.remove(job)
+                self.queued -= job.nbytes
+                if not ok and unit.broken is None:
+                    unit.broken = self.stopped_at.get(worker.number, job.steps[0])
+                if unit.done:
+                    del self.units[unit.id]
+                    for other in self.workers:
+                        if other.bound is unit:
+                            other.bound = None
+                self.cond.notify_all()
+
+    def _take(self, worker: Worker) -> Job | None:
+        """The next job *worker* may run, waiting for one; None when the load is over."""
+        while True:
+            if self.failed or self.stopping:
+                return None
+            job = self._eligible(worker)
+            if job is not None:
+                job.unit.jobs.popleft()
+                job.unit.running.append(job)
+                return job
+            if not self.reading and not any(u.jobs or u.running for u in self.units.values()):
+                return None
+            self.cond.wait(0.5)
+
+    def _eligible(self, worker: Worker) -> Job | None:
+        if worker.bound is not None:
+            unit = worker.bound
+            if unit.done:
+                worker.bound = None
+            else:
+                return self._next_of(unit, worker)
+        before_alone = False
+        live_before = False
+        for unit in self.units.values():
+            if unit.done:
+                continue
+            if unit.owner is None:
+                startable = not before_alone and not (unit.fence and live_before)
+                if startable and unit.jobs:
+                    unit.owner = worker
+                    worker.bound = unit
+                    return self._next_of(unit, worker)
+                if unit.alone or unit.fence:
+                    return None  # nothing later may start before it
+            elif not unit.alone:
+                job = self._next_of(unit, worker)
+                if job is not None and job.kind == ROWS:
+                    return job
+            before_alone = before_alone or unit.alone
+            live_before = True
+        return None
+
+    def _next_of(self, unit: Unit, worker: Worker) -> Job | None:
+        """The head job of *unit* if *worker* may start it now."""
+        if not unit.jobs:
+            return None
+        job = unit.jobs[0]
+        if job.kind == ROWS:
+            if worker.applied > job.log_at and unit.owner is not worker:
+                return None  # this connection's session is already past the job's
+            if all(r.kind == ROWS for r in unit.running):
+                return job
+            return None
+        if unit.running or unit.owner is not worker:
+            return None
+        return job
+
+    def _run_job(self, worker: Worker, job: Job) -> bool:
+        targets = self.workers if job.unit.kind == SYNC else [worker]
+        for step in job.steps:
+            self.stopped_at[worker.number] = step
+            if self.failed or self.stopping:
+                return False
+            for target in targets:
+                if not self._catch_up(target, job.log_at):
+                    return False
+                if step.kind != SKIP and not self._execute(target, step):
+                    return False
+            with self.cond:
+                self.ran += 1
+        return True
+
+    def _catch_up(self, worker: Worker, log_at: int) -> bool:
+        while worker.applied < log_at:
+            if not self._execute(worker, self.log[worker.applied], replay=True):
+                return False
+            worker.applied += 1
+        return True
+
+    def _execute(self, worker: Worker, step: Step, replay: bool = False) -> bool:
+        worker.current = step
+        before = time.perf_counter()
+        try:
+            worker.run(step.stmt.sql)
+        except Exception as error:
+            if error_code(error) is None and not is_disconnect(error):
+                error_ = StatementError(step.stmt.path or self.result.file.path,
+                                        step.stmt.line, None, None,
+                                        f"{type(error).__name__}: {error}", step.stmt)
+            else:
+                error_ = locate(error, step.stmt, self.result.file.path)
+            with self.cond:
+                if not self.stopping:  # a KILLed statement after Ctrl-C is not the failure
+                    self.failed.append((step.index, error_))
+                self.cond.notify_all()
+            return False
+        finally:
+            worker.current = None
+        if self.on_statement is not None and not replay:
+            with self.lock:
+                self.on_statement(step.stmt, time.perf_counter() - before)
+        return True
