@@ -10,16 +10,18 @@ N worker threads, one connection each, take jobs under one lock:
 * an ``ordered`` job waits until the unit's earlier jobs are done; ``rows`` jobs of the same
   run go to any connection not bound to another unit, at the same time;
 * a unit with ``fence`` waits for every earlier unit; a barrier waits for everything before it
-  and everything after it waits for the barrier; ``COMMIT`` runs on every connection;
-* before a job, its connection replays the session log (the file's ``SET``/``USE``
+  and everything after it waits for the barrier;
+* before a job, its connection replays the session log (the file's ``SET``/``USE``/``COMMIT``
   statements before that job) from where it stopped, so every connection has the session a
-  serial load would have there.
+  serial load would have there; at the end of the file every connection replays the rest
+  (the epilogue's ``SET AUTOCOMMIT=1`` commits what it holds).
 
 The first failed statement stops the run: every worker finishes the statement it is on and
 takes no more jobs. Ctrl-C stops every worker with ``KILL QUERY`` (see :meth:`Loader.stop`).
 The result tells how many statements ran and where a serial re-run may resume: the start of
 the first unit that is not complete (a unit begins with ``DROP TABLE IF EXISTS``, so it can
-run again), or the failed statement of a barrier run.
+run again), or the failed statement of a barrier run; ``exact`` is False when a data unit
+(which cannot run twice) after that point has started.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from ..pool.drivers import error_code, is_disconnect
 from .apply import StatementError, _executor, locate
 from .files import SqlFile
-from .plan import BARRIER, ROWS, SESSION, SKIP, SYNC, Step, plan
+from .plan import BARRIER, ROWS, SESSION, SKIP, Step, plan
 from .split import CHUNK_SIZE, Statement, split_file
 
 #: A job holds consecutive statements of one unit up to this many bytes.
@@ -65,7 +67,7 @@ class Unit:
     """A table's statements (or a run of barriers) and where its jobs stand."""
 
     id: int
-    kind: str  # "table", BARRIER or SYNC
+    kind: str  # "table" or BARRIER
     first: Step
     fence: bool
     jobs: collections.deque[Job] = field(default_factory=collections.deque)
@@ -106,12 +108,21 @@ class ParallelResult:
     #: come before it; every one of those ran.
     resume: Statement | None = None
     resume_index: int = 0
+    #: False when statements after :attr:`resume` already ran and cannot run twice.
+    exact: bool = True
     jobs: int = 0
 
     @property
     def ok(self) -> bool:
         """True when every statement ran."""
         return not self.errors and not self.interrupted
+
+
+class _Replay:
+    """What an idle worker does: replay the session log up to its current end."""
+
+
+_REPLAY = _Replay()
 
 
 class Worker:
@@ -164,6 +175,7 @@ class Loader:
         self.stopping = False
         self.reading = True
         self.ran = 0
+        self.started_units: list[Unit] = []
         self.stopped_at: dict[int, Step] = {}  # worker -> the step it is on
         started = time.perf_counter()
         source = statements if statements is not None else split_file(file.path,
@@ -181,6 +193,8 @@ class Loader:
                     self.reading = False
                     self.cond.notify_all()
             self._join(None)
+            if not self.failed:
+                self._replay_rest()
         except BaseException as error:
             self.stop()
             result.interrupted = isinstance(error, KeyboardInterrupt)
@@ -214,8 +228,9 @@ class Loader:
             if unit is None:
                 self._submit(job)
                 job = None
-                kind = step.kind if step.kind in (BARRIER, SYNC) else "table"
+                kind = BARRIER if step.kind == BARRIER else "table"
                 unit = Unit(step.unit, kind, step, step.fence or kind != "table")
+                self.started_units.append(unit)
                 with self.cond:
                     for earlier in self.units.values():
                         earlier.closed = True
@@ -284,6 +299,9 @@ class Loader:
             if steps:
                 first = min(steps, key=lambda step: step.index)
                 result.resume, result.resume_index = first.stmt, first.index
+                result.exact = not any(u.first.data and u.owner is not None
+                                       and u.first.index > first.index
+                                       for u in self.started_units)
         result.seconds = time.perf_counter() - started
 
     # -- the workers --------------------------------------------------------------------------
@@ -293,6 +311,13 @@ class Loader:
                 job = self._take(worker)
                 if job is None:
                     return
+                upto = len(self.log)
+            if isinstance(job, _Replay):
+                # Idle: catch up now, so that a COMMIT read meanwhile ends this connection's
+                # transaction (its locks would block another unit's DDL until its next job).
+                if not self._catch_up(worker, upto):
+                    return
+                continue
             ok = self._run_job(worker, job)
             with self.cond:
                 unit = job.unit
@@ -307,7 +332,7 @@ class Loader:
                             other.bound = None
                 self.cond.notify_all()
 
-    def _take(self, worker: Worker) -> Job | None:
+    def _take(self, worker: Worker) -> Job | _Replay | None:
         """The next job *worker* may run, waiting for one; None when the load is over."""
         while True:
             if self.failed or self.stopping:
@@ -319,6 +344,8 @@ class Loader:
                 return job
             if not self.reading and not any(u.jobs or u.running for u in self.units.values()):
                 return None
+            if worker.applied < len(self.log):
+                return _REPLAY
             self.cond.wait(0.5)
 
     def _eligible(self, worker: Worker) -> Job | None:
@@ -364,17 +391,21 @@ class Loader:
             return None
         return job
 
+    def _replay_rest(self) -> None:
+        """Each connection runs the rest of the session log (the end of the file)."""
+        for worker in self.workers:
+            if not self._catch_up(worker, len(self.log)):
+                return
+
     def _run_job(self, worker: Worker, job: Job) -> bool:
-        targets = self.workers if job.unit.kind == SYNC else [worker]
         for step in job.steps:
             self.stopped_at[worker.number] = step
             if self.failed or self.stopping:
                 return False
-            for target in targets:
-                if not self._catch_up(target, job.log_at):
-                    return False
-                if step.kind != SKIP and not self._execute(target, step):
-                    return False
+            if not self._catch_up(worker, job.log_at):
+                return False
+            if step.kind != SKIP and not self._execute(worker, step):
+                return False
             with self.cond:
                 self.ran += 1
         return True

@@ -25,12 +25,18 @@ and labels each one with a :class:`Step`:
     Anything else. It waits for all earlier work and runs alone, and later work waits for it;
     consecutive barriers run in order on one connection. Views, routines and events (after
     every table in a dump) are barriers, and so is everything the planner does not know.
-``sync``
-    ``COMMIT``: waits for all earlier work, then runs on every connection (``SET
-    AUTOCOMMIT=0`` files: each connection holds part of the transaction).
 
-Units only open at ``DROP TABLE IF EXISTS t`` while ``FOREIGN_KEY_CHECKS`` is 0 (as in every
-dump), so a unit can run in any order relative to the others and can be re-run from its start.
+``COMMIT`` is part of the session log too: each connection commits its own earlier work
+before its next job and at the end of the file (``SET AUTOCOMMIT=0`` dumps such as sakila's
+data: every connection holds part of the transaction).
+
+Units open at ``DROP TABLE IF EXISTS t`` while ``FOREIGN_KEY_CHECKS`` is 0 (as in every dump),
+so a unit runs in any order relative to the others and can be re-run from its start. A data-only
+dump (``--no-create-info``, sakila's data file) opens a *data* unit at a table's first
+``INSERT``/``LOCK TABLES``; it cannot be re-run (its rows would be duplicates), which the
+result of a failed load says. A ``SET`` between a unit's statements belongs to the unit when a
+definition follows it (``CREATE TABLE``/``VIEW``/``TRIGGER``: dumps save, set and restore
+``character_set_client`` and ``sql_mode`` around them), otherwise to the shared session.
 A statement that may change the session in ways the planner cannot replay (``SET`` with a
 subquery or a function, ``CALL``, ``SELECT … INTO @v``, ``START TRANSACTION``, ``ROLLBACK``)
 makes the rest of the file serial.
@@ -49,7 +55,6 @@ ORDERED = "ordered"
 ROWS = "rows"
 SKIP = "skip"
 BARRIER = "barrier"
-SYNC = "sync"
 
 #: The head of a statement examined to classify it (the rest is data).
 HEAD_BYTES = 2048
@@ -73,6 +78,11 @@ _CREATE_VIEW = re.compile(rf"CREATE (?:ALGORITHM=\w+ )?(?:DEFINER=\S+ )?(?:SQL S
 _TRIGGER = re.compile(rf"CREATE (?:DEFINER=\S+ )?TRIGGER (?:IF NOT EXISTS )?{_QNAME} "
                       rf"(?:BEFORE|AFTER) (?:INSERT|UPDATE|DELETE) ON {_QNAME}", re.I)
 _DROP_TRIGGER = re.compile(rf"DROP TRIGGER IF EXISTS {_QNAME}$", re.I)
+_DEFINITION = re.compile(r"CREATE (?:TABLE|(?:ALGORITHM=\w+ )?(?:DEFINER=\S+ )?"
+                         r"(?:SQL SECURITY \w+ )?VIEW|(?:DEFINER=\S+ )?TRIGGER)\b", re.I)
+# Where a data-only dump's table begins.
+_DATA_START = re.compile(rf"(?:LOCK TABLES {_QNAME} WRITE$|ALTER TABLE {_QNAME} DISABLE KEYS$|"
+                         rf"INSERT INTO {_QNAME}(?: ?\([^()]*\))? ?VALUES?\b)", re.I)
 _USE = re.compile(rf"USE ({_NAME})$", re.I)
 _COMMIT = re.compile(r"COMMIT(?: WORK)?$", re.I)
 _TRANSACTION = re.compile(r"(?:START TRANSACTION|BEGIN|ROLLBACK|SAVEPOINT|RELEASE SAVEPOINT|"
@@ -101,6 +111,8 @@ class Step:
     table: str | None = None
     #: First step of a unit that may only start when every earlier unit is done.
     fence: bool = False
+    #: The unit is a data unit (no DROP TABLE first): it cannot be re-run.
+    data: bool = False
 
 
 def head_text(sql: bytes, limit: int = HEAD_BYTES) -> str:
@@ -169,6 +181,7 @@ class Planner:
         self.dirty: set[str] = set()  # system variables the open unit changed
         self.unit_vars: set[str] = set()  # user variables the open unit assigned
         self.pending: list[tuple[Statement, int, list[tuple[str, str]]]] = []
+        self.data = False
 
     def feed(self, stmt: Statement) -> list[Step]:
         """The steps decided by *stmt* (SETs inside a unit wait for the next statement)."""
@@ -199,19 +212,19 @@ class Planner:
             self.serial = True
             return [*self.flush(), self._barrier(stmt, index)]
         if _COMMIT.match(text):
-            steps = self.flush()
-            self._close()
-            self.in_barrier = False
-            self.unit += 1
-            self.seen.clear()
-            return [*steps, Step(stmt, index, SYNC, self.unit, fence=True)]
+            return [*self.flush(), Step(stmt, index, SESSION, 0)]
         dropped = _DROP_TABLE.match(text)
         if dropped and self.fk_off:
             steps = self.flush()
             return [*steps, self._open(stmt, index, unquote(dropped.group(1)))]
         if self.table is not None and self._belongs(text, stmt):
-            steps = self.flush(member=True)
+            steps = self.flush(member=_DEFINITION.match(text) is not None)
             return [*steps, self._unit_step(stmt, index, text)]
+        data = _DATA_START.match(text)
+        if data and self.fk_off:
+            steps = self.flush()
+            return [*steps, self._open(stmt, index, unquote(next(g for g in data.groups() if g)),
+                                       data=True)]
         return [*self.flush(), self._barrier(stmt, index)]
 
     def flush(self, member: bool = False) -> list[Step]:
@@ -224,7 +237,7 @@ class Planner:
         return steps
 
     # -- units ----------------------------------------------------------------------------
-    def _open(self, stmt: Statement, index: int, table: str) -> Step:
+    def _open(self, stmt: Statement, index: int, table: str, data: bool = False) -> Step:
         key = f"{self.database}.{table.lower()}"
         fence = key in self.seen or self.in_barrier
         self.seen.add(key)
@@ -235,7 +248,8 @@ class Planner:
         self.saved.clear()
         self.dirty.clear()
         self.unit_vars.clear()
-        return Step(stmt, index, ORDERED, self.unit, self.table, fence)
+        self.data = data
+        return Step(stmt, index, ORDERED, self.unit, self.table, fence, data)
 
     def _close(self) -> None:
         self.table = None
@@ -269,7 +283,7 @@ class Planner:
             if found and found.group(1).upper() == "INSERT" and not found.group(2) \
                     and b"ON DUPLICATE KEY" not in stmt.sql[-4096:].upper():
                 kind = ROWS
-        return Step(stmt, index, kind, self.unit, self.table)
+        return Step(stmt, index, kind, self.unit, self.table, data=self.data)
 
     def _member(self, stmt: Statement, index: int, pairs: list[tuple[str, str]]) -> Step:
         for name, value in pairs:
@@ -281,14 +295,12 @@ class Planner:
                 self.dirty.discard(name)
             else:
                 self.dirty.add(name)
-        return Step(stmt, index, ORDERED, self.unit, self.table)
+        return Step(stmt, index, ORDERED, self.unit, self.table, data=self.data)
 
     def _session(self, stmt: Statement, index: int, pairs: list[tuple[str, str]]) -> Step:
         for name, value in pairs:
             if name == "foreign_key_checks":
                 self.fk_off = value.strip("'\"").lower() in {"0", "off"}
-        if self.table is not None:
-            self._close()  # a shared SET after a unit: later rows are no longer that unit's
         return Step(stmt, index, SESSION, 0)
 
     def _barrier(self, stmt: Statement, index: int) -> Step:
