@@ -31,6 +31,7 @@ from poolkit.sqlimport.apply import (
 )
 from poolkit.sqlimport.files import SqlFile, check_files, discover
 from poolkit.sqlimport.history import APPLIED, CHANGED, PENDING, History, server_lock, status
+from poolkit.sqlimport.parallel import ParallelResult, PooledLoader, is_dump, resolve_jobs
 from poolkit.sqlimport.split import Statement
 
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024
@@ -99,13 +100,18 @@ def _apply(raw: t.Any, file: SqlFile, database: str, continue_on_error: bool,
               help="Seconds to wait for the server to accept connections.")
 @click.option("--create-database", "create_db", is_flag=True,
               help="Create the URL's database if it is missing.")
+@click.option("-j", "--jobs", metavar="N|auto",
+              help="Load dump files (mysqldump / mariadb-dump output) on N connections of the "
+                   "pool at once, table by table; 'auto': the machine's cores, capped by the "
+                   "pool, for files that look like dumps. Default: one connection, in file "
+                   "order. See docs/initdb-parallel.md.")
 @click.option("-v", "--verbose", is_flag=True, help="Print each statement and its duration.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @with_poolkit_app
 def initdb_command(files: tuple[Path, ...], sql_dir: Path | None, bind: str, show_status: bool,
                    exit_code: bool, dry_run: bool, force: bool, continue_on_error: bool,
                    lock_timeout: float, wait_seconds: float, create_db: bool,
-                   verbose: bool, quiet: bool) -> None:
+                   jobs: str | None, verbose: bool, quiet: bool) -> None:
     """Apply the project's .sql files (sql/*.sql in natural order, or FILES) once each."""
     state = poolkit_state()
     try:
@@ -115,8 +121,12 @@ def initdb_command(files: tuple[Path, ...], sql_dir: Path | None, bind: str, sho
             _dry_run(checked, quiet)
             return
         pool = state.pool(bind)
+        workers = resolve_jobs(jobs, pool.settings.max_connections) if jobs else 0
     except PoolkitError as error:
         raise click.ClickException(str(error)) from None
+    if workers and continue_on_error:
+        raise click.UsageError("--continue-on-error runs the statements in file order: "
+                               "drop --jobs")
     settings = pool.settings
     database = settings.url.database
     try:
@@ -140,9 +150,12 @@ def initdb_command(files: tuple[Path, ...], sql_dir: Path | None, bind: str, sho
                 raise SystemExit(1)
             return
         try:
-            with server_lock(raw, database, lock_timeout):
+            with server_lock(raw, database, lock_timeout), \
+                    PooledLoader(pool, workers, database) as loader:
+                parallel = _parallel_apply(loader, jobs == "auto", quiet) if workers else None
                 _run(raw, history, checked, database, force, continue_on_error, verbose, quiet,
-                     on_interrupt=lambda: kill_running_statement(settings, raw))
+                     on_interrupt=lambda: kill_running_statement(settings, raw),
+                     parallel=parallel)
         except PoolkitError as error:
             raise click.ClickException(str(error)) from None
 
@@ -158,9 +171,51 @@ def _dry_run(files: list[SqlFile], quiet: bool) -> None:
         click.echo(f"dry run: {len(files)} files, {total} statements; nothing was sent")
 
 
+ParallelApply = t.Callable[[SqlFile], "FileResult | ParallelResult | None"]
+
+
+def _parallel_apply(loader: PooledLoader, auto: bool, quiet: bool) -> ParallelApply:
+    """Loads a file on the loader's connections (None: not a dump, under --jobs auto)."""
+    def apply(file: SqlFile) -> ParallelResult | None:
+        if auto and not is_dump(file):
+            return None
+        try:
+            if quiet or file.size < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
+                return loader.load(file)
+            with click.progressbar(length=file.size, label=file.name, file=sys.stderr) as bar:
+                done = [0]
+
+                def on_progress(offset: int) -> None:
+                    bar.update(offset - done[0])
+                    done[0] = offset
+
+                return loader.load(file, on_progress=on_progress)
+        except KeyboardInterrupt as interrupt:
+            result: ParallelResult | None = getattr(interrupt, "poolkit_result", None)
+            if result is not None:
+                click.echo(f"interrupted: every connection stopped; {_progress(result)}",
+                           err=True)
+            click.echo(f"interrupted: {_shown(file.path)} was not recorded as applied",
+                       err=True)
+            raise SystemExit(130) from None
+    return apply
+
+
+def _progress(result: ParallelResult) -> str:
+    """How far a parallel load got, for messages."""
+    done = f"{result.statements} statement{'s' if result.statements != 1 else ''} ran"
+    if result.resume is None:
+        return done
+    where = f"{_shown(result.resume.path or result.file.path)}:{result.resume.line}"
+    how = ("everything before it ran" if result.exact else
+           "later tables of this data-only dump ran too and would be loaded twice")
+    return f"{done}; a serial re-run may resume at {where} ({how}); none was undone"
+
+
 def _run(raw: t.Any, history: History, files: list[SqlFile], database: str, force: bool,
          continue_on_error: bool, verbose: bool, quiet: bool,
-         on_interrupt: t.Callable[[], object] = lambda: None) -> None:
+         on_interrupt: t.Callable[[], object] = lambda: None,
+         parallel: ParallelApply | None = None) -> None:
     history.ensure()
     applied = history.load()  # read under the lock: another run may just have finished
     states = status(files, applied)
@@ -181,7 +236,9 @@ def _run(raw: t.Any, history: History, files: list[SqlFile], database: str, forc
     failed_files: list[str] = []
     for file in todo:
         try:
-            result = _apply(raw, file, database, continue_on_error, verbose, quiet)
+            result = parallel(file) if parallel is not None else None
+            if result is None:
+                result = _apply(raw, file, database, continue_on_error, verbose, quiet)
         except KeyboardInterrupt:
             on_interrupt()  # stop the server's statement now, as the mysql client does
             click.echo(f"interrupted: {_shown(file.path)} was not recorded as applied", err=True)
@@ -192,6 +249,8 @@ def _run(raw: t.Any, history: History, files: list[SqlFile], database: str, forc
             failed_files.append(_shown(file.path))
             for error in result.errors:
                 _report(error)
+            if isinstance(result, ParallelResult):
+                click.echo(f"{_shown(file.path)}: {_progress(result)}", err=True)
             if not continue_on_error:
                 before = f" ({recorded} applied before it stay recorded)" if recorded else ""
                 raise click.ClickException(

@@ -27,16 +27,23 @@ run again), or the failed statement of a barrier run; ``exact`` is False when a 
 from __future__ import annotations
 
 import collections
+import contextlib
+import os
 import threading
 import time
 import typing as t
 from dataclasses import dataclass, field
 
+from ..errors import SqlFileError
 from ..pool.drivers import error_code, is_disconnect
-from .apply import StatementError, _executor, locate
-from .files import SqlFile
-from .plan import BARRIER, ROWS, SESSION, SKIP, Step, plan
+from .apply import StatementError, _executor, import_session, kill_running_statement, locate
+from .files import SNIFF_SIZE, SqlFile
+from .history import quote_ident
+from .plan import BARRIER, ROWS, SESSION, SKIP, Step, looks_like_dump, plan
 from .split import CHUNK_SIZE, Statement, split_file
+
+if t.TYPE_CHECKING:
+    from ..pool.pool import Pool
 
 #: A job holds consecutive statements of one unit up to this many bytes.
 JOB_BYTES = 64 * 1024
@@ -440,3 +447,63 @@ class Loader:
             with self.lock:
                 self.on_statement(step.stmt, time.perf_counter() - before)
         return True
+
+
+def resolve_jobs(value: str, max_connections: int, cores: int | None = None) -> int:
+    """``--jobs`` as a number of connections: ``auto`` is the machine's cores, capped by the
+    pool (one of its connections holds the history and the lock)."""
+    spare = max_connections - 1
+    if value == "auto":
+        return max(1, min(cores or os.cpu_count() or 1, spare))
+    try:
+        jobs = int(value)
+    except ValueError:
+        raise SqlFileError(f"--jobs {value}: expected a number of connections or 'auto'"
+                           ) from None
+    if jobs < 1:
+        raise SqlFileError(f"--jobs {value}: expected at least 1")
+    if jobs > spare:
+        raise SqlFileError(f"--jobs {jobs}: the pool has POOLKIT_MAX_CONNECTIONS="
+                           f"{max_connections}, one of them for the history: use --jobs "
+                           f"{max(spare, 1)} or raise POOLKIT_MAX_CONNECTIONS")
+    return jobs
+
+
+def is_dump(file: SqlFile) -> bool:
+    """Whether *file* looks like mysqldump / mariadb-dump output (``--jobs auto`` loads only
+    those in parallel)."""
+    with open(file.path, "rb") as stream:
+        return looks_like_dump(stream.read(SNIFF_SIZE))
+
+
+class PooledLoader:
+    """A :class:`Loader` on *jobs* connections of *pool*, opened on first use, each file
+    starting in *database* (as a serial load does); closed with the loader."""
+
+    def __init__(self, pool: Pool, jobs: int, database: str,
+                 on_statement: OnStatement | None = None) -> None:
+        self.pool = pool
+        self.jobs = jobs
+        self.database = database
+        self.on_statement = on_statement
+        self.stack = contextlib.ExitStack()
+        self.loader: Loader | None = None
+
+    def __enter__(self) -> PooledLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.close()
+
+    def load(self, file: SqlFile, on_progress: t.Callable[[int], None] | None = None
+             ) -> ParallelResult:
+        """Load *file* on the connections (see :meth:`Loader.load`)."""
+        if self.loader is None:
+            raws = [self.stack.enter_context(import_session(self.pool.connection()))
+                    for _ in range(self.jobs)]
+            settings = self.pool.settings
+            self.loader = Loader(raws, kill=lambda raw: kill_running_statement(settings, raw),
+                                 on_statement=self.on_statement)
+        use = Statement(f"USE {quote_ident(self.database)}".encode(), 0, 0, 0, file.path)
+        self.loader.log.append(Step(use, -1, SESSION, 0))
+        return self.loader.load(file, on_progress=on_progress)
