@@ -16,8 +16,8 @@ N worker threads, one connection each, take jobs under one lock:
   serial load would have there; at the end of the file every connection replays the rest
   (the epilogue's ``SET AUTOCOMMIT=1`` commits what it holds).
 
-The first failed statement stops the run: every worker finishes the statement it is on and
-takes no more jobs. Ctrl-C stops every worker with ``KILL QUERY`` (see :meth:`Loader.stop`).
+The first failed statement stops the run: the statements other workers are on get ``KILL
+QUERY`` and no more jobs start. Ctrl-C stops every worker the same way (:meth:`Loader.stop`).
 The result tells how many statements ran and where a serial re-run may resume: the start of
 the first unit that is not complete (a unit begins with ``DROP TABLE IF EXISTS``, so it can
 run again), or the failed statement of a barrier run; ``exact`` is False when a data unit
@@ -437,9 +437,14 @@ class Loader:
             else:
                 error_ = locate(error, step.stmt, self.result.file.path)
             with self.cond:
-                if not self.stopping:  # a KILLed statement after Ctrl-C is not the failure
-                    self.failed.append((step.index, error_))
+                if self.stopping:  # KILLed after Ctrl-C or another failure: not the cause
+                    return False
+                self.failed.append((step.index, error_))
+                self.stopping = True
+                busy = [w for w in self.workers if w.current is not None and w is not worker]
                 self.cond.notify_all()
+            for other in busy:  # the run has failed: do not wait for their statements
+                self.kill(other.raw)
             return False
         finally:
             worker.current = None
