@@ -20,7 +20,8 @@ from flask import Flask
 from poolkit import Poolkit
 from poolkit.url import DatabaseURL, parse_url
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = next((p / "shared" / "corpus" for p in Path(__file__).resolve().parents[2:4]
+               if (p / "shared" / "corpus").is_dir()), Path("/nonexistent"))
 SAKILA = CORPUS / "sakila"
 
 pytestmark = pytest.mark.skipif(not SAKILA.is_dir(),

@@ -10,7 +10,7 @@ import pytest
 from poolkit import Pool
 from poolkit.sqlimport.apply import apply_file, count_statements, import_session, locate
 from poolkit.sqlimport.files import check_file
-from poolkit.sqlimport.split import Statement
+from poolkit.sqlimport.statement import Statement
 
 
 def _write(tmp_path: Path, name: str, data: bytes) -> Path:

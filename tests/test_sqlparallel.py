@@ -28,6 +28,7 @@ from flask import Flask
 from poolkit import Poolkit
 from poolkit.sqlimport.files import check_file
 from poolkit.sqlimport.parallel import Loader
+from poolkit.sqlimport.session import enable_multi_statements
 from poolkit.testing.plugin import admin_connect
 from poolkit.url import DatabaseURL, parse_url
 
@@ -224,10 +225,20 @@ def test_a_failing_unit_reports_its_line_and_how_many_statements_ran(
     assert f"fails.sql:{bad + 1}: ERROR 1062 (23000): Duplicate entry '1'" in result.output
     assert "42 statements ran" in result.output
     first = lines.index("DROP TABLE IF EXISTS `two`;") + 1
-    assert f"a serial re-run may resume at {path}:{first}" in result.output \
-        or f"resume at fails.sql:{first}" in result.output
+    assert f"fails.sql:{first} (every statement before it ran)" in result.output
     assert env.rows("SELECT COUNT(*) FROM two")[0][0] == 2
-    assert env.rows("SELECT COUNT(*) FROM poolkit_sql_history")[0][0] == 0
+    # Recorded as failed, applied up to the start of `two` (37 statements): a rerun of the
+    # fixed file resumes there, and `two` is dropped and loaded again, whole.
+    assert env.rows("SELECT status, statements, failed_line FROM poolkit_sql_history") == [
+        ("failed", 37, bad + 1)]
+    lines[bad] = "INSERT INTO `two` VALUES (2,'r2');"
+    path.write_text("\n".join(lines) + "\n")
+    result = env.run("--jobs", "2", str(path))
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.output and "at statement 38" in result.output
+    assert env.rows("SELECT COUNT(*), SUM(id) FROM two") == [(5, 10)]
+    assert env.rows("SELECT COUNT(*) FROM one")[0][0] == 30
+    assert env.rows("SELECT status FROM poolkit_sql_history") == [("applied",)]
 
 
 def _sleeping_dump(seconds: int) -> str:
@@ -254,6 +265,8 @@ def test_a_lost_worker_connection_fails_the_run_with_its_statement(
     path = tmp_path / "lost.sql"
     path.write_text(_sleeping_dump(30))
     raws = [admin_connect(env.server) for _ in range(2)]
+    for raw in raws:
+        enable_multi_statements(raw)
     admin = admin_connect(env.server)
     killer = admin_connect(env.server)
     outcome: dict[str, t.Any] = {}
@@ -323,6 +336,8 @@ def test_ctrl_c_stops_every_worker_and_exits_130(
     assert process.returncode == 130, err
     assert stopped_after < 10
     assert left == []  # KILL QUERY reached both connections
-    assert "interrupted: every connection stopped; 8 statements ran" in err
-    assert "slow.sql was not recorded as applied" in err
-    assert query_rows(url, "SELECT COUNT(*) FROM poolkit_sql_history")[0][0] == 0
+    assert "slow.sql: parallel load: every connection stopped; 8 statements ran; a rerun " \
+        "resumes at " in err
+    # Progress is recorded: the 2 statements before the first unfinished table.
+    assert query_rows(url, "SELECT status, statements FROM poolkit_sql_history") == [
+        ("failed", 2)]

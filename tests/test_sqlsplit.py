@@ -11,7 +11,8 @@ import pytest
 from poolkit.errors import SqlFileError
 from poolkit.sqlimport.split import split_bytes, split_file
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = next((p / "shared" / "corpus" for p in Path(__file__).resolve().parents[2:4]
+               if (p / "shared" / "corpus").is_dir()), Path("/nonexistent"))
 
 # (id, input, [(statement, line), ...])
 CASES: list[tuple[str, bytes, list[tuple[bytes, int]]]] = [
@@ -31,11 +32,11 @@ CASES: list[tuple[str, bytes, list[tuple[bytes, int]]]] = [
      [(b"SELECT 1", 2), (b"SELECT 2", 3)]),
     ("dashes without space", b"SELECT 1--1;\nSELECT 2;", [(b"SELECT 1--1", 1), (b"SELECT 2", 2)]),
     ("dash comment inside statement", b"SELECT 1 -- one;\n + 1;",
-     [(b"SELECT 1 -- one;\n + 1", 1)]),
+     [(b"SELECT 1 \n + 1", 1)]),
     ("hash comment", b"# header;\nSELECT 1; # x;\nSELECT 2;", [(b"SELECT 1", 2), (b"SELECT 2", 3)]),
     ("hash in string", b"SELECT '#not;a comment';", [(b"SELECT '#not;a comment'", 1)]),
     ("block comment", b"/* a;\n b; */ SELECT 1;\nSELECT /* ; */ 2;",
-     [(b"SELECT 1", 2), (b"SELECT /* ; */ 2", 3)]),
+     [(b"SELECT 1", 2), (b"SELECT  2", 3)]),
     ("comment-only statement", b"SELECT 1;\n-- only a comment\n/* and this */;\n",
      [(b"SELECT 1", 1)]),
     ("executable comment kept", b"/*!40101 SET NAMES utf8mb4 */;\n/*!*/;\n",

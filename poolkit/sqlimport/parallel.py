@@ -36,11 +36,14 @@ from dataclasses import dataclass, field
 
 from ..errors import SqlFileError
 from ..pool.drivers import error_code, is_disconnect
-from .apply import StatementError, _executor, import_session, kill_running_statement, locate
+from ._pymysql import _pymysql_raw_values
+from .apply import BATCH_BYTES, StatementError, _runner, batchable, locate
 from .files import SNIFF_SIZE, SqlFile
 from .history import quote_ident
 from .plan import BARRIER, ROWS, SESSION, SKIP, Step, looks_like_dump, plan
-from .split import CHUNK_SIZE, Statement, split_file
+from .session import DEFAULT_CHARSET, import_session, kill_running_statement, max_allowed_packet
+from .split import CHUNK_SIZE, split_file
+from .statement import Statement
 
 if t.TYPE_CHECKING:
     from ..pool.pool import Pool
@@ -52,9 +55,11 @@ QUEUE_BYTES = 16 * 1024 * 1024
 #: How long the reader waits for all workers after Ctrl-C before giving up on them.
 STOP_SECONDS = 10.0
 
-#: Given a connection, returns the function that sends one statement on it and reads all
-#: its results (apply's, by default).
-Runner = t.Callable[[t.Any], t.Callable[[bytes], None]]
+#: Given a connection: (send SQL, handing each result to a callback; result -> (column names,
+#: rows) or None), apply's by default.
+Runner = t.Callable[[t.Any], tuple[t.Callable[[bytes, t.Callable[[t.Any], None]], None],
+                                  t.Callable[[t.Any], t.Any]]]
+OnRows = t.Callable[[Statement, list[str], list[tuple[t.Any, ...]]], None]
 OnStatement = t.Callable[[Statement, float], None]
 
 
@@ -138,7 +143,7 @@ class Worker:
     def __init__(self, number: int, raw: t.Any, runner: Runner) -> None:
         self.number = number
         self.raw = raw
-        self.run = runner(raw)
+        self.send, self.rows_of = runner(raw)
         self.applied = 0  # how much of the session log this connection has run
         self.bound: Unit | None = None
         self.current: Step | None = None
@@ -153,15 +158,19 @@ class Loader:
     loader, so a second file continues the session the first one left, as a serial load does.
     """
 
-    def __init__(self, raws: t.Sequence[t.Any], runner: Runner = _executor,
+    def __init__(self, raws: t.Sequence[t.Any], runner: Runner = _runner,
                  kill: t.Callable[[t.Any], object] = lambda raw: None,
-                 on_statement: OnStatement | None = None,
+                 on_statement: OnStatement | None = None, on_rows: OnRows | None = None,
+                 batch_bytes: int = BATCH_BYTES, comments: bool = False,
                  queue_bytes: int = QUEUE_BYTES, job_bytes: int = JOB_BYTES) -> None:
         if not raws:
             raise ValueError("a parallel load needs at least one connection")
         self.workers = [Worker(i, raw, runner) for i, raw in enumerate(raws)]
         self.kill = kill
         self.on_statement = on_statement
+        self.on_rows = on_rows
+        self.batch_bytes = batch_bytes
+        self.comments = comments
         self.queue_bytes = queue_bytes
         self.job_bytes = job_bytes
         self.log: list[Step] = []
@@ -185,8 +194,8 @@ class Loader:
         self.started_units: list[Unit] = []
         self.stopped_at: dict[int, Step] = {}  # worker -> the step it is on
         started = time.perf_counter()
-        source = statements if statements is not None else split_file(file.path,
-                                                                      chunk_size=chunk_size)
+        source = statements if statements is not None else split_file(
+            file.path, chunk_size=chunk_size, comments=self.comments)
         for worker in self.workers:
             worker.bound = None
             worker.thread = threading.Thread(target=self._work, args=(worker,), daemon=True,
@@ -405,31 +414,68 @@ class Loader:
                 return
 
     def _run_job(self, worker: Worker, job: Job) -> bool:
+        """Run *job*'s statements in order, consecutive batchable ones in one round trip."""
+        if not self._catch_up(worker, job.log_at):
+            return False
+        group: list[Step] = []
+        size = 0
         for step in job.steps:
-            self.stopped_at[worker.number] = step
-            if self.failed or self.stopping:
+            if step.kind == SKIP:
+                if group and not self._send(worker, group):
+                    return False
+                group, size = [], 0
+                with self.cond:
+                    self.ran += 1
+                continue
+            length = len(step.stmt.sql) + 2
+            if self.batch_bytes and length < self.batch_bytes \
+                    and batchable(step.stmt, self.comments):
+                if group and size + length > self.batch_bytes:
+                    if not self._send(worker, group):
+                        return False
+                    group, size = [], 0
+                group.append(step)
+                size += length
+                continue
+            if group and not self._send(worker, group):
                 return False
-            if not self._catch_up(worker, job.log_at):
+            group, size = [], 0
+            if not self._send(worker, [step]):
                 return False
-            if step.kind != SKIP and not self._execute(worker, step):
-                return False
-            with self.cond:
-                self.ran += 1
-        return True
+        return not group or self._send(worker, group)
 
     def _catch_up(self, worker: Worker, log_at: int) -> bool:
         while worker.applied < log_at:
-            if not self._execute(worker, self.log[worker.applied], replay=True):
+            if not self._send(worker, [self.log[worker.applied]], replay=True):
                 return False
             worker.applied += 1
         return True
 
-    def _execute(self, worker: Worker, step: Step, replay: bool = False) -> bool:
-        worker.current = step
+    def _send(self, worker: Worker, steps: list[Step], replay: bool = False) -> bool:
+        """Send *steps* in one round trip; False (and the failure recorded) if one failed."""
+        self.stopped_at[worker.number] = steps[0]
+        if self.failed or self.stopping:
+            return False
+        done = [0]
+        single = len(steps) == 1
+
+        def on_result(res: t.Any) -> None:
+            if self.on_rows is not None:
+                shown = worker.rows_of(res)
+                if shown is not None and shown[1]:
+                    with self.lock:
+                        self.on_rows(steps[0 if single else done[0]].stmt, *shown)
+            if not single:
+                done[0] += 1
+
+        worker.current = steps[0]
         before = time.perf_counter()
         try:
-            worker.run(step.stmt.sql)
+            worker.send(b";\n".join(step.stmt.sql for step in steps), on_result)
         except Exception as error:
+            ok = 0 if single else done[0]
+            step = steps[ok]
+            self.stopped_at[worker.number] = step
             if error_code(error) is None and not is_disconnect(error):
                 error_ = StatementError(step.stmt.path or self.result.file.path,
                                         step.stmt.line, None, None,
@@ -437,6 +483,8 @@ class Loader:
             else:
                 error_ = locate(error, step.stmt, self.result.file.path)
             with self.cond:
+                if not replay:
+                    self.ran += ok
                 if self.stopping:  # KILLed after Ctrl-C or another failure: not the cause
                     return False
                 self.failed.append((step.index, error_))
@@ -448,9 +496,14 @@ class Loader:
             return False
         finally:
             worker.current = None
+        if not replay:
+            with self.cond:
+                self.ran += len(steps)
         if self.on_statement is not None and not replay:
+            each = (time.perf_counter() - before) / len(steps)
             with self.lock:
-                self.on_statement(step.stmt, time.perf_counter() - before)
+                for step in steps:
+                    self.on_statement(step.stmt, each)
         return True
 
 
@@ -482,15 +535,22 @@ def is_dump(file: SqlFile) -> bool:
 
 
 class PooledLoader:
-    """A :class:`Loader` on *jobs* connections of *pool*, opened on first use, each file
-    starting in *database* (as a serial load does); closed with the loader."""
+    """A :class:`Loader` on *jobs* connections of *pool* (import sessions, opened on first
+    use), each file starting in *database* with *charset*, as a serial load does; closed with
+    the loader. *batch_bytes* None: apply's, below the server's ``max_allowed_packet``."""
 
-    def __init__(self, pool: Pool, jobs: int, database: str,
-                 on_statement: OnStatement | None = None) -> None:
+    def __init__(self, pool: Pool, jobs: int, database: str, *, charset: str = DEFAULT_CHARSET,
+                 comments: bool = False, batch_bytes: int | None = None,
+                 on_statement: OnStatement | None = None, on_rows: OnRows | None = None
+                 ) -> None:
         self.pool = pool
         self.jobs = jobs
         self.database = database
+        self.charset = charset
+        self.comments = comments
+        self.batch_bytes = batch_bytes
         self.on_statement = on_statement
+        self.on_rows = on_rows
         self.stack = contextlib.ExitStack()
         self.loader: Loader | None = None
 
@@ -504,11 +564,20 @@ class PooledLoader:
              ) -> ParallelResult:
         """Load *file* on the connections (see :meth:`Loader.load`)."""
         if self.loader is None:
-            raws = [self.stack.enter_context(import_session(self.pool.connection()))
-                    for _ in range(self.jobs)]
+            raws = []
+            for _ in range(self.jobs):
+                raw = self.stack.enter_context(import_session(self.pool.connection(),
+                                                              self.charset))
+                self.stack.enter_context(_pymysql_raw_values(raw))  # rows as the server's bytes
+                raws.append(raw)
+            batch = self.batch_bytes
+            if batch is None:
+                batch = min(BATCH_BYTES, max_allowed_packet(raws[0]) // 2)
             settings = self.pool.settings
             self.loader = Loader(raws, kill=lambda raw: kill_running_statement(settings, raw),
-                                 on_statement=self.on_statement)
-        use = Statement(f"USE {quote_ident(self.database)}".encode(), 0, 0, 0, file.path)
-        self.loader.log.append(Step(use, -1, SESSION, 0))
+                                 on_statement=self.on_statement, on_rows=self.on_rows,
+                                 batch_bytes=batch, comments=self.comments)
+        for sql in (f"USE {quote_ident(self.database)}", f"SET NAMES {self.charset}"):
+            stmt = Statement(sql.encode(), 0, 0, 0, file.path)
+            self.loader.log.append(Step(stmt, -1, SESSION, 0))
         return self.loader.load(file, on_progress=on_progress)

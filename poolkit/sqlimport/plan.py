@@ -48,7 +48,7 @@ import re
 import typing as t
 from dataclasses import dataclass
 
-from .split import Statement
+from .statement import Statement
 
 SESSION = "session"
 ORDERED = "ordered"
@@ -280,7 +280,7 @@ class Planner:
             kind = SKIP
         elif self.fanout and not self.dirty:
             found = _INSERT.match(text)
-            if found and found.group(1).upper() == "INSERT" and not found.group(2) \
+            if found and found.group(1).upper() == "INSERT" and not found.group(2) and stmt.plain \
                     and b"ON DUPLICATE KEY" not in stmt.sql[-4096:].upper():
                 kind = ROWS
         return Step(stmt, index, kind, self.unit, self.table, data=self.data)

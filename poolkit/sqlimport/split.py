@@ -21,12 +21,15 @@ client's rules, which this module follows:
   ``/*!999999\\- enable the sandbox mode */`` turns on sandbox mode (``source`` is refused
   afterwards) and sends nothing. Other client commands raise :class:`SqlFileError`.
 
-Comments inside a statement are kept (the server ignores them), so the server's "at line N"
-counts the file's own lines from :attr:`Statement.line`. A statement made only of comments is
-never sent. Bytes are never decoded: BLOBs and ``_binary '…'`` literals reach the server as
-they are in the file, with one exception the client makes too: it reads lines without the
-``\r`` of a CRLF ending (unless started with ``--binary-mode``), so a CRLF inside a string
-literal arrives as LF. Dumps escape both bytes (``\r\n``), so their data is unaffected.
+Comments inside a statement are stripped as the client strips them (its default
+``--skip-comments``; see :mod:`.statement`), or kept with ``comments=True`` (its ``--comments``).
+The server's "at line N" maps back to the file's own lines from :attr:`Statement.line`. A
+statement made only of comments is never sent. Bytes are never decoded: BLOBs and
+``_binary '…'`` literals reach the server as they are in the file, with one exception the
+client makes too: it reads lines without the ``\r`` of a CRLF ending (unless started with
+``--binary-mode``), so a CRLF inside a string literal arrives as LF. Dumps escape both bytes
+(``\r\n``), so their data is unaffected. Files are opened with :func:`.files.open_sql`:
+``.gz``/``.bz2``/``.xz`` are decompressed while streaming, ``-`` is standard input.
 
 Not modelled: ``ANSI_QUOTES`` and ``NO_BACKSLASH_ESCAPES`` server modes (the client follows
 the server's status flags; poolkit assumes the defaults).
@@ -41,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SqlFileError
+from .files import open_sql
+from .statement import Statement, get_arg, strip_comments
 
 CHUNK_SIZE = 1 << 20
 MAX_INCLUDE_DEPTH = 32
@@ -56,27 +61,10 @@ _COMMAND_NAMES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Statement:
-    """One statement to send: its bytes, where it starts and the byte range it spans."""
+class _Readable(t.Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
 
-    sql: bytes
-    #: 1-based line of the statement's first character in :attr:`path`.
-    line: int
-    #: Byte offset of the first character and of the byte after its delimiter.
-    offset: int
-    end_offset: int
-    path: Path | None = None
-
-    def where(self) -> str:
-        """``file:line`` (or ``line N`` for in-memory SQL), for messages."""
-        return f"{self.path}:{self.line}" if self.path is not None else f"line {self.line}"
-
-    def excerpt(self, limit: int = 200) -> str:
-        """The first *limit* characters, decoded leniently, on one line."""
-        text = self.sql[: limit * 4].decode("utf-8", "replace")
-        text = " ".join(text.split())
-        return text if len(text) <= limit else text[: limit - 1] + "…"
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -84,22 +72,25 @@ class _Session:
     """Client state shared by a file and the files it sources (as in the client)."""
 
     delimiter: bytes = b";"
+    comments: bool = False  # keep comments (the client's --comments)
     sandbox: bool = False
     quit: bool = False
     stack: list[Path] = field(default_factory=list)
 
 
-def split_file(path: str | Path, *, chunk_size: int = CHUNK_SIZE) -> t.Iterator[Statement]:
-    """Yield the statements of the SQL file at *path*, streaming."""
+def split_file(path: str | Path, *, chunk_size: int = CHUNK_SIZE,
+               comments: bool = False) -> t.Iterator[Statement]:
+    """Yield the statements of the SQL file at *path* (``-``: standard input), streaming."""
     path = Path(path)
-    yield from _split_path(path, _Session(), chunk_size, None)
+    yield from _split_path(path, _Session(comments=comments), chunk_size, None)
 
 
-def split_bytes(data: bytes, *, chunk_size: int = CHUNK_SIZE,
-                path: str | Path | None = None) -> list[Statement]:
+def split_bytes(data: bytes, *, chunk_size: int = CHUNK_SIZE, path: str | Path | None = None,
+                comments: bool = False) -> list[Statement]:
     """The statements of *data* (tests, small scripts); ``source`` resolves beside *path*."""
     where = Path(path) if path is not None else None
-    return list(_Splitter(io.BytesIO(data), where, _Session(), chunk_size).statements())
+    session = _Session(comments=comments)
+    return list(_Splitter(io.BytesIO(data), where, session, chunk_size).statements())
 
 
 def _split_path(path: Path, session: _Session, chunk_size: int,
@@ -111,13 +102,13 @@ def _split_path(path: Path, session: _Session, chunk_size: int,
             raise SqlFileError(f"{origin}: include cycle: {chain}")
         if len(session.stack) >= MAX_INCLUDE_DEPTH:
             raise SqlFileError(f"{origin}: includes nested more than {MAX_INCLUDE_DEPTH} deep")
-        stream = open(path, "rb")  # noqa: SIM115 - closed below, across yields
+        stream = open_sql(path)  # closed below, across yields
     except OSError as error:
         prefix = f"{origin}: source " if origin else ""
         raise SqlFileError(f"{prefix}{path}: {error.strerror or error}") from None
     session.stack.append(key)
     try:
-        yield from _Splitter(stream, path, session, chunk_size).statements()
+        yield from _Splitter(stream, path, session, chunk_size, origin).statements()
     finally:
         session.stack.pop()
         stream.close()
@@ -171,39 +162,6 @@ def _regex_for(delimiter: bytes) -> re.Pattern[bytes]:
     return rx
 
 
-def _get_arg(text: bytes) -> bytes | None:
-    """The argument of a ``delimiter``/``\\d`` command line, as the client's get_arg reads it."""
-    short = text.lstrip(_WS)
-    if short.startswith(b"\\"):
-        rest = short[2:]
-    else:
-        cut = len(short)
-        for i, c in enumerate(short):
-            if c in _WS:
-                cut = i
-                break
-        rest = short[cut:]
-    rest = rest.lstrip(_WS)
-    if not rest:
-        return None
-    quote = rest[0] if rest[0] in _QUOTES else 0
-    out = bytearray()
-    i = 1 if quote else 0
-    while i < len(rest):
-        c = rest[i]
-        nxt = rest[i + 1] if i + 1 < len(rest) else None
-        if nxt is not None and ((c == 0x5C and quote != 0x60) or (quote and c == quote == nxt)):
-            out.append(nxt)
-            i += 2
-            continue
-        if c == (quote or 0x20):
-            quote = 0
-            break
-        out.append(c)
-        i += 1
-    return bytes(out) if out and not quote else None
-
-
 def _quoted_end(buf: bytearray, pos: int) -> int:
     """The index after the literal opened at *pos*, or -1 when it does not close in *buf*."""
     quote = buf[pos]
@@ -225,12 +183,13 @@ def _quoted_end(buf: bytearray, pos: int) -> int:
 class _Splitter:
     """The scanner over one stream (one file); includes get their own splitter."""
 
-    def __init__(self, stream: t.BinaryIO, path: Path | None, session: _Session,
-                 chunk_size: int) -> None:
+    def __init__(self, stream: _Readable, path: Path | None, session: _Session,
+                 chunk_size: int, origin: str | None = None) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
         self.stream = stream
         self.path = path
+        self.origin = origin
         self.session = session
         self.chunk_size = chunk_size
         self.read_size = chunk_size
@@ -386,7 +345,7 @@ class _Splitter:
         return False
 
     def _set_delimiter(self, text: bytes, pos: int) -> None:
-        arg = _get_arg(text)
+        arg = get_arg(text)
         if arg is None:
             raise SqlFileError(f"{self._where(pos)}: DELIMITER must be followed by a "
                                "delimiter character or string")
@@ -573,7 +532,10 @@ class _Splitter:
 
     def _emit(self, pieces: list[bytes], start: int, stop: int, line: int, offset: int,
               end: int) -> Statement:
-        sql = self._text(pieces, start, stop).rstrip(_WS)
+        sql = self._text(pieces, start, stop)
         if b"\r\n" in sql:  # as the client, which reads lines without their CR
             sql = sql.replace(b"\r\n", b"\n")
-        return Statement(sql, line, offset, self.base + end, self.path)
+        shifts: tuple[tuple[int, int], ...] = ()
+        sql, shifts = strip_comments(sql, keep=self.session.comments)
+        return Statement(sql.rstrip(_WS), line, offset, self.base + end, self.path, self.origin,
+                         self.session.delimiter == b";", shifts)
