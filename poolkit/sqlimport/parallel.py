@@ -49,7 +49,7 @@ if t.TYPE_CHECKING:
     from ..pool.pool import Pool
 
 #: A job holds consecutive statements of one unit up to this many bytes.
-JOB_BYTES = 64 * 1024
+JOB_BYTES = 256 * 1024
 #: Statements planned but not yet run, at most (one bigger statement may exceed it).
 QUEUE_BYTES = 16 * 1024 * 1024
 #: How long the reader waits for all workers after Ctrl-C before giving up on them.

@@ -182,11 +182,21 @@ class Planner:
         self.unit_vars: set[str] = set()  # user variables the open unit assigned
         self.pending: list[tuple[Statement, int, list[tuple[str, str]]]] = []
         self.data = False
+        #: (the bytes up to VALUES of the last INSERT, its kind): the same prefix, the same kind
+        self.fast: tuple[bytes, str] | None = None
 
     def feed(self, stmt: Statement) -> list[Step]:
         """The steps decided by *stmt* (SETs inside a unit wait for the next statement)."""
         index = self.index
         self.index += 1
+        fast = self.fast
+        if fast is not None and not self.pending and stmt.plain and stmt.sql.startswith(fast[0]):
+            # Another INSERT into the same table (a dump's row after row): labelled as the last.
+            kind = fast[1]
+            if kind == ROWS and b"ON DUPLICATE KEY" in stmt.sql[-4096:].upper():
+                kind = ORDERED
+            return [Step(stmt, index, kind, self.unit, self.table, data=self.data)]
+        self.fast = None
         text = head_text(stmt.sql)
         upper = text[:32].upper()
         if self.serial:
@@ -283,7 +293,17 @@ class Planner:
             if found and found.group(1).upper() == "INSERT" and not found.group(2) and stmt.plain \
                     and b"ON DUPLICATE KEY" not in stmt.sql[-4096:].upper():
                 kind = ROWS
+        if _INSERT.match(text):
+            self._remember(stmt.sql, kind)
         return Step(stmt, index, kind, self.unit, self.table, data=self.data)
+
+    def _remember(self, sql: bytes, kind: str) -> None:
+        """Keep the INSERT's prefix when it is plain text: the next one may be labelled fast."""
+        cut = sql.find(b"VALUES", 0, 512)
+        prefix = sql[:cut + 6] if cut > 0 else b""
+        if prefix.startswith(b"INSERT INTO ") and not any(
+                c in prefix for c in (b"/*", b"--", b"#", b"\n", b"\r", b"\t")):
+            self.fast = (prefix, kind)
 
     def _member(self, stmt: Statement, index: int, pairs: list[tuple[str, str]]) -> Step:
         for name, value in pairs:
