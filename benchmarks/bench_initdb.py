@@ -353,7 +353,7 @@ def main() -> None:
     for tool in ("mariadb", "mydumper", "myloader"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (apt-get install mariadb-client mydumper)")
-    from poolkit.sqlimport.parallel import resolve_jobs
+    from poolkit.sqlimport.plan import resolve_jobs
 
     jobs = resolve_jobs("auto", 10)
     print(f"--jobs auto = {jobs} connections ({os.cpu_count()} cores); flask and Python "

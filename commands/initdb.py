@@ -43,7 +43,8 @@ from poolkit.sqlimport.history import (
     server_lock,
     status,
 )
-from poolkit.sqlimport.parallel import ParallelResult, PooledLoader, is_dump, resolve_jobs
+from poolkit.sqlimport.parallel import ParallelResult, PooledLoader
+from poolkit.sqlimport.plan import is_dump, resolve_jobs
 from poolkit.sqlimport.session import (
     DEFAULT_CHARSET,
     create_database,

@@ -28,19 +28,17 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import threading
 import time
 import typing as t
 from dataclasses import dataclass, field
 
-from ..errors import SqlFileError
 from ..pool.drivers import error_code, is_disconnect
 from ._pymysql import _pymysql_raw_values
 from .apply import BATCH_BYTES, StatementError, _runner, batchable, locate
-from .files import SNIFF_SIZE, SqlFile
+from .files import SqlFile
 from .history import quote_ident
-from .plan import BARRIER, ROWS, SESSION, SKIP, Step, looks_like_dump, plan
+from .plan import BARRIER, ROWS, SESSION, SKIP, Step, plan
 from .session import DEFAULT_CHARSET, import_session, kill_running_statement, max_allowed_packet
 from .split import CHUNK_SIZE, split_file
 from .statement import Statement
@@ -505,33 +503,6 @@ class Loader:
                 for step in steps:
                     self.on_statement(step.stmt, each)
         return True
-
-
-def resolve_jobs(value: str, max_connections: int, cores: int | None = None) -> int:
-    """``--jobs`` as a number of connections: ``auto`` is the machine's cores, capped by the
-    pool (one of its connections holds the history and the lock)."""
-    spare = max_connections - 1
-    if value == "auto":
-        return max(1, min(cores or os.cpu_count() or 1, spare))
-    try:
-        jobs = int(value)
-    except ValueError:
-        raise SqlFileError(f"--jobs {value}: expected a number of connections or 'auto'"
-                           ) from None
-    if jobs < 1:
-        raise SqlFileError(f"--jobs {value}: expected at least 1")
-    if jobs > spare:
-        raise SqlFileError(f"--jobs {jobs}: the pool has POOLKIT_MAX_CONNECTIONS="
-                           f"{max_connections}, one of them for the history: use --jobs "
-                           f"{max(spare, 1)} or raise POOLKIT_MAX_CONNECTIONS")
-    return jobs
-
-
-def is_dump(file: SqlFile) -> bool:
-    """Whether *file* looks like mysqldump / mariadb-dump output (``--jobs auto`` loads only
-    those in parallel)."""
-    with open(file.path, "rb") as stream:
-        return looks_like_dump(stream.read(SNIFF_SIZE))
 
 
 class PooledLoader:

@@ -44,10 +44,13 @@ makes the rest of the file serial.
 
 from __future__ import annotations
 
+import os
 import re
 import typing as t
 from dataclasses import dataclass
 
+from ..errors import SqlFileError
+from .files import SNIFF_SIZE, SqlFile
 from .statement import Statement
 
 SESSION = "session"
@@ -345,3 +348,30 @@ def plan(statements: t.Iterable[Statement]) -> t.Iterator[Step]:
     for stmt in statements:
         yield from planner.feed(stmt)
     yield from planner.flush()
+
+
+def resolve_jobs(value: str, max_connections: int, cores: int | None = None) -> int:
+    """``--jobs`` as a number of connections: ``auto`` is the machine's cores, capped by the
+    pool (one of its connections holds the history and the lock)."""
+    spare = max_connections - 1
+    if value == "auto":
+        return max(1, min(cores or os.cpu_count() or 1, spare))
+    try:
+        jobs = int(value)
+    except ValueError:
+        raise SqlFileError(f"--jobs {value}: expected a number of connections or 'auto'"
+                           ) from None
+    if jobs < 1:
+        raise SqlFileError(f"--jobs {value}: expected at least 1")
+    if jobs > spare:
+        raise SqlFileError(f"--jobs {jobs}: the pool has POOLKIT_MAX_CONNECTIONS="
+                           f"{max_connections}, one of them for the history: use --jobs "
+                           f"{max(spare, 1)} or raise POOLKIT_MAX_CONNECTIONS")
+    return jobs
+
+
+def is_dump(file: SqlFile) -> bool:
+    """Whether *file* looks like mysqldump / mariadb-dump output (``--jobs auto`` loads only
+    those in parallel)."""
+    with open(file.path, "rb") as stream:
+        return looks_like_dump(stream.read(SNIFF_SIZE))
