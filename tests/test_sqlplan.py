@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from poolkit.errors import SqlFileError
 from poolkit.sqlimport.plan import (
     BARRIER,
     ORDERED,
@@ -12,6 +15,7 @@ from poolkit.sqlimport.plan import (
     looks_like_dump,
     parse_set,
     plan,
+    resolve_jobs,
 )
 from poolkit.sqlimport.split import split_bytes
 
@@ -122,3 +126,16 @@ def test_looks_like_dump() -> None:
     assert looks_like_dump(b"-- MySQL dump 10.13  Distrib 8.0.19\n")
     assert looks_like_dump(PRELUDE[22:] + table("a"))
     assert not looks_like_dump(b"CREATE TABLE t (id INT);\nINSERT INTO t VALUES (1);\n")
+
+
+def test_resolve_jobs() -> None:
+    assert resolve_jobs("auto", 10, cores=2) == 2
+    assert resolve_jobs("auto", 3, cores=8) == 2  # the pool's other connection is initdb's
+    assert resolve_jobs("auto", 10, cores=1) == 0  # one connection: serial
+    assert resolve_jobs("3", 10) == 3
+    with pytest.raises(SqlFileError, match=r"--jobs 12: .*MAX_CONNECTIONS=10.*--jobs 9"):
+        resolve_jobs("12", 10)
+    with pytest.raises(SqlFileError, match="expected a number of connections or 'auto'"):
+        resolve_jobs("many", 10)
+    with pytest.raises(SqlFileError, match="at least 1"):
+        resolve_jobs("0", 10)

@@ -309,7 +309,7 @@ class Loader:
             steps = [u.resume_step() for u in self.units.values() if not u.done]
             if self.failed:  # a failed session statement: nothing after it ran
                 index, error = self.failed[0]
-                steps.append(Step(error.statement, index, SESSION, 0))
+                steps.append(Step(error.statement, max(index, 0), SESSION, 0))
             if steps:
                 first = min(steps, key=lambda step: step.index)
                 result.resume, result.resume_index = first.stmt, first.index

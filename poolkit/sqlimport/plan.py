@@ -352,10 +352,12 @@ def plan(statements: t.Iterable[Statement]) -> t.Iterator[Step]:
 
 def resolve_jobs(value: str, max_connections: int, cores: int | None = None) -> int:
     """``--jobs`` as a number of connections: ``auto`` is the machine's cores, capped by the
-    pool (one of its connections holds the history and the lock)."""
+    pool (one of its connections holds the history and the lock); 0 when that leaves one
+    connection or none: then files load serially."""
     spare = max_connections - 1
     if value == "auto":
-        return max(1, min(cores or os.cpu_count() or 1, spare))
+        jobs = min(cores or os.cpu_count() or 1, spare)
+        return jobs if jobs >= 2 else 0
     try:
         jobs = int(value)
     except ValueError:
@@ -363,10 +365,14 @@ def resolve_jobs(value: str, max_connections: int, cores: int | None = None) -> 
                            ) from None
     if jobs < 1:
         raise SqlFileError(f"--jobs {value}: expected at least 1")
+    if spare < 1:
+        raise SqlFileError(f"--jobs {value}: the pool has POOLKIT_MAX_CONNECTIONS="
+                           f"{max_connections} and initdb holds it: raise it to load in "
+                           "parallel")
     if jobs > spare:
         raise SqlFileError(f"--jobs {jobs}: the pool has POOLKIT_MAX_CONNECTIONS="
                            f"{max_connections}, one of them for the history: use --jobs "
-                           f"{max(spare, 1)} or raise POOLKIT_MAX_CONNECTIONS")
+                           f"{spare} or raise POOLKIT_MAX_CONNECTIONS")
     return jobs
 
 
