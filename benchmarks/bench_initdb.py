@@ -128,6 +128,25 @@ def _sql(url: DatabaseURL, *statements: str) -> None:
         con.close()
 
 
+def _counts(url: DatabaseURL, database: str) -> dict[str, int]:
+    """Rows per table of *database* (poolkit's history left out): every contender must load
+    the same."""
+    con = admin_connect(url.with_database(""))
+    try:
+        with con.cursor() as cur:
+            cur.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s"
+                        " AND TABLE_TYPE = 'BASE TABLE' AND TABLE_NAME <> 'poolkit_sql_history'",
+                        (database,))
+            names = [row[0] for row in cur.fetchall()]
+            counts = {}
+            for name in names:
+                cur.execute(f"SELECT COUNT(*) FROM `{database}`.`{name}`")
+                counts[name] = cur.fetchone()[0]
+            return counts
+    finally:
+        con.close()
+
+
 def _auth(url: DatabaseURL) -> list[str]:
     args = [f"--host={url.host}", f"--port={url.port}", f"--user={url.user}"]
     return [*args, f"--password={url.password}"] if url.password else args
@@ -293,6 +312,7 @@ def bench(url: DatabaseURL, name: str, database: str, files: list[Path], rounds:
 
     fresh()
     run_client(url, database, files)  # load once for mydumper (and to warm the server up)
+    expected = _counts(url, database)
     dumped = work / f"mydumper-{name}"
     shutil.rmtree(dumped, ignore_errors=True)
     subprocess.run(["mydumper", *_auth(url), "-B", database, "-o", str(dumped), "-R", "-G",
@@ -314,11 +334,16 @@ def bench(url: DatabaseURL, name: str, database: str, files: list[Path], rounds:
                 mode = "auto" if "jobs" in who else "serial"
                 seconds, rss, _ = run_poolkit(url, database, files, mode)
                 figures[who].append((seconds, rss))
+            got = _counts(url, database)
+            if got != expected:
+                raise SystemExit(f"{who} loaded {got}, the client {expected}")
         print(f"  {name} round {number + 1}: " + ", ".join(
             f"{who} {values[-1][0]:.2f} s" for who, values in figures.items()), flush=True)
     anchor = statistics.median(s for s, _ in figures["mariadb"])
     size = sum(p.stat().st_size for p in files)
-    print(f"{name} ({size / 2**20:.1f} MiB, median of {rounds}; ratio to the mariadb client; "
+    print(f"{name} ({size / 2**20:.1f} MiB, {sum(expected.values()):,} rows in "
+          f"{len(expected)} tables, each contender checked; median of {rounds}; ratio to the "
+          "mariadb client; "
           f"load average {os.getloadavg()[0]:.1f}):")
     table = {}
     for who, values in figures.items():
