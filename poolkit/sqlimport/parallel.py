@@ -38,7 +38,7 @@ from ._pymysql import _pymysql_raw_values
 from .apply import BATCH_BYTES, StatementError, _runner, batchable, locate
 from .files import SqlFile
 from .history import quote_ident
-from .plan import BARRIER, ROWS, SESSION, SKIP, Step, plan
+from .plan import BARRIER, ROWS, SESSION, SKIP, Step, head_text, parse_set, plan
 from .session import DEFAULT_CHARSET, import_session, kill_running_statement, max_allowed_packet
 from .split import CHUNK_SIZE, split_file
 from .statement import Statement
@@ -46,8 +46,11 @@ from .statement import Statement
 if t.TYPE_CHECKING:
     from ..pool.pool import Pool
 
-#: A job holds consecutive statements of one unit up to this many bytes.
-JOB_BYTES = 256 * 1024
+#: A job holds consecutive statements of one unit up to this many bytes (its round trips are
+#: apply's batches); a job of rows, which any connection may take, up to ROWS_JOB_BYTES, so
+#: that a table's rows spread evenly.
+JOB_BYTES = 1 << 20
+ROWS_JOB_BYTES = 64 * 1024
 #: Statements planned but not yet run, at most (one bigger statement may exceed it).
 QUEUE_BYTES = 16 * 1024 * 1024
 #: How long the reader waits for all workers after Ctrl-C before giving up on them.
@@ -80,6 +83,8 @@ class Unit:
     kind: str  # "table" or BARRIER
     first: Step
     fence: bool
+    #: The length of the session log when the unit began.
+    log_at: int = 0
     jobs: collections.deque[Job] = field(default_factory=collections.deque)
     running: list[Job] = field(default_factory=list)
     closed: bool = False
@@ -160,7 +165,8 @@ class Loader:
                  kill: t.Callable[[t.Any], object] = lambda raw: None,
                  on_statement: OnStatement | None = None, on_rows: OnRows | None = None,
                  batch_bytes: int = BATCH_BYTES, comments: bool = False,
-                 queue_bytes: int = QUEUE_BYTES, job_bytes: int = JOB_BYTES) -> None:
+                 queue_bytes: int = QUEUE_BYTES, job_bytes: int = JOB_BYTES,
+                 rows_job_bytes: int = ROWS_JOB_BYTES) -> None:
         if not raws:
             raise ValueError("a parallel load needs at least one connection")
         self.workers = [Worker(i, raw, runner) for i, raw in enumerate(raws)]
@@ -171,9 +177,19 @@ class Loader:
         self.comments = comments
         self.queue_bytes = queue_bytes
         self.job_bytes = job_bytes
+        self.rows_job_bytes = rows_job_bytes
         self.log: list[Step] = []
+        #: The session after the first i log statements, as far as the planner reads SETs:
+        #: a connection further along may still take rows queued at i if both are equal.
+        self.states: list[tuple[tuple[str, str], ...]] = [()]
         self.cond = threading.Condition()
         self.lock = threading.Lock()  # for on_statement
+
+    def append_log(self, step: Step) -> None:
+        """Add a session statement (callers hold no lock or :attr:`cond`)."""
+        with self.cond:
+            self.log.append(step)
+            self.states.append(session_state(self.states[-1], step.stmt, len(self.log)))
 
     # -- the reader -------------------------------------------------------------------------
     def load(self, file: SqlFile, *, statements: t.Iterable[Statement] | None = None,
@@ -234,8 +250,8 @@ class Loader:
             if step.kind == SESSION:
                 self._submit(job)
                 job = None
+                self.append_log(step)
                 with self.cond:
-                    self.log.append(step)
                     self.ran += 1
                 continue
             unit = self.units.get(step.unit)
@@ -243,7 +259,7 @@ class Loader:
                 self._submit(job)
                 job = None
                 kind = BARRIER if step.kind == BARRIER else "table"
-                unit = Unit(step.unit, kind, step, step.fence or kind != "table")
+                unit = Unit(step.unit, kind, step, step.fence or kind != "table", len(self.log))
                 self.started_units.append(unit)
                 with self.cond:
                     for earlier in self.units.values():
@@ -252,8 +268,9 @@ class Loader:
                     self.cond.notify_all()
             kind = ROWS if step.kind == ROWS else "ordered"
             size = len(step.stmt.sql)
+            limit = self.rows_job_bytes if kind == ROWS else self.job_bytes
             if job is not None and (job.unit is not unit or job.kind != kind
-                                    or job.nbytes + size > self.job_bytes):
+                                    or job.nbytes + size > limit):
                 self._submit(job)
                 job = None
             if job is None:
@@ -325,7 +342,7 @@ class Loader:
                 job = self._take(worker)
                 if job is None:
                     return
-                upto = len(self.log)
+                upto = self._replay_limit()
             if isinstance(job, _Replay):
                 # Idle: catch up now, so that a COMMIT read meanwhile ends this connection's
                 # transaction (its locks would block another unit's DDL until its next job).
@@ -358,9 +375,23 @@ class Loader:
                 return job
             if not self.reading and not any(u.jobs or u.running for u in self.units.values()):
                 return None
-            if worker.applied < len(self.log):
+            if worker.applied < self._replay_limit():
                 return _REPLAY
             self.cond.wait(0.5)
+
+    def _replay_limit(self) -> int:
+        """How far an idle connection may replay the log: not past a barrier that has not
+        finished (``USE db`` after ``CREATE DATABASE db`` needs the database), nor past rows
+        still waiting for a connection (it could no longer take them)."""
+        limit = len(self.log)
+        for unit in self.units.values():
+            if unit.alone and not unit.done:
+                limit = min(limit, unit.log_at)
+            for job in unit.jobs:
+                if job.kind == ROWS:
+                    limit = min(limit, job.log_at)
+                    break
+        return limit
 
     def _eligible(self, worker: Worker) -> Job | None:
         if worker.bound is not None:
@@ -396,7 +427,8 @@ class Loader:
             return None
         job = unit.jobs[0]
         if job.kind == ROWS:
-            if worker.applied > job.log_at and unit.owner is not worker:
+            if worker.applied > job.log_at and unit.owner is not worker \
+                    and self.states[worker.applied] != self.states[job.log_at]:
                 return None  # this connection's session is already past the job's
             if all(r.kind == ROWS for r in unit.running):
                 return job
@@ -550,5 +582,28 @@ class PooledLoader:
                                  batch_bytes=batch, comments=self.comments)
         for sql in (f"USE {quote_ident(self.database)}", f"SET NAMES {self.charset}"):
             stmt = Statement(sql.encode(), 0, 0, 0, file.path)
-            self.loader.log.append(Step(stmt, -1, SESSION, 0))
+            self.loader.append_log(Step(stmt, -1, SESSION, 0))
         return self.loader.load(file, on_progress=on_progress)
+
+
+def session_state(state: tuple[tuple[str, str], ...], stmt: Statement, position: int
+                  ) -> tuple[tuple[str, str], ...]:
+    """*state* after the session statement *stmt*: each variable's value, ``@var`` and
+    ``@@var`` on the right resolved to what the state knew (or a name for "unknown"), so that
+    equal states mean equal sessions; what the planner cannot read makes it unique."""
+    text = head_text(stmt.sql)
+    values = dict(state)
+    upper = text[:8].upper()
+    pairs = parse_set(text) if upper.startswith("SET ") else None
+    if pairs is not None:
+        for name, value in pairs:
+            key = value.lower().removeprefix("@@session.").removeprefix("@@")
+            if value.startswith("@"):
+                value = values.get(key if value.startswith("@@") else value.lower(),
+                                   f"{value.lower()}@start")
+            values[name.removeprefix("@@session.")] = value
+    elif upper.startswith("USE "):
+        values["use"] = text[4:].strip()
+    elif not upper.startswith("COMMIT"):
+        values["?"] = f"#{position}"  # not understood: equal to no other state
+    return tuple(sorted(values.items()))
