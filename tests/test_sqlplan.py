@@ -126,6 +126,9 @@ def test_looks_like_dump() -> None:
     assert looks_like_dump(b"-- MySQL dump 10.13  Distrib 8.0.19\n")
     assert looks_like_dump(PRELUDE[22:] + table("a"))
     assert not looks_like_dump(b"CREATE TABLE t (id INT);\nINSERT INTO t VALUES (1);\n")
+    # sakila's data file: a data-only dump without the dump header
+    assert looks_like_dump(b"SET FOREIGN_KEY_CHECKS=0;\n--\n-- Dumping data for table actor\n"
+                           b"--\nINSERT INTO actor VALUES (1);\n")
 
 
 def test_resolve_jobs() -> None:

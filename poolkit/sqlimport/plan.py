@@ -163,8 +163,10 @@ def looks_like_dump(head: bytes) -> bool:
     """True when a file's first bytes look like mysqldump / mariadb-dump output."""
     if re.search(rb"^-- (?:MySQL|MariaDB) dump ", head[:4096], re.M):
         return True
+    # Or dump-shaped: foreign key checks off, then tables (or, data-only, their rows).
     return (re.search(rb"FOREIGN_KEY_CHECKS\s*=\s*0", head, re.I) is not None
-            and re.search(rb"DROP TABLE IF EXISTS", head, re.I) is not None)
+            and re.search(rb"DROP TABLE IF EXISTS|^-- Dumping data for table|^LOCK TABLES",
+                          head, re.I | re.M) is not None)
 
 
 class Planner:
