@@ -38,7 +38,7 @@ from ._pymysql import _pymysql_raw_values
 from .apply import BATCH_BYTES, StatementError, _runner, batchable, locate
 from .files import SqlFile
 from .history import quote_ident
-from .plan import BARRIER, ROWS, SESSION, SKIP, Step, head_text, parse_set, plan
+from .plan import BARRIER, ROWS, SESSION, SKIP, Step, plan, session_state
 from .session import DEFAULT_CHARSET, import_session, kill_running_statement, max_allowed_packet
 from .split import CHUNK_SIZE, split_file
 from .statement import Statement
@@ -584,26 +584,3 @@ class PooledLoader:
             stmt = Statement(sql.encode(), 0, 0, 0, file.path)
             self.loader.append_log(Step(stmt, -1, SESSION, 0))
         return self.loader.load(file, on_progress=on_progress)
-
-
-def session_state(state: tuple[tuple[str, str], ...], stmt: Statement, position: int
-                  ) -> tuple[tuple[str, str], ...]:
-    """*state* after the session statement *stmt*: each variable's value, ``@var`` and
-    ``@@var`` on the right resolved to what the state knew (or a name for "unknown"), so that
-    equal states mean equal sessions; what the planner cannot read makes it unique."""
-    text = head_text(stmt.sql)
-    values = dict(state)
-    upper = text[:8].upper()
-    pairs = parse_set(text) if upper.startswith("SET ") else None
-    if pairs is not None:
-        for name, value in pairs:
-            key = value.lower().removeprefix("@@session.").removeprefix("@@")
-            if value.startswith("@"):
-                value = values.get(key if value.startswith("@@") else value.lower(),
-                                   f"{value.lower()}@start")
-            values[name.removeprefix("@@session.")] = value
-    elif upper.startswith("USE "):
-        values["use"] = text[4:].strip()
-    elif not upper.startswith("COMMIT"):
-        values["?"] = f"#{position}"  # not understood: equal to no other state
-    return tuple(sorted(values.items()))

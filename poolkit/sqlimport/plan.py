@@ -159,6 +159,29 @@ def parse_set(text: str) -> list[tuple[str, str]] | None:
             pos += 1
 
 
+def session_state(state: tuple[tuple[str, str], ...], stmt: Statement, position: int
+                  ) -> tuple[tuple[str, str], ...]:
+    """*state* after the session statement *stmt*: each variable's value, ``@var`` and
+    ``@@var`` on the right resolved to what the state knew (or a name for "unknown"), so that
+    equal states mean equal sessions; what the planner cannot read makes it unique."""
+    text = head_text(stmt.sql)
+    values = dict(state)
+    upper = text[:8].upper()
+    pairs = parse_set(text) if upper.startswith("SET ") else None
+    if pairs is not None:
+        for name, value in pairs:
+            key = value.lower().removeprefix("@@session.").removeprefix("@@")
+            if value.startswith("@"):
+                value = values.get(key if value.startswith("@@") else value.lower(),
+                                   f"{value.lower()}@start")
+            values[name.removeprefix("@@session.")] = value
+    elif upper.startswith("USE "):
+        values["use"] = text[4:].strip()
+    elif not upper.startswith("COMMIT"):
+        values["?"] = f"#{position}"  # not understood: equal to no other state
+    return tuple(sorted(values.items()))
+
+
 def looks_like_dump(head: bytes) -> bool:
     """True when a file's first bytes look like mysqldump / mariadb-dump output."""
     if re.search(rb"^-- (?:MySQL|MariaDB) dump ", head[:4096], re.M):
