@@ -158,6 +158,10 @@ def _interrupts(on_first: t.Callable[[], object]) -> t.Iterator[threading.Event]
 @click.option("--default-character-set", "charset", default=DEFAULT_CHARSET, show_default=True,
               metavar="NAME", help="The connection's character set (SET NAMES), as the client's "
                                    "option; the client's own default depends on the locale.")
+@click.option("--batch-bytes", type=click.IntRange(min=0), default=BATCH_BYTES,
+              show_default=True, metavar="BYTES",
+              help="Send consecutive statements in multi-statement round trips of up to this "
+                   "many bytes (and half of max_allowed_packet); 0: one statement per trip.")
 @click.option("--lock-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Seconds to wait for another initdb run on the same database.")
 @click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=0.0,
@@ -175,19 +179,25 @@ def _interrupts(on_first: t.Callable[[], object]) -> t.Iterator[threading.Event]
 @with_poolkit_app
 def initdb_command(files: tuple[Path, ...], sql_dir: Path | None, bind: str, show_status: bool,
                    exit_code: bool, dry_run: bool, force: bool, continue_on_error: bool,
-                   comments: bool, charset: str, lock_timeout: float, wait_seconds: float,
-                   create_db: bool, jobs: str | None, verbose: bool, quiet: bool) -> None:
+                   comments: bool, charset: str, batch_bytes: int, lock_timeout: float,
+                   wait_seconds: float, create_db: bool, jobs: str | None, verbose: bool,
+                   quiet: bool) -> None:
     """Apply the project's .sql files (sql/*.sql in natural order, or FILES) once each.
 
     FILES may be '-' to read SQL from standard input (never recorded in history), and
     .sql.gz/.sql.bz2/.sql.xz files, decompressed while they stream; history records those by
     name and the SHA-256 of their compressed bytes. Statements that return rows print them
     like the mysql client in batch mode (-q hides them).
+
+    A file that stops part-way (an error, Ctrl-C) is recorded as failed with the statements
+    it applied; the next run resumes at the statement that stopped it if those are unchanged,
+    and otherwise refuses (--force re-runs it whole). A file of DML on InnoDB tables only
+    runs as one transaction. Exit codes: 0, 1 on an error, 130 on Ctrl-C.
     """
     try:
         _initdb(files, sql_dir, bind, show_status, exit_code, dry_run, force,
-                continue_on_error, comments, charset, lock_timeout, wait_seconds, create_db,
-                verbose, quiet, jobs)
+                continue_on_error, comments, charset, batch_bytes, lock_timeout, wait_seconds,
+                create_db, verbose, quiet, jobs)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         raise SystemExit(130) from None
@@ -195,8 +205,9 @@ def initdb_command(files: tuple[Path, ...], sql_dir: Path | None, bind: str, sho
 
 def _initdb(files: tuple[Path, ...], sql_dir: Path | None, bind: str, show_status: bool,
             exit_code: bool, dry_run: bool, force: bool, continue_on_error: bool,
-            comments: bool, charset: str, lock_timeout: float, wait_seconds: float,
-            create_db: bool, verbose: bool, quiet: bool, jobs: str | None = None) -> None:
+            comments: bool, charset: str, batch_bytes: int, lock_timeout: float,
+            wait_seconds: float, create_db: bool, verbose: bool, quiet: bool,
+            jobs: str | None = None) -> None:
     state = poolkit_state()
     try:
         paths = list(files) if files else discover(sql_dir or state.sql_dir)
@@ -240,11 +251,11 @@ def _initdb(files: tuple[Path, ...], sql_dir: Path | None, bind: str, show_statu
                 return
             with server_lock(raw, database, lock_timeout), PooledLoader(
                     pool, workers, database, charset=charset, comments=comments,
-                    batch_bytes=0 if verbose else None, on_statement=_verbose(verbose),
+                    batch_bytes=0 if verbose else batch_bytes, on_statement=_verbose(verbose),
                     on_rows=None if quiet else _print_rows) as loader:
                 parallel = _parallel(loader, jobs == "auto", comments, quiet) if workers else None
                 _run(raw, history, checked, database, force, continue_on_error, comments,
-                     charset, verbose, quiet, settings, parallel)
+                     charset, 0 if verbose else batch_bytes, verbose, quiet, settings, parallel)
     except PoolkitError as error:
         raise click.ClickException(str(error)) from None
     except click.ClickException:
@@ -402,15 +413,15 @@ def _as_file_result(result: ParallelResult, comments: bool) -> FileResult:
 
 
 def _run(raw: t.Any, history: History, files: list[SqlFile], database: str, force: bool,
-         continue_on_error: bool, comments: bool, charset: str, verbose: bool, quiet: bool,
-         settings: t.Any, parallel: Parallel | None = None) -> None:
+         continue_on_error: bool, comments: bool, charset: str, batch_bytes: int,
+         verbose: bool, quiet: bool, settings: t.Any, parallel: Parallel | None = None) -> None:
     history.ensure()
     applied = history.load()  # read under the lock: another run may just have finished
     states = status(files, applied)
     resume = _plan(states, applied, force, comments)
     todo = [file for file, what in states if what != APPLIED]
     skipped = len(files) - len(todo)
-    batch = 0 if verbose else min(BATCH_BYTES, max_allowed_packet(raw) // 2)
+    batch = min(batch_bytes, max_allowed_packet(raw) // 2)
     started = time.perf_counter()
     statements = failed = recorded = 0
     failed_files: list[str] = []
@@ -532,8 +543,10 @@ def _progress(result: FileResult) -> str:
         return (f"{name} ran as one transaction and was rolled back: none of its "
                 f"{_n(count, 'statement')} were kept")
     verb = "was" if result.statements == 1 and result.total is None else "were"
+    undone = (f" (the {_n(result.rolled_back_with, 'statement')} sent with the failing one "
+              "in one transaction were rolled back with it)" if result.rolled_back_with else "")
     return (f"{result.statements}{total} {plural(count, 'statement')} of {name} {verb} "
-            "applied and not undone")
+            f"applied and not undone{undone}")
 
 
 def _rerun(result: FileResult) -> str:

@@ -41,6 +41,7 @@ from .files import SqlFile
 from .session import import_session as import_session  # re-exported: it lived here before
 from .split import CHUNK_SIZE, split_file
 from .statement import Statement, first_word
+from .transaction import GroupCommit, target
 
 _AT_LINE = re.compile(r"at line (\d+)\s*$")
 EXCERPT_WIDTH = 160
@@ -56,6 +57,7 @@ _ALONE = frozenset({b"CALL", b"EXECUTE", b"LOAD", b"DELIMITER"})
 _SESSION = frozenset({b"SET", b"USE"})
 _NOT_SESSION = re.compile(rb"(?:\s|/\*M?!\d*)*SET\s+(?:GLOBAL|PASSWORD|@@GLOBAL)\b", re.I)
 _ER_QUERY_INTERRUPTED = frozenset({1317, 1927})
+_NEAR = re.compile(r"near '(.*)' at line \d+\s*$", re.S)
 
 OnStatement = t.Callable[[Statement, float], None]
 OnProgress = t.Callable[[int], None]
@@ -120,6 +122,8 @@ class FileResult:
     resumed: int = 0
     #: :func:`prefix_digest` of the applied statements.
     digest: str = ""
+    #: Statements rolled back with a failed statement of their batch (group commit).
+    rolled_back_with: int = 0
     #: The first statement that failed (or was interrupted), if any.
     stopped_at: Statement | None = None
 
@@ -134,12 +138,19 @@ class FileResult:
         return self.transaction and not self.ok
 
 
-def locate(error: BaseException, stmt: Statement, path: Path) -> StatementError:
+def locate(error: BaseException, stmt: Statement, path: Path,
+           batched: bool = False) -> StatementError:
     """Turn a driver error for *stmt* (of file *path*, unless sourced from another) into a
-    :class:`StatementError` at the file's own line."""
+    :class:`StatementError` at the file's own line. For a statement sent in a batch, the
+    server's "near '…'" quotes the rest of the batch: it is cut at the batch's next statement,
+    as the client (one statement per query) would show it."""
     code = error_code(error)
     args: tuple[t.Any, ...] = tuple(getattr(error, "args", ()))
     message = str(args[1]) if len(args) > 1 else str(error)
+    near = _NEAR.search(message) if batched else None
+    if near is not None and ";\n" in near.group(1):
+        message = message[:near.start(1)] + near.group(1).split(";\n", 1)[0] + \
+            message[near.end(1):]
     line = stmt.line
     found = _AT_LINE.search(message)
     if found:
@@ -179,10 +190,21 @@ def prefix_digest(file: SqlFile, count: int, *, comments: bool = False,
 Runner = t.Callable[[bytes, t.Callable[[t.Any], None]], None]
 
 
-def _runner(raw: t.Any) -> tuple[Runner, t.Callable[[t.Any], t.Any]]:
-    """(send SQL and hand each result to a callback, result -> (names, rows) or None)."""
+def _runner(raw: t.Any, raw_values: bool) -> tuple[Runner, t.Callable[[t.Any], t.Any]]:
+    """(send SQL and hand each result to a callback, result -> (names, rows) or None).
+
+    With *raw_values*, rows are the server's bytes (PyMySQL), as the client prints them; only
+    for the file's statements: history and engine look-ups in between read Python values.
+    """
     if _pymysql_is(raw):
-        return (lambda sql, on_result: _pymysql_run(raw, sql, on_result)), _pymysql_result_rows
+        def run(sql: bytes, on_result: t.Callable[[t.Any], None]) -> None:
+            if not raw_values:
+                _pymysql_run(raw, sql, on_result)
+                return
+            with _pymysql_raw_values(raw):
+                _pymysql_run(raw, sql, on_result)
+
+        return run, _pymysql_result_rows
 
     def run_cursor(sql: bytes, on_result: t.Callable[[t.Any], None]) -> None:
         cursor = raw.cursor()
@@ -222,7 +244,8 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
                on_rows: OnRows | None = None, chunk_size: int = CHUNK_SIZE,
                comments: bool = False, batch_bytes: int = BATCH_BYTES, resume: int = 0,
                transaction: bool = False, stop: threading.Event | None = None,
-               before_commit: t.Callable[[FileResult], None] | None = None) -> FileResult:
+               before_commit: t.Callable[[FileResult], None] | None = None,
+               group_commit: bool = True, raw_values: bool = False) -> FileResult:
     """Run every statement of *file* on the DB-API connection *raw*.
 
     Stops at the first failed statement unless *continue_on_error*; a lost connection always
@@ -231,12 +254,17 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
     statements (a previous run applied them), re-running only those that set up the session
     (``SET``, ``USE``). *batch_bytes* 0 sends one statement per round trip. With *transaction*
     the file runs inside ``START TRANSACTION``; *before_commit* runs inside it on success
-    (history), and a failure rolls everything back.
+    (history), and a failure rolls everything back. With *group_commit* (and neither
+    *transaction* nor *continue_on_error*), a batch of DML on transactional tables commits once
+    (:class:`.transaction.GroupCommit`); a failure in it rolls that batch back.
     :class:`~poolkit.errors.SqlFileError` (unreadable file, bad client command) and
     ``KeyboardInterrupt`` propagate; the latter drops the session (its state is unknown).
     """
-    run, rows_of = _runner(raw)
+    run, rows_of = _runner(raw, raw_values)
     result = FileResult(file, transaction=transaction)
+    # Not with continue_on_error: statements rolled back with a failure would be lost.
+    commits = (GroupCommit(raw) if group_commit and batch_bytes and not transaction
+               and not continue_on_error else None)
     digest = _Digest()
     started = time.perf_counter()
     top = file.path
@@ -244,6 +272,7 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
     if file.size >= READ_AHEAD_MIN_BYTES:
         statements = read_ahead(statements)
     group: list[Statement] = []
+    group_dml = False
     size = 0
     count = 0  # statements read from the file so far
     stopped = False
@@ -251,45 +280,65 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
     def send(batch: list[Statement]) -> bool:
         """Run *batch*; True to go on. Counts, digests and reports each statement."""
         nonlocal stopped
+        if stop is not None and stop.is_set():  # Ctrl-C: send nothing more
+            result.interrupted = stopped = True
+            result.stopped_at = result.stopped_at or batch[0]
+            return False
         done = [0]
         single = len(batch) == 1
+        wrap = commits is not None and commits.allowed([s.sql for s in batch])
+        skip = 1 if wrap else 0  # the result of "SET autocommit=0"
 
         def on_result(res: t.Any) -> None:
-            stmt = batch[0 if single else done[0]]
-            if on_rows is not None:
+            index = 0 if single else done[0] - skip
+            if on_rows is not None and 0 <= index < len(batch):
                 shown = rows_of(res)
                 if shown is not None and shown[1]:
-                    on_rows(stmt, *shown)
-            if not single:
-                done[0] += 1
+                    on_rows(batch[index], *shown)
+            done[0] += 1
 
+        sql = b";\n".join(s.sql for s in batch)
+        if wrap:  # one commit for the batch (SET autocommit keeps LOCK TABLES, unlike BEGIN)
+            sql = b"SET autocommit=0;\n" + sql + b";\nCOMMIT;\nSET autocommit=1"
         before = time.perf_counter()
         error: Exception | None = None
         try:
-            run(b";\n".join(s.sql for s in batch), on_result)
+            run(sql, on_result)
         except Exception as failure:
             if error_code(failure) is None and not is_disconnect(failure):
                 raise
             error = failure
-        ok = len(batch) if error is None else (done[0] if not single else 0)
+        ok = len(batch) if error is None else (
+            0 if single else max(0, min(done[0] - skip, len(batch) - 1)))
+        if error is not None and wrap:
+            if not is_disconnect(error):
+                run(b"ROLLBACK", lambda res: None)
+                run(b"SET autocommit=1", lambda res: None)
+            result.rolled_back_with += ok  # the batch's statements before the failure
+            failed_at, ok = ok, 0
+        else:
+            failed_at = ok
+        if commits is not None:
+            for stmt in batch[:failed_at + 1] if error is not None else batch:
+                commits.sent(stmt.sql)
         each = (time.perf_counter() - before) / len(batch)
         for stmt in batch[:ok]:
             result.statements += 1
             digest.add(stmt)
             if on_statement is not None:
                 on_statement(stmt, each)
-        last = batch[min(ok, len(batch) - 1)] if error is not None else batch[-1]
+        last = batch[failed_at] if error is not None else batch[-1]
         if on_progress is not None and last.path == top:
             on_progress(last.end_offset)
         if error is None:
             return True
-        failed = batch[ok]
+        failed = batch[failed_at]
         if result.stopped_at is None:
             result.stopped_at = failed
         if stop is not None and stop.is_set() and error_code(error) in _ER_QUERY_INTERRUPTED:
             result.interrupted = stopped = True
             return False
-        result.errors.append(locate(error, failed, top))
+        result.errors.append(locate(error, failed, top, batched=not single))
         if on_statement is not None:
             on_statement(failed, each)
         if is_disconnect(error):
@@ -298,7 +347,7 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
         if not continue_on_error:
             stopped = True
             return False
-        rest = batch[ok + 1:]  # the server ran nothing after the failure: send the rest
+        rest = batch[failed_at + 1:]  # the server ran nothing after the failure: the rest
         return send(rest) if rest else True
 
     try:
@@ -313,18 +362,14 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
                 result.resumed += 1
                 digest.add(stmt)
                 continue
-            if stop is not None and stop.is_set():
-                if not group or send(group):
-                    result.interrupted = stopped = True
-                    result.stopped_at = stmt
-                group = []
-                break
             if batch_bytes and batchable(stmt, comments) and len(stmt.sql) < batch_bytes:
-                if group and size + len(stmt.sql) + 2 > batch_bytes:
+                dml = commits is not None and target(stmt.sql) is not None
+                if group and (size + len(stmt.sql) + 2 > batch_bytes or dml != group_dml):
                     sent, group, size = group, [], 0
                     if not send(sent):
                         break
                 group.append(stmt)
+                group_dml = dml  # a run of DML is batched apart, to commit once (GroupCommit)
                 size += len(stmt.sql) + 2
                 continue
             if group:
@@ -333,9 +378,8 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
                     break
             if not send([stmt]):
                 break
-        else:
-            if group and not send(group):
-                pass
+        if group and not stopped:
+            send(group)
         if stopped and file.size <= COUNT_REST_MAX_BYTES and not result.lost:
             count += sum(1 for _ in statements)  # the rest of the file, for "2 of 5"
             result.total = count
@@ -367,8 +411,7 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
 
 def apply(raw: t.Any, file: SqlFile, **options: t.Any) -> FileResult:
     """:func:`apply_file` with result rows as the server's bytes (for printing them)."""
-    with _pymysql_raw_values(raw):
-        return apply_file(raw, file, **options)
+    return apply_file(raw, file, raw_values=True, **options)
 
 
 _END = object()

@@ -146,13 +146,6 @@ class _Reader(io.BufferedIOBase):
         except (OSError, EOFError, lzma.LZMAError, zlib.error) as error:
             raise SqlFileError(f"{self.path}: cannot read: {error}") from None
 
-    def position(self) -> int:
-        """Bytes read from the file itself (compressed bytes when it is compressed)."""
-        try:
-            return self.raw.tell()
-        except OSError:
-            return 0
-
     def close(self) -> None:
         if self.stream is not self.raw:
             self.stream.close()

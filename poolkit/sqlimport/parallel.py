@@ -34,7 +34,6 @@ import typing as t
 from dataclasses import dataclass, field
 
 from ..pool.drivers import error_code, is_disconnect
-from ._pymysql import _pymysql_raw_values
 from .apply import BATCH_BYTES, StatementError, _runner, batchable, locate
 from .files import SqlFile
 from .history import quote_ident
@@ -161,7 +160,7 @@ class Loader:
     loader, so a second file continues the session the first one left, as a serial load does.
     """
 
-    def __init__(self, raws: t.Sequence[t.Any], runner: Runner = _runner,
+    def __init__(self, raws: t.Sequence[t.Any], runner: Runner | None = None,
                  kill: t.Callable[[t.Any], object] = lambda raw: None,
                  on_statement: OnStatement | None = None, on_rows: OnRows | None = None,
                  batch_bytes: int = BATCH_BYTES, comments: bool = False,
@@ -169,6 +168,8 @@ class Loader:
                  rows_job_bytes: int = ROWS_JOB_BYTES) -> None:
         if not raws:
             raise ValueError("a parallel load needs at least one connection")
+        # apply's sender; result rows as the server's bytes, as the client prints them
+        runner = runner or (lambda raw: _runner(raw, True))
         self.workers = [Worker(i, raw, runner) for i, raw in enumerate(raws)]
         self.kill = kill
         self.on_statement = on_statement
@@ -540,7 +541,8 @@ class Loader:
 class PooledLoader:
     """A :class:`Loader` on *jobs* connections of *pool* (import sessions, opened on first
     use), each file starting in *database* with *charset*, as a serial load does; closed with
-    the loader. *batch_bytes* None: apply's, below the server's ``max_allowed_packet``."""
+    the loader. *batch_bytes* (None: apply's) is kept below the server's ``max_allowed_packet``;
+    0 sends one statement per round trip."""
 
     def __init__(self, pool: Pool, jobs: int, database: str, *, charset: str = DEFAULT_CHARSET,
                  comments: bool = False, batch_bytes: int | None = None,
@@ -571,11 +573,9 @@ class PooledLoader:
             for _ in range(self.jobs):
                 raw = self.stack.enter_context(import_session(self.pool.connection(),
                                                               self.charset))
-                self.stack.enter_context(_pymysql_raw_values(raw))  # rows as the server's bytes
                 raws.append(raw)
-            batch = self.batch_bytes
-            if batch is None:
-                batch = min(BATCH_BYTES, max_allowed_packet(raws[0]) // 2)
+            batch = BATCH_BYTES if self.batch_bytes is None else self.batch_bytes
+            batch = min(batch, max_allowed_packet(raws[0]) // 2)
             settings = self.pool.settings
             self.loader = Loader(raws, kill=lambda raw: kill_running_statement(settings, raw),
                                  on_statement=self.on_statement, on_rows=self.on_rows,

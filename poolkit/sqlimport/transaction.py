@@ -80,3 +80,76 @@ def transactional(raw: t.Any, file: SqlFile, database: str, *, comments: bool = 
     return True
 
 
+
+
+_DML = frozenset(_TARGET)
+_AUTOCOMMIT = re.compile(rb"SET\b[^;]*\bautocommit\b", re.I)
+
+
+def target(stmt_sql: bytes) -> tuple[str | None, str] | None:
+    """(schema or None for the current database, table) that a one-table DML statement
+    writes, or None when it is not one."""
+    pattern = _TARGET.get(first_word(stmt_sql))
+    found = pattern.match(stmt_sql.lstrip()) if pattern is not None else None
+    if found is None:
+        return None
+    if found.group(2) is None:
+        return None, _unquote(found.group(1))
+    return _unquote(found.group(1)), _unquote(found.group(2))
+
+
+class GroupCommit:
+    """Which batches of DML may run inside one transaction: one commit instead of one per
+    statement (with ``innodb_flush_log_at_trx_commit=1``, one log flush each).
+
+    A batch qualifies when every statement is ``INSERT``/``REPLACE``/``UPDATE``/``DELETE`` of
+    one table with a transactional engine, and the file is not managing transactions or
+    locks itself (``START TRANSACTION``, ``BEGIN``, ``XA``, ``SAVEPOINT``, ``LOCK TABLES``,
+    ``SET autocommit`` switch this off: for the rest of the file, or until ``UNLOCK TABLES``).
+    The end state equals running each statement on its own; if one fails, the batch is rolled
+    back whole, so the statements before it in that batch count as not applied.
+    """
+
+    def __init__(self, raw: t.Any) -> None:
+        self.raw = raw
+        self.engines: dict[tuple[str | None, str], bool] = {}
+        self.locked = False
+        self.manual = False
+
+    def sent(self, stmt_sql: bytes) -> None:
+        """Note a statement that was sent (in file order)."""
+        word = first_word(stmt_sql)
+        if word in _DML:
+            return
+        self.engines.clear()  # DDL, USE …: tables and the current database may have changed
+        if word == b"LOCK":
+            self.locked = True
+        elif word == b"UNLOCK":
+            self.locked = False
+        elif word in (b"START", b"BEGIN", b"XA", b"SAVEPOINT") or _AUTOCOMMIT.match(stmt_sql):
+            self.manual = True
+
+    def allowed(self, batch: t.Sequence[bytes]) -> bool:
+        """Whether these statements (about to be sent together) may share one transaction."""
+        if self.locked or self.manual or len(batch) < 2:
+            return False
+        targets = [target(sql) for sql in batch]
+        if any(found is None for found in targets):
+            return False
+        unknown = {found for found in targets if found is not None and found not in self.engines}
+        if unknown:
+            self._look_up(unknown)
+        return all(self.engines.get(found, False) for found in targets if found is not None)
+
+    def _look_up(self, tables: set[tuple[str | None, str]]) -> None:
+        cursor = self.raw.cursor()
+        try:
+            for schema, name in tables:
+                cursor.execute("SELECT E.TRANSACTIONS FROM information_schema.TABLES T JOIN "
+                               "information_schema.ENGINES E ON E.ENGINE = T.ENGINE WHERE "
+                               "T.TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND T.TABLE_NAME = %s",
+                               (schema, name))
+                row = cursor.fetchone()
+                self.engines[(schema, name)] = bool(row and row[0] == "YES")
+        finally:
+            cursor.close()

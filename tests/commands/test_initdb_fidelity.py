@@ -405,3 +405,48 @@ def test_a_non_utf8_byte_is_refused_with_its_line(env: Env) -> None:
     result = env.run()
     assert result.exit_code == 1
     assert "sql/1.sql:3: is not UTF-8 outside string literals (byte 0xe9)" in result.output
+
+
+def _random_routines(seed: int, count: int) -> bytes:
+    """Procedures whose bodies mix comments, literals that look like comments, and code."""
+    import random
+
+    rnd = random.Random(seed)
+    gaps = [b"", b" ", b"  ", b"\n", b" \t"]
+    comments = [b"-- dash\n", b"--\n", b"# hash\n", b"#\n", b"/* plain */", b"/**/",
+                b"/* two\n lines */", b"/* a -- b # c */"]
+    code = [*comments, b"/*! 0 + */", b"/*M!100100 0 + */", b"/*!50100 0 + */"]
+    values = [b"1", b"'a -- b'", b"'x # y /* z */'", b"\"q\"\"-- r\"", b"1--1", b"2/**/", b"0x1F",
+              b"'it\\'s # not'"]
+    out = [b"DELIMITER //\n"]
+    for n in range(count):
+        body = [b"SELECT 1"]
+        for _ in range(rnd.randint(1, 8)):
+            body += [rnd.choice(gaps), rnd.choice(comments) if rnd.random() < 0.6 else b"",
+                     rnd.choice(gaps), b"+", rnd.choice(gaps),
+                     rnd.choice(code) if rnd.random() < 0.5 else b"", rnd.choice(gaps),
+                     rnd.choice(values)]
+        body += [rnd.choice(gaps), b"AS `c -- # ", str(n).encode(), b"`", rnd.choice(gaps)]
+        out.append(b"CREATE PROCEDURE r%d()%sBEGIN%s%s;%s%sEND//\n" % (
+            n, rnd.choice(gaps) or b" ", rnd.choice(comments), b"".join(body),
+            rnd.choice(comments), rnd.choice(gaps)))
+    return b"".join(out) + b"DELIMITER ;\n"
+
+
+@needs_client
+@pytest.mark.parametrize("flag", [None, "--comments"])
+def test_random_routine_bodies_match_the_client(env: Env, make_database: t.Callable[[], str],
+                                                flag: str | None) -> None:
+    # A differential check of comment handling: 60 generated routines, each body compared
+    # with the body the mariadb client stores for the same file.
+    path = env.write("1.sql", _random_routines(11 if flag else 7, 60))
+    args = [flag] if flag else []
+    result = env.run(*args)
+    assert result.exit_code == 0, result.output
+    other = parse_url(make_database()).database
+    env.client(path, *args, database=other)
+    sql = ("SELECT ROUTINE_NAME, ROUTINE_DEFINITION FROM information_schema.ROUTINES "
+           "WHERE ROUTINE_SCHEMA = DATABASE() ORDER BY 1")
+    ours = env.rows(sql)
+    assert len(ours) == 60
+    assert ours == query_rows(env.url.rsplit("/", 1)[0] + "/" + other, sql)
