@@ -206,6 +206,7 @@ class Loader:
         self.stopping = False
         self.reading = True
         self.ran = 0
+        self.bad_log = len(self.log) + (1 << 62)  # the first log statement that failed
         self.started_units: list[Unit] = []
         self.stopped_at: dict[int, Step] = {}  # worker -> the step it is on
         started = time.perf_counter()
@@ -226,8 +227,11 @@ class Loader:
             self._join(None)
             if not self.failed:
                 self._replay_rest()
+            else:
+                self._settle()
         except BaseException as error:
             self.stop()
+            self._settle()
             result.interrupted = isinstance(error, KeyboardInterrupt)
             self._finish(result, started)
             error.poolkit_result = result  # type: ignore[attr-defined]
@@ -475,17 +479,31 @@ class Loader:
                 return False
         return not group or self._send(worker, group)
 
-    def _catch_up(self, worker: Worker, log_at: int) -> bool:
+    def _catch_up(self, worker: Worker, log_at: int, settling: bool = False) -> bool:
         while worker.applied < log_at:
-            if not self._send(worker, [self.log[worker.applied]], replay=True):
+            if not self._send(worker, [self.log[worker.applied]], True, settling):
+                if not settling:
+                    self.bad_log = min(self.bad_log, worker.applied)
                 return False
             worker.applied += 1
         return True
 
-    def _send(self, worker: Worker, steps: list[Step], replay: bool = False) -> bool:
+    def _settle(self) -> None:
+        """After a failure or Ctrl-C: each idle connection replays the log up to the resume
+        point, as a serial load would have run it before stopping there. A ``COMMIT`` there
+        commits work that the record counts as done (``SET AUTOCOMMIT=0`` dumps); what comes
+        after the resume point runs again on a rerun anyway."""
+        with self.cond:
+            limit = min([self.bad_log, *(u.log_at for u in self.units.values() if not u.done)])
+        for worker in self.workers:
+            if worker.thread is not None and not worker.thread.is_alive():
+                self._catch_up(worker, min(limit, len(self.log)), settling=True)
+
+    def _send(self, worker: Worker, steps: list[Step], replay: bool = False,
+              settling: bool = False) -> bool:
         """Send *steps* in one round trip; False (and the failure recorded) if one failed."""
         self.stopped_at[worker.number] = steps[0]
-        if self.failed or self.stopping:
+        if (self.failed or self.stopping) and not settling:
             return False
         done = [0]
         single = len(steps) == 1
