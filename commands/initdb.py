@@ -42,6 +42,8 @@ from poolkit.sqlimport.history import (
     server_lock,
     status,
 )
+from poolkit.sqlimport.parallel import ParallelResult, PooledLoader
+from poolkit.sqlimport.plan import is_dump, resolve_jobs
 from poolkit.sqlimport.session import (
     DEFAULT_CHARSET,
     create_database,
@@ -167,6 +169,11 @@ def _interrupts(on_first: t.Callable[[], object]) -> t.Iterator[threading.Event]
               help="Seconds to wait for the server to accept connections.")
 @click.option("--create-database", "create_db", is_flag=True,
               help="Create the URL's database if it is missing.")
+@click.option("-j", "--jobs", metavar="N|auto",
+              help="Load dump files (mysqldump / mariadb-dump output) on N connections of the "
+                   "pool at once, table by table; 'auto': the machine's cores, capped by the "
+                   "pool, for files that look like dumps. Default: one connection, in file "
+                   "order. See docs/initdb-parallel.md.")
 @click.option("-v", "--verbose", is_flag=True,
               help="Print each statement and its duration (one statement per round trip).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors (not result sets).")
@@ -174,7 +181,8 @@ def _interrupts(on_first: t.Callable[[], object]) -> t.Iterator[threading.Event]
 def initdb_command(files: tuple[Path, ...], sql_dir: Path | None, bind: str, show_status: bool,
                    exit_code: bool, dry_run: bool, force: bool, continue_on_error: bool,
                    comments: bool, charset: str, batch_bytes: int, lock_timeout: float,
-                   wait_seconds: float, create_db: bool, verbose: bool, quiet: bool) -> None:
+                   wait_seconds: float, create_db: bool, jobs: str | None, verbose: bool,
+                   quiet: bool) -> None:
     """Apply the project's .sql files (sql/*.sql in natural order, or FILES) once each.
 
     FILES may be '-' to read SQL from standard input (never recorded in history), and
@@ -190,7 +198,7 @@ def initdb_command(files: tuple[Path, ...], sql_dir: Path | None, bind: str, sho
     try:
         _initdb(files, sql_dir, bind, show_status, exit_code, dry_run, force,
                 continue_on_error, comments, charset, batch_bytes, lock_timeout, wait_seconds,
-                create_db, verbose, quiet)
+                create_db, verbose, quiet, jobs)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         raise SystemExit(130) from None
@@ -199,14 +207,19 @@ def initdb_command(files: tuple[Path, ...], sql_dir: Path | None, bind: str, sho
 def _initdb(files: tuple[Path, ...], sql_dir: Path | None, bind: str, show_status: bool,
             exit_code: bool, dry_run: bool, force: bool, continue_on_error: bool,
             comments: bool, charset: str, batch_bytes: int, lock_timeout: float,
-            wait_seconds: float, create_db: bool, verbose: bool, quiet: bool) -> None:
+            wait_seconds: float, create_db: bool, verbose: bool, quiet: bool,
+            jobs: str | None = None) -> None:
     state = poolkit_state()
     try:
         paths = list(files) if files else discover(sql_dir or state.sql_dir)
         checked = check_files(paths)
         pool = state.pool(bind)
+        workers = resolve_jobs(jobs, pool.settings.max_connections) if jobs else 0
     except PoolkitError as error:
         raise click.ClickException(str(error)) from None
+    if workers and continue_on_error:
+        raise click.UsageError("--continue-on-error runs the statements in file order: "
+                               "drop --jobs")
     settings = pool.settings
     database = settings.url.database
     try:
@@ -237,9 +250,13 @@ def _initdb(files: tuple[Path, ...], sql_dir: Path | None, bind: str, show_statu
             if dry_run:
                 _dry_run(checked, history.load(), quiet, comments, "")
                 return
-            with server_lock(raw, database, lock_timeout):
+            with server_lock(raw, database, lock_timeout), PooledLoader(
+                    pool, workers, database, charset=charset, comments=comments,
+                    batch_bytes=0 if verbose else batch_bytes, on_statement=_verbose(verbose),
+                    on_rows=None if quiet else _print_rows) as loader:
+                parallel = _parallel(loader, jobs == "auto", comments, quiet) if workers else None
                 _run(raw, history, checked, database, force, continue_on_error, comments,
-                     charset, 0 if verbose else batch_bytes, verbose, quiet, settings)
+                     charset, 0 if verbose else batch_bytes, verbose, quiet, settings, parallel)
     except PoolkitError as error:
         raise click.ClickException(str(error)) from None
     except click.ClickException:
@@ -327,9 +344,79 @@ def _plan(files: list[tuple[SqlFile, str]], applied: dict[str, Applied], force: 
     return resume
 
 
+def _verbose(verbose: bool) -> t.Callable[[Statement, float], None] | None:
+    if not verbose:
+        return None
+
+    def on_statement(stmt: Statement, seconds: float) -> None:
+        first = stmt.sql.split(b"\n", 1)[0].decode("utf-8", "replace")[:80]
+        where = _shown(stmt.path) if stmt.path else "?"
+        click.echo(f"  {where}:{stmt.line}: {first}  ({seconds * 1000:.1f} ms)")
+    return on_statement
+
+
+Parallel = t.Callable[[SqlFile, int], "FileResult | None"]
+
+
+def _parallel(loader: PooledLoader, auto: bool, comments: bool, quiet: bool) -> Parallel:
+    """Loads a file on the loader's connections, as a FileResult for the history (None: run
+    it serially: not a dump under --jobs auto, or a failed file resuming)."""
+    def load(file: SqlFile, skip: int) -> FileResult | None:
+        if skip or file.is_stdin or file.compression or (auto and not is_dump(file)):
+            return None
+        try:
+            if quiet or file.size < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
+                result = loader.load(file)
+            else:
+                with click.progressbar(length=file.size, label=file.name,
+                                       file=sys.stderr) as bar:
+                    done = [0]
+
+                    def on_progress(offset: int) -> None:
+                        bar.update(offset - done[0])
+                        done[0] = offset
+
+                    result = loader.load(file, on_progress=on_progress)
+        except KeyboardInterrupt as interrupt:
+            partial: ParallelResult | None = getattr(interrupt, "poolkit_result", None)
+            if partial is None:
+                raise
+            result = partial
+        if not result.ok:
+            what = "every connection stopped" if result.interrupted else "the run stopped"
+            click.echo(f"{_shown(file.path)}: parallel load: {what}; "
+                       f"{_parallel_progress(result)}", err=True)
+        return _as_file_result(result, comments)
+    return load
+
+
+def _parallel_progress(result: ParallelResult) -> str:
+    """How far a parallel load got, for messages."""
+    done = f"{_n(result.statements, 'statement')} ran"
+    if result.resume is None:
+        return done
+    where = f"{_shown(result.resume.path or result.file.path)}:{result.resume.line}"
+    how = ("every statement before it ran" if result.exact else
+           "tables of this data-only dump after it ran too and would be loaded twice")
+    return f"{done}; a rerun resumes at {where} ({how})"
+
+
+def _as_file_result(result: ParallelResult, comments: bool) -> FileResult:
+    """What the history records: the statements before the resume point were applied."""
+    done = result.resume_index if result.resume is not None else result.statements
+    digest = ""  # not resumable: a rerun runs it whole
+    if not result.ok and result.exact:
+        found = prefix_digest(result.file, done, comments=comments)
+        digest = found[0] if found is not None else ""
+    stopped = result.errors[0].statement if result.errors else result.resume
+    return FileResult(result.file, statements=done, total=None if not result.ok else done,
+                      seconds=result.seconds, errors=result.errors,
+                      interrupted=result.interrupted, digest=digest, stopped_at=stopped)
+
+
 def _run(raw: t.Any, history: History, files: list[SqlFile], database: str, force: bool,
          continue_on_error: bool, comments: bool, charset: str, batch_bytes: int,
-         verbose: bool, quiet: bool, settings: t.Any) -> None:
+         verbose: bool, quiet: bool, settings: t.Any, parallel: Parallel | None = None) -> None:
     history.ensure()
     applied = history.load()  # read under the lock: another run may just have finished
     states = status(files, applied)
@@ -348,9 +435,14 @@ def _run(raw: t.Any, history: History, files: list[SqlFile], database: str, forc
             click.echo(f"resuming {_shown(file.path)} at statement {skip + 1}{at}: the "
                        f"{_n(skip, 'statement')} applied before it "
                        f"{'is' if skip == 1 else 'are'} unchanged")
-        one = not continue_on_error and transactional(raw, file, database, comments=comments)
-        result = _apply(raw, file, history, continue_on_error, comments, batch, skip, one,
-                        verbose, quiet, settings)
+        loaded = parallel(file, skip) if parallel is not None else None
+        if loaded is not None:
+            result = loaded
+        else:
+            one = not continue_on_error and transactional(raw, file, database,
+                                                          comments=comments)
+            result = _apply(raw, file, history, continue_on_error, comments, batch, skip, one,
+                            verbose, quiet, settings)
         statements += result.statements - result.resumed
         if result.lost:
             for error in result.errors:
