@@ -26,6 +26,7 @@ from conftest import query_rows
 from flask import Flask
 
 from poolkit import Poolkit
+from poolkit.commands.initdb import initdb_command
 from poolkit.sqlimport.files import check_file
 from poolkit.sqlimport.parallel import Loader
 from poolkit.sqlimport.session import enable_multi_statements
@@ -66,7 +67,7 @@ class Env:
         self.extension = Poolkit(self.app)
 
     def run(self, *args: str) -> Result:
-        return self.app.test_cli_runner().invoke(args=["initdb", *args])
+        return self.app.test_cli_runner().invoke(initdb_command, list(args))
 
     def rows(self, sql: str) -> list[tuple[t.Any, ...]]:
         return query_rows(self.url, sql)
