@@ -1,8 +1,10 @@
 """Acceptance on real files: sakila v1.5 through ``flask initdb``, then a mariadb-dump round trip.
 
-The corpus is read from ``../shared/corpus`` beside the repository and never copied. sakila's
-schema runs ``DROP SCHEMA IF EXISTS sakila; CREATE SCHEMA sakila; USE sakila``, so its tables
-land in ``sakila`` (dropped afterwards) while the history goes to the app's own database.
+The corpus is read from ``shared/corpus`` beside the repository (or its worktree folder) and
+never copied into it. sakila's schema runs ``DROP SCHEMA IF EXISTS sakila; CREATE SCHEMA sakila;
+USE sakila``: the test loads a copy (in a temp folder) whose ``sakila`` schema name is a unique
+one, so runs never collide, and points the app at that very database, so the load also drops
+and re-creates the database that holds the history (which must survive it).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 import shutil
 import subprocess
 import typing as t
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,7 +24,8 @@ from poolkit import Poolkit
 from poolkit.commands.initdb import initdb_command
 from poolkit.url import DatabaseURL, parse_url
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = next((p / "shared" / "corpus" for p in Path(__file__).resolve().parents[2:4]
+               if (p / "shared" / "corpus").is_dir()), Path("/nonexistent"))
 SAKILA = CORPUS / "sakila"
 
 pytestmark = pytest.mark.skipif(not SAKILA.is_dir(),
@@ -46,19 +50,37 @@ def app_on() -> t.Iterator[t.Callable[[str], Flask]]:
         extension.close()
 
 
+def _renamed(name: str, folder: Path, database: str) -> Path:
+    """A temp copy of corpus file *name* whose schema ``sakila`` is called *database*."""
+    data = (SAKILA / name).read_bytes()
+    copy = folder / name
+    copy.write_bytes(re.sub(rb"\bsakila(?=[.;])", database.encode(), data))
+    return copy
+
+
 @pytest.fixture
-def sakila(app_on: t.Callable[[str], Flask], make_database: t.Callable[[], str]
-           ) -> t.Iterator[DatabaseURL]:
-    """sakila loaded through ``flask initdb``; the ``sakila`` schema is dropped afterwards."""
-    url = make_database()
-    app = app_on(url)
-    result = app.test_cli_runner().invoke(initdb_command, [
-        str(SAKILA / "sakila-schema.sql"), str(SAKILA / "sakila-data.sql")])
-    assert result.exit_code == 0, result.output
-    assert "2 files applied, 108 statements" in result.output
-    server = parse_url(url)
-    yield server.with_database("sakila")
-    query_rows(server, "DROP DATABASE IF EXISTS sakila")
+def sakila(app_on: t.Callable[[str], Flask], make_database: t.Callable[[], str],
+           tmp_path: Path) -> t.Iterator[DatabaseURL]:
+    """sakila loaded through ``flask initdb`` into its own uniquely named database (the app's)."""
+    base, _, query = make_database().partition("?")
+    server = parse_url(base)
+    database = f"poolkit_sakila_{uuid.uuid4().hex[:8]}"
+    url = server.with_database(database)
+    app = app_on(base.rsplit("/", 1)[0] + "/" + database + (f"?{query}" if query else ""))
+    files = [_renamed(name, tmp_path, database) for name in ("sakila-schema.sql",
+                                                             "sakila-data.sql")]
+    try:
+        result = app.test_cli_runner().invoke(initdb_command, [
+            "--create-database", *map(str, files)])
+        assert result.exit_code == 0, result.output
+        assert "2 files applied, 108 statements" in result.output
+        # The schema dropped the app's database; the history came back with it.
+        assert "was dropped by a file: re-created it" in result.output
+        assert query_rows(url, "SELECT file, status FROM poolkit_sql_history ORDER BY file") == [
+            ("sakila-data.sql", "applied"), ("sakila-schema.sql", "applied")]
+        yield url
+    finally:
+        query_rows(server, f"DROP DATABASE IF EXISTS `{database}`")
 
 
 def test_sakila_loads_like_the_client(sakila: DatabaseURL) -> None:
@@ -66,11 +88,11 @@ def test_sakila_loads_like_the_client(sakila: DatabaseURL) -> None:
     assert one("SELECT COUNT(*) FROM rental") == (16044,)
     assert one("SELECT COUNT(*) FROM film_text") == (1000,)  # the triggers came first
     assert one("SELECT COUNT(*) FROM information_schema.ROUTINES "
-               "WHERE ROUTINE_SCHEMA = 'sakila'") == (6,)
+               "WHERE ROUTINE_SCHEMA = DATABASE()") == (6,)
     assert one("SELECT COUNT(*) FROM information_schema.TRIGGERS "
-               "WHERE TRIGGER_SCHEMA = 'sakila'") == (6,)
+               "WHERE TRIGGER_SCHEMA = DATABASE()") == (6,)
     assert one("SELECT COUNT(*) FROM information_schema.VIEWS "
-               "WHERE TABLE_SCHEMA = 'sakila'") == (7,)
+               "WHERE TABLE_SCHEMA = DATABASE()") == (7,)
     assert one("SELECT MD5(picture), LENGTH(picture) FROM staff WHERE staff_id = 1") == (
         "633ca8e521307444eb54a499fbe42832", 36365)
 
@@ -80,7 +102,7 @@ def test_mariadb_dump_round_trip(sakila: DatabaseURL, app_on: t.Callable[[str], 
                                  make_database: t.Callable[[], str], tmp_path: Path) -> None:
     dump = tmp_path / "sakila-dump.sql"
     command = ["mariadb-dump", f"--host={sakila.host}", f"--port={sakila.port}",
-               f"--user={sakila.user}", "--routines", "--triggers", "sakila"]
+               f"--user={sakila.user}", "--routines", "--triggers", sakila.database]
     if sakila.password:
         command.insert(4, f"--password={sakila.password}")
     with open(dump, "wb") as out:
@@ -94,7 +116,8 @@ def test_mariadb_dump_round_trip(sakila: DatabaseURL, app_on: t.Callable[[str], 
     assert result.exit_code == 0, result.output
     copy = parse_url(target)
     tables = [r[0] for r in query_rows(sakila, "SELECT TABLE_NAME FROM information_schema.TABLES "
-                                          "WHERE TABLE_SCHEMA = 'sakila' AND "
+                                          "WHERE TABLE_SCHEMA = DATABASE() AND "
+                                          "TABLE_NAME <> 'poolkit_sql_history' AND "
                                           "TABLE_TYPE = 'BASE TABLE' ORDER BY 1")]
     assert len(tables) == 16
     names = ", ".join(f"`{name}`" for name in tables)
@@ -105,5 +128,50 @@ def test_mariadb_dump_round_trip(sakila: DatabaseURL, app_on: t.Callable[[str], 
     for kind, column in (("ROUTINES", "ROUTINE_SCHEMA"), ("TRIGGERS", "TRIGGER_SCHEMA")):
         sql = f"SELECT COUNT(*) FROM information_schema.{kind} WHERE {column} = DATABASE()"
         assert query_rows(copy, sql) == [(6,)]
-    history = query_rows(copy, "SELECT file, statements FROM poolkit_sql_history")
-    assert history[0][0] == "sakila-dump.sql" and history[0][1] > 50
+    # the dump carries the original's history table too; the load is recorded beside it
+    history = query_rows(copy, "SELECT statements FROM poolkit_sql_history "
+                               "WHERE file = 'sakila-dump.sql' AND status = 'applied'")
+    assert len(history) == 1 and history[0][0] > 50
+
+
+@pytest.mark.skipif(shutil.which("mariadb") is None, reason="the mariadb client is not installed")
+def test_sakila_matches_a_client_load(sakila: DatabaseURL, tmp_path: Path) -> None:
+    # The same files through `mariadb < file`: every table's checksum and every routine,
+    # trigger and view body must be equal (comments stripped as the client strips them).
+    other = f"poolkit_sakila_{uuid.uuid4().hex[:8]}"
+    folder = tmp_path / "client"
+    folder.mkdir()
+    try:
+        for name in ("sakila-schema.sql", "sakila-data.sql"):
+            with open(_renamed(name, folder, other), "rb") as stdin:
+                command = ["mariadb", f"--host={sakila.host}", f"--port={sakila.port}",
+                           f"--user={sakila.user}"]
+                if sakila.password:
+                    command.append(f"--password={sakila.password}")
+                subprocess.run(command, stdin=stdin, check=True, capture_output=True, timeout=300)
+        theirs = sakila.with_database(other)
+
+        def objects(url: DatabaseURL) -> list[t.Any]:
+            name = url.database
+            found: list[t.Any] = []
+            for sql in ("SELECT ROUTINE_NAME, ROUTINE_DEFINITION FROM information_schema.ROUTINES "
+                        "WHERE ROUTINE_SCHEMA = DATABASE() ORDER BY 1",
+                        "SELECT TRIGGER_NAME, ACTION_STATEMENT FROM information_schema.TRIGGERS "
+                        "WHERE TRIGGER_SCHEMA = DATABASE() ORDER BY 1",
+                        "SELECT TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS "
+                        "WHERE TABLE_SCHEMA = DATABASE() ORDER BY 1"):
+                found += [(a, str(b).replace(name, "<db>")) for a, b in query_rows(url, sql)]
+            tables = [r[0] for r in query_rows(url, "SELECT TABLE_NAME FROM information_schema."
+                                                    "TABLES WHERE TABLE_SCHEMA = DATABASE() AND "
+                                                    "TABLE_TYPE = 'BASE TABLE' AND TABLE_NAME "
+                                                    "<> 'poolkit_sql_history' ORDER BY 1")]
+            names = ", ".join(f"`{table}`" for table in tables)
+            found += [(r[0].split(".", 1)[1], r[1])
+                      for r in query_rows(url, f"CHECKSUM TABLE {names}")]
+            return found
+
+        ours = objects(sakila)
+        assert len(ours) == 6 + 6 + 7 + 16
+        assert ours == objects(theirs)
+    finally:
+        query_rows(sakila, f"DROP DATABASE IF EXISTS `{other}`")

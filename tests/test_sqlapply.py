@@ -10,7 +10,7 @@ import pytest
 from poolkit import Pool
 from poolkit.sqlimport.apply import apply_file, count_statements, import_session, locate
 from poolkit.sqlimport.files import check_file
-from poolkit.sqlimport.split import Statement
+from poolkit.sqlimport.statement import Statement
 
 
 def _write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -125,3 +125,174 @@ def test_big_file_goes_through_read_ahead(make_pool: t.Callable[..., Pool],
             cur.execute("SELECT COUNT(*) FROM big")
             assert cur.fetchone() == (20000 * copies,)
             cur.execute("DROP TABLE big")
+
+
+# -- batching (issue 12): several statements per round trip, attribution still exact ---------
+
+def _trips(raw: t.Any, path: Path, **options: t.Any) -> tuple[t.Any, list[int]]:
+    """Apply *path*, returning the result and the end offset reported after each round trip."""
+    trips: list[int] = []
+    result = apply_file(raw, check_file(path), on_progress=trips.append, **options)
+    return result, trips
+
+
+@pytest.mark.parametrize("group_commit", [False, True])
+def test_a_batched_file_with_an_error_in_its_middle_statement(
+        make_pool: t.Callable[..., Pool], tmp_path: Path, group_commit: bool) -> None:
+    path = _write(tmp_path, "1.sql", b"CREATE TABLE b1 (id INT) ENGINE=InnoDB;\n"
+                  b"INSERT INTO b1 VALUES (1);\n"
+                  b"INSERT INTO b1\n  VALUES (2)\n  WHERE oops;\n"  # statement 3, line 5
+                  b"CREATE TABLE b2 (id INT);\n"
+                  b"INSERT INTO b1 VALUES (3);\n")
+    pool = make_pool()
+    with import_session(pool.connection()) as raw:
+        result, trips = _trips(raw, path, group_commit=group_commit)
+        # without group commit all five go in one round trip; with it, the run of DML goes
+        # in a round trip of its own, inside one transaction
+        assert len(trips) == (2 if group_commit else 1)
+        assert result.total == 5
+        [error] = result.errors
+        assert (error.line, error.code) == (5, 1064)
+        assert error.statement.line == 3
+        # the server's "near" quotes this statement only, not the rest of the batch
+        assert error.message.endswith("near 'WHERE oops' at line 3"), error.message
+        assert result.stopped_at is error.statement
+        # exactly what is in the database: the INSERT before it stays, or was rolled back
+        # with it (its batch was one transaction)
+        assert (result.statements, result.rolled_back_with) == ((1, 1) if group_commit
+                                                                else (2, 0))
+        with raw.cursor() as cur:
+            cur.execute("SELECT id FROM b1")
+            assert cur.fetchall() == (() if group_commit else ((1,),))  # nothing after it ran
+            cur.execute("SHOW TABLES LIKE 'b2'")
+            assert cur.fetchall() == ()
+            cur.execute("SELECT @@autocommit")
+            assert cur.fetchone() == (1,)  # the session is back in autocommit
+            cur.execute("DROP TABLE b1")
+
+
+def test_group_commit_only_for_dml_on_transactional_tables(make_pool: t.Callable[..., Pool],
+                                                           tmp_path: Path) -> None:
+    inserts = b"".join(b"INSERT INTO %s VALUES (%d);\n" % (name, i)
+                       for name in (b"gi", b"gm") for i in range(3))
+    path = _write(tmp_path, "1.sql", b"CREATE TABLE gi (id INT PRIMARY KEY) ENGINE=InnoDB;\n"
+                  b"CREATE TABLE gm (id INT PRIMARY KEY) ENGINE=MyISAM;\n" + inserts +
+                  b"INSERT INTO gi VALUES (7);\nINSERT INTO gi VALUES (7);\n")
+    pool = make_pool()
+    with import_session(pool.connection()) as raw:
+        result, _ = _trips(raw, path)
+        # a MyISAM table in the run: no transaction, each statement stands on its own
+        assert (result.statements, result.rolled_back_with) == (9, 0)
+        assert [e.line for e in result.errors] == [10]
+        path = _write(tmp_path, "2.sql", b"INSERT INTO gi VALUES (8);\n"
+                                         b"INSERT INTO gi VALUES (8);\n")
+        again, _ = _trips(raw, path)
+        assert (again.statements, again.rolled_back_with) == (0, 1)  # InnoDB only: one txn
+        with raw.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM gi")
+            assert cur.fetchone() == (4,)  # 0, 1, 2 and 7; not 8
+            cur.execute("SELECT COUNT(*) FROM gm")
+            assert cur.fetchone() == (3,)
+            cur.execute("DROP TABLE gi, gm")
+
+
+@pytest.mark.parametrize("batch_bytes", [0, 80, 1 << 20])
+def test_batches_are_bounded_and_give_the_same_result(make_pool: t.Callable[..., Pool],
+                                                      tmp_path: Path, batch_bytes: int) -> None:
+    lines = [b"CREATE TABLE bb (id INT PRIMARY KEY, v VARCHAR(10));"]
+    lines += [b"INSERT INTO bb VALUES (%d, 'r;%d');" % (i, i) for i in range(1, 41)]
+    lines += [b"INSERT INTO bb VALUES (7, 'dup');", b"INSERT INTO bb VALUES (99, 'never');"]
+    path = _write(tmp_path, "1.sql", b"\n".join(lines) + b"\n")
+    pool = make_pool()
+    with import_session(pool.connection()) as raw:
+        result, trips = _trips(raw, path, batch_bytes=batch_bytes, group_commit=False)
+        assert result.statements == 41
+        assert [(e.line, e.code) for e in result.errors] == [(42, 1062)]
+        with raw.cursor() as cur:
+            cur.execute("SELECT COUNT(*), MAX(id) FROM bb")
+            assert cur.fetchone() == (40, 40)
+            cur.execute("DROP TABLE bb")
+    if batch_bytes == 0:
+        assert len(trips) == 42  # one statement per round trip
+    elif batch_bytes == 80:
+        assert 20 < len(trips) < 42  # two short statements fit in 80 bytes, three do not
+    else:
+        assert len(trips) == 1
+
+
+def test_results_of_a_batch_come_back_in_order(make_pool: t.Callable[..., Pool],
+                                               tmp_path: Path) -> None:
+    path = _write(tmp_path, "1.sql", b"SELECT 1 AS a;\nSELECT 'x' AS b, NULL AS c;\n"
+                  b"DO 1;\nSELECT 2 AS a FROM DUAL WHERE 0;\n"
+                  b"DELIMITER //\nCREATE PROCEDURE two_sets() BEGIN SELECT 3 AS p; SELECT 4 AS q;"
+                  b" END//\nDELIMITER ;\nCALL two_sets();\nSELECT 5 AS z;\n"
+                  b"DROP PROCEDURE two_sets;\n")
+    printed: list[tuple[int, list[str], list[tuple[t.Any, ...]]]] = []
+    pool = make_pool()
+    with import_session(pool.connection()) as raw:
+        from poolkit.sqlimport.apply import apply
+
+        result = apply(raw, check_file(path),
+                       on_rows=lambda stmt, names, rows: printed.append((stmt.line, names, rows)))
+    assert result.ok, result.errors
+    assert printed == [(1, ["a"], [(b"1",)]), (2, ["b", "c"], [(b"x", None)]),
+                       (8, ["p"], [(b"3",)]), (8, ["q"], [(b"4",)]), (9, ["z"], [(b"5",)])]
+
+
+def test_routine_bodies_are_the_same_batched_or_not(make_pool: t.Callable[..., Pool],
+                                                    tmp_path: Path) -> None:
+    # Under ';' a routine without BEGIN … END is one statement: batched with ";\n" after it,
+    # its stored body must not change.
+    data = (b"CREATE PROCEDURE lone() SELECT 1 + 1  ;\nCREATE FUNCTION f() RETURNS INT "
+            b"RETURN 42;\nCREATE VIEW vv AS SELECT 1 AS one\n;\n")
+    bodies = []
+    pool = make_pool()
+    for batch_bytes in (0, 1 << 20):
+        path = _write(tmp_path, f"{batch_bytes}.sql", data)
+        with import_session(pool.connection()) as raw:
+            result, trips = _trips(raw, path, batch_bytes=batch_bytes)
+            assert result.ok and len(trips) == (3 if batch_bytes == 0 else 1)
+            with raw.cursor() as cur:
+                cur.execute("SELECT ROUTINE_NAME, ROUTINE_DEFINITION FROM information_schema."
+                            "ROUTINES WHERE ROUTINE_SCHEMA = DATABASE() AND ROUTINE_NAME IN "
+                            "('f', 'lone') ORDER BY 1")
+                rows = cur.fetchall()
+                cur.execute("SHOW CREATE VIEW vv")
+                bodies.append((rows, cur.fetchone()[1]))
+                cur.execute("DROP PROCEDURE lone")
+                cur.execute("DROP FUNCTION f")
+                cur.execute("DROP VIEW vv")
+    assert bodies[0] == bodies[1]
+    assert bodies[0][0] == (("f", "RETURN 42"), ("lone", "SELECT 1 + 1"))
+
+
+def test_stop_event_kills_the_running_batch_and_counts_exactly(
+        make_pool: t.Callable[..., Pool], tmp_path: Path) -> None:
+    import threading
+
+    from poolkit.sqlimport.session import kill_running_statement
+
+    path = _write(tmp_path, "1.sql", b"CREATE TABLE ks (id INT);\nINSERT INTO ks VALUES (1);\n"
+                  b"SELECT SLEEP(0) FROM ks, (SELECT SLEEP(5)) AS s;\n"
+                  b"INSERT INTO ks VALUES (2);\n")
+    pool = make_pool()
+    stop = threading.Event()
+    with import_session(pool.connection()) as raw:
+        def interrupt() -> None:
+            stop.set()
+            assert kill_running_statement(pool.settings, raw)
+
+        timer = threading.Timer(0.5, interrupt)
+        timer.start()
+        try:
+            result = apply_file(raw, check_file(path), stop=stop)
+        finally:
+            timer.join(10)
+        assert result.interrupted and not result.errors
+        assert result.statements == 2  # the SELECT was killed (1317), nothing after it ran
+        assert result.stopped_at is not None and result.stopped_at.line == 3
+        assert result.seconds < 4
+        with raw.cursor() as cur:
+            cur.execute("SELECT id FROM ks")
+            assert cur.fetchall() == ((1,),)
+            cur.execute("DROP TABLE ks")

@@ -43,7 +43,8 @@ def test_checksum_streams_sha256(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("data", "message"), [
     (b"", r"is empty \(0 bytes\)"),
-    (b"\x1f\x8b\x08\x00rest", "gzip-compressed"),
+    (b"\x1f\x8b\x08\x00rest", "cannot read: "),  # a gzip file that is cut short
+    (b"\x28\xb5\x2f\xfdrest", "zstd-compressed"),
     (b"PK\x03\x04", "zip archive"),
     ("SELECT 1;".encode("utf-16"), "UTF-16"),
     (b"SELECT 1;\x00\x00", "is not SQL text"),
@@ -71,3 +72,35 @@ def test_same_name_twice_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "b" / "x.sql").write_text("SELECT 2;")
     with pytest.raises(SqlFileError, match="same name"):
         check_files([tmp_path / "a" / "x.sql", tmp_path / "b" / "x.sql"])
+
+
+@pytest.mark.parametrize("suffix", [".sql.gz", ".sql.bz2", ".sql.xz"])
+def test_compressed_files_are_found_checked_and_read(tmp_path: Path, suffix: str) -> None:
+    import bz2
+    import gzip
+    import lzma
+
+    from poolkit.sqlimport.files import open_sql
+
+    data = b"SELECT 1;\n" * 1000
+    packed = {".sql.gz": gzip.compress, ".sql.bz2": bz2.compress, ".sql.xz": lzma.compress}
+    path = tmp_path / f"10_x{suffix}"
+    path.write_bytes(packed[suffix](data))
+    (tmp_path / "2_a.sql").write_bytes(b"SELECT 2;\n")
+    (tmp_path / "notes.txt.gz").write_bytes(gzip.compress(b"x"))
+    assert [p.name for p in discover(tmp_path)] == ["2_a.sql", path.name]
+    checked = check_file(path)
+    assert checked.compression == {".sql.gz": "gzip", ".sql.bz2": "bzip2", ".sql.xz": "xz"}[suffix]
+    assert checked.checksum == hashlib.sha256(path.read_bytes()).hexdigest()  # compressed bytes
+    with open_sql(path) as reader:
+        assert reader.read() == data
+
+
+def test_not_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "x.sql"
+    path.write_bytes(b"SELECT 1;\nSELECT 'caf\xe9';\n-- caf\xe9\nSELECT 2;\n")
+    with pytest.raises(SqlFileError, match=r"x\.sql:3: is not UTF-8 outside string literals"):
+        check_file(path)
+    assert sniff(b"SELECT 1;\n\n\x00") == ("line 3: is not SQL text: binary byte 0x00 outside "
+                                           "any string literal (a binary file, or the wrong "
+                                           "file?)")

@@ -247,7 +247,7 @@ class Connection:
     def raw(self) -> t.Any:
         """The driver's own connection (no failover, no bookkeeping): use with care."""
         with self._lock:
-            return self._acquire()._con
+            return self._acquire().raw
 
     def __getattr__(self, name: str) -> t.Any:
         # Anything else DBUtils or the driver offers (begin, ping, insert_id, escape, …).
@@ -260,22 +260,22 @@ class Connection:
         try:
             return getattr(con, name)
         except AttributeError:
-            return getattr(con._con, name)
+            return getattr(con.raw, name)
 
     # -- conveniences ---------------------------------------------------------------------
     def _execute(self, sql: str, args: Params, cursor_class: t.Any = None) -> t.Any:
         # Callers hold self._lock until they are done with the cursor.
         con = self._con or self._acquire()
-        cursor = con._con.cursor(cursor_class)
+        cursor = con.raw.cursor(cursor_class)
         try:
             cursor.execute(sql, args)
-        except con._failures as error:
+        except con.failures as error:
             cursor.close()
-            if con._transaction or not is_retry_safe(error):
+            if con.in_transaction or not is_retry_safe(error):
                 raise
             cursor = self._reconnect(con, error).cursor(cursor_class)
             cursor.execute(sql, args)
-        con._usage += 1
+        con.count_use()
         return cursor
 
     @staticmethod
@@ -283,12 +283,9 @@ class Connection:
         # The statement cannot have taken effect (the driver said so): re-run it once on a
         # fresh connection, as DBUtils' failover does for its own cursors.
         try:
-            fresh = con._create()
+            return con.reconnect()
         except Exception:
             raise error from None
-        con._close()
-        con._store(fresh)
-        return fresh
 
     def query(self, sql: str, args: Params = None) -> list[Row]:
         """Run a SELECT and return every row as a dict."""
@@ -370,7 +367,7 @@ class Connection:
         except BaseException:
             self._depth = 0
             raise
-        con._transaction = True  # what DBUtils' begin() marks: no transparent failover inside
+        con.in_transaction = True  # what DBUtils' begin() marks: no failover inside
         try:
             yield self
         except BaseException:

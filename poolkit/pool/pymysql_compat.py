@@ -426,3 +426,61 @@ def reset_supported(server_version: str) -> bool:
     if "mariadb" in server_version.lower():
         return numbers >= (10, 2, 4)
     return numbers >= (5, 7, 3)
+
+
+# -- flask initdb's import session ---------------------------------------------------------
+_COM_SET_OPTION = 0x1B
+MULTI_STATEMENTS_ON = 0
+
+
+def enable_multi_statements(raw: t.Any) -> bool:
+    """Turn on multi-statements for this session (COM_SET_OPTION), as the mysql client runs.
+
+    Uses ``_execute_command`` and ``_read_packet`` (breaks if they are renamed); the server
+    answers with an EOF packet, or an error packet that ``_read_packet`` raises.
+    """
+    if not is_pymysql(raw):
+        return False
+    raw._execute_command(_COM_SET_OPTION, struct.pack("<H", MULTI_STATEMENTS_ON))
+    raw._read_packet()
+    return True
+
+
+def run_statements(raw: t.Any, sql: bytes, on_result: t.Callable[[t.Any], None]) -> None:
+    """Send *sql* (maybe several statements) and hand each result, in order, to *on_result*.
+
+    ``query()`` reads the first result, ``next_result()`` the next while the server's
+    MORE_RESULTS flag (``_result.has_next``, private) is set. A failing statement raises from
+    the read of its result; the server runs nothing after it.
+    """
+    raw.query(sql)
+    on_result(raw._result)
+    while raw._result is not None and raw._result.has_next:
+        raw.next_result()
+        on_result(raw._result)
+
+
+def result_rows(result: t.Any) -> tuple[list[str], list[tuple[t.Any, ...]]] | None:
+    """(column names, rows) of a result that has rows, None for an OK result."""
+    description = getattr(result, "description", None)
+    if not description:
+        return None
+    return [str(column[0]) for column in description], list(result.rows or ())
+
+
+@contextlib.contextmanager
+def raw_values(raw: t.Any) -> t.Iterator[None]:
+    """Rows as the server's bytes (as the client prints them), not Python values.
+
+    Clears ``decoders`` and ``use_unicode`` (public attributes, private meaning: PyMySQL's
+    result reader consults them per field) for the duration, then restores them.
+    """
+    if not is_pymysql(raw):
+        yield
+        return
+    decoders, use_unicode = raw.decoders, raw.use_unicode
+    raw.decoders, raw.use_unicode = {}, False
+    try:
+        yield
+    finally:
+        raw.decoders, raw.use_unicode = decoders, use_unicode

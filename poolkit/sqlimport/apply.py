@@ -1,45 +1,63 @@
-"""Apply .sql files through a DB-API connection, one statement per round trip, like ``mysql``.
+"""Apply .sql files through a DB-API connection like ``mysql``, in multi-statement batches.
 
 Statements go to the server as the bytes of the file, with no parameters, so a ``%`` is never
-interpreted and binary literals arrive unchanged. With PyMySQL the raw connection's ``query()``
-is called directly: ``cursor.execute(sql)`` with no args would send the same bytes, but would
-build a cursor per statement; ``query()`` plus draining extra result sets (``CALL``) is the
-whole job. Other drivers go through a cursor.
+interpreted and binary literals arrive unchanged. Consecutive statements are joined into one
+multi-statement round trip of up to :data:`BATCH_BYTES` (and below ``max_allowed_packet``);
+the server runs them in order and stops at the first that fails, and the results are read in
+order, so the failing statement, and how many ran before it, are known exactly. A statement
+whose results cannot be told apart from its neighbours' (``CALL``, a ``DELIMITER`` block that
+may hold several statements, ``LOAD DATA``) is sent on its own.
 
 A failed statement becomes a :class:`StatementError` that names the file's own line: the
 statement's first line plus the server's "at line N", minus one. The library never prints:
-callers get callbacks per statement and a :class:`FileResult` per file.
+callers get callbacks per statement, per result set and per progress step, and a
+:class:`FileResult` per file, which says how many statements were applied and carries the
+digest of those statements (to resume a failed file, see :func:`prefix_digest`).
+
+With ``transaction=True`` (see :func:`.transaction.transactional`) a file runs as one
+transaction: a failure undoes it entirely.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import queue
 import re
-import socket
-import struct
 import threading
 import time
 import typing as t
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..pool.drivers import error_code, get_driver, is_disconnect
-from ..url import mask_url
+from ..pool import pymysql_compat
+from ..pool.drivers import error_code, is_disconnect
 from .files import SqlFile
-from .history import quote_ident
-from .split import CHUNK_SIZE, Statement, split_file
-
-if t.TYPE_CHECKING:
-    from ..config import PoolSettings
+from .session import import_session as import_session  # re-exported: it lived here before
+from .split import CHUNK_SIZE, split_file
+from .statement import Statement, first_word
+from .transaction import GroupCommit, target
 
 _AT_LINE = re.compile(r"at line (\d+)\s*$")
 EXCERPT_WIDTH = 160
 #: Files from this size on are split in a thread while the server works (see read_ahead).
 READ_AHEAD_MIN_BYTES = 4 * 1024 * 1024
+#: Bytes of SQL per multi-statement round trip (the probe of issue 12: ~1 MB is the knee).
+BATCH_BYTES = 1 << 20
+#: After a failure, the rest of a file up to this size is split to count its statements.
+COUNT_REST_MAX_BYTES = 256 * 1024 * 1024
+#: Statements sent alone: their results cannot be told apart from the next statement's.
+_ALONE = frozenset({b"CALL", b"EXECUTE", b"LOAD", b"DELIMITER"})
+#: Statements re-run when a failed file resumes: they set up the session, change no data.
+_SESSION = frozenset({b"SET", b"USE"})
+_NOT_SESSION = re.compile(rb"(?:\s|/\*M?!\d*)*SET\s+(?:GLOBAL|PASSWORD|@@GLOBAL)\b", re.I)
+_ER_QUERY_INTERRUPTED = frozenset({1317, 1927})
+_NEAR = re.compile(r"near '(.*)' at line \d+\s*$", re.S)
 
 OnStatement = t.Callable[[Statement, float], None]
 OnProgress = t.Callable[[int], None]
+#: (statement, column names, rows of server bytes or None for NULL)
+OnRows = t.Callable[[Statement, list[str], list[tuple[t.Any, ...]]], None]
 
 
 @dataclass(frozen=True)
@@ -52,6 +70,11 @@ class StatementError:
     sqlstate: str | None
     message: str
     statement: Statement
+
+    @property
+    def origin(self) -> str | None:
+        """``file:line`` of the ``source`` command when the statement is in a sourced file."""
+        return self.statement.origin
 
     def headline(self, shown_path: str | None = None) -> str:
         """``sql/20_data.sql:62: ERROR 1064 (42000): <server message>``."""
@@ -78,99 +101,313 @@ class FileResult:
     """What applying one file did."""
 
     file: SqlFile
+    #: Statements applied and kept (0 after a rolled-back transaction), resumed-over included.
     statements: int = 0
+    #: Statements in the file, when known (always on success; after a failure, counted).
+    total: int | None = None
     seconds: float = 0.0
     errors: list[StatementError] = field(default_factory=list)
+    #: Stopped because the caller's stop event was set (Ctrl-C).
+    interrupted: bool = False
+    #: The connection was lost: whether the statement it was on ran is unknown.
+    lost: bool = False
+    #: Ran as one transaction; after a failure it was rolled back.
+    transaction: bool = False
+    #: Statements skipped because a previous run applied them (resume).
+    resumed: int = 0
+    #: :func:`prefix_digest` of the applied statements.
+    digest: str = ""
+    #: Statements rolled back with a failed statement of their batch (group commit).
+    rolled_back_with: int = 0
+    #: The first statement that failed (or was interrupted), if any.
+    stopped_at: Statement | None = None
 
     @property
     def ok(self) -> bool:
-        """True when every statement succeeded."""
-        return not self.errors
+        """True when every statement succeeded and the file ran to its end."""
+        return not self.errors and not self.interrupted
+
+    @property
+    def rolled_back(self) -> bool:
+        """True when a failure undid the whole file (it ran as one transaction)."""
+        return self.transaction and not self.ok
 
 
-def locate(error: BaseException, stmt: Statement, path: Path) -> StatementError:
+def locate(error: BaseException, stmt: Statement, path: Path,
+           batched: bool = False) -> StatementError:
     """Turn a driver error for *stmt* (of file *path*, unless sourced from another) into a
-    :class:`StatementError` at the file's own line."""
+    :class:`StatementError` at the file's own line. For a statement sent in a batch, the
+    server's "near '…'" quotes the rest of the batch: it is cut at the batch's next statement,
+    as the client (one statement per query) would show it."""
     code = error_code(error)
     args: tuple[t.Any, ...] = tuple(getattr(error, "args", ()))
     message = str(args[1]) if len(args) > 1 else str(error)
+    near = _NEAR.search(message) if batched else None
+    if near is not None and ";\n" in near.group(1):
+        message = message[:near.start(1)] + near.group(1).split(";\n", 1)[0] + \
+            message[near.end(1):]
     line = stmt.line
     found = _AT_LINE.search(message)
     if found:
-        line = stmt.line + int(found.group(1)) - 1
+        line = stmt.file_line(int(found.group(1)))
     sqlstate = getattr(error, "sqlstate", None)
     return StatementError(stmt.path or path, line, code, sqlstate, message, stmt)
 
 
-def _executor(raw: t.Any) -> t.Callable[[bytes], None]:
-    if hasattr(raw, "_read_query_result"):  # PyMySQL
-        query = raw.query
-        next_result = raw.next_result
+class _Digest:
+    """SHA-256 over the applied statements, each framed by its length."""
 
-        def run(sql: bytes) -> None:
-            query(sql)
-            while raw._result is not None and raw._result.has_next:
-                next_result()  # a CALL sends one result per SELECT, then its status
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
 
-        return run
+    def add(self, stmt: Statement) -> None:
+        self.hash.update(len(stmt.sql).to_bytes(8, "big"))
+        self.hash.update(stmt.sql)
 
-    def run_cursor(sql: bytes) -> None:
+    def hexdigest(self) -> str:
+        return self.hash.hexdigest()
+
+
+def prefix_digest(file: SqlFile, count: int, *, comments: bool = False,
+                  chunk_size: int = CHUNK_SIZE) -> tuple[str, int | None] | None:
+    """(digest of *file*'s first *count* statements as a run would send them, line of the
+    statement after them or None at the end); None when the file has fewer. The digest
+    equals :attr:`FileResult.digest` of a run that applied *count*."""
+    digest = _Digest()
+    seen = 0
+    for stmt in split_file(file.path, chunk_size=chunk_size, comments=comments):
+        if seen == count:
+            return digest.hexdigest(), stmt.line
+        digest.add(stmt)
+        seen += 1
+    return (digest.hexdigest(), None) if seen == count else None
+
+
+Runner = t.Callable[[bytes, t.Callable[[t.Any], None]], None]
+
+
+def _runner(raw: t.Any, raw_values: bool) -> tuple[Runner, t.Callable[[t.Any], t.Any]]:
+    """(send SQL and hand each result to a callback, result -> (names, rows) or None).
+
+    With *raw_values*, rows are the server's bytes (PyMySQL), as the client prints them; only
+    for the file's statements: history and engine look-ups in between read Python values.
+    """
+    if pymysql_compat.is_pymysql(raw):
+        def run(sql: bytes, on_result: t.Callable[[t.Any], None]) -> None:
+            if not raw_values:
+                pymysql_compat.run_statements(raw, sql, on_result)
+                return
+            with pymysql_compat.raw_values(raw):
+                pymysql_compat.run_statements(raw, sql, on_result)
+
+        return run, pymysql_compat.result_rows
+
+    def run_cursor(sql: bytes, on_result: t.Callable[[t.Any], None]) -> None:
         cursor = raw.cursor()
         try:
             cursor.execute(sql)
+            on_result(cursor)
             while cursor.nextset():
-                pass
+                on_result(cursor)
         finally:
             cursor.close()
 
-    return run_cursor
+    def rows(cursor: t.Any) -> tuple[list[str], list[tuple[t.Any, ...]]] | None:
+        if not cursor.description:
+            return None
+        return [str(c[0]) for c in cursor.description], list(cursor.fetchall())
+
+    return run_cursor, rows
+
+
+def batchable(stmt: Statement, comments: bool) -> bool:
+    """Whether *stmt* may share a round trip: exactly one result, and ``;\\n`` cannot be
+    swallowed by it (an open ``/*!`` comment, or a kept ``--``/``#`` comment on its last line)."""
+    if not stmt.plain or first_word(stmt.sql) in _ALONE:
+        return False
+    sql = stmt.sql
+    if b"/*" in sql and sql.rfind(b"/*") > sql.rfind(b"*/"):
+        return False
+    if comments:
+        last = sql[sql.rfind(b"\n") + 1:]
+        if b"#" in last or b"--" in last:
+            return False
+    return True
 
 
 def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
                on_statement: OnStatement | None = None, on_progress: OnProgress | None = None,
-               chunk_size: int = CHUNK_SIZE) -> FileResult:
+               on_rows: OnRows | None = None, chunk_size: int = CHUNK_SIZE,
+               comments: bool = False, batch_bytes: int = BATCH_BYTES, resume: int = 0,
+               transaction: bool = False, stop: threading.Event | None = None,
+               before_commit: t.Callable[[FileResult], None] | None = None,
+               group_commit: bool = True, raw_values: bool = False) -> FileResult:
     """Run every statement of *file* on the DB-API connection *raw*.
 
     Stops at the first failed statement unless *continue_on_error*; a lost connection always
-    stops. :class:`~poolkit.errors.SqlFileError` (unreadable file, bad client command) and
-    interrupts propagate.
+    stops, and so does *stop* being set (checked before each round trip; a statement killed
+    with ``KILL QUERY`` meanwhile counts as interrupted, not failed). *resume* skips that many
+    statements (a previous run applied them), re-running only those that set up the session
+    (``SET``, ``USE``). *batch_bytes* 0 sends one statement per round trip. With *transaction*
+    the file runs inside ``START TRANSACTION``; *before_commit* runs inside it on success
+    (history), and a failure rolls everything back. With *group_commit* (and neither
+    *transaction* nor *continue_on_error*), a batch of DML on transactional tables commits once
+    (:class:`.transaction.GroupCommit`); a failure in it rolls that batch back.
+    :class:`~poolkit.errors.SqlFileError` (unreadable file, bad client command) and
+    ``KeyboardInterrupt`` propagate; the latter drops the session (its state is unknown).
     """
-    run = _executor(raw)
-    result = FileResult(file)
+    run, rows_of = _runner(raw, raw_values)
+    result = FileResult(file, transaction=transaction)
+    # Not with continue_on_error: statements rolled back with a failure would be lost.
+    commits = (GroupCommit(raw) if group_commit and batch_bytes and not transaction
+               and not continue_on_error else None)
+    digest = _Digest()
     started = time.perf_counter()
     top = file.path
-    statements = split_file(file.path, chunk_size=chunk_size)
+    statements = split_file(file.path, chunk_size=chunk_size, comments=comments)
     if file.size >= READ_AHEAD_MIN_BYTES:
         statements = read_ahead(statements)
-    try:
-        for stmt in statements:
-            before = time.perf_counter()
-            try:
-                run(stmt.sql)
-            except Exception as error:
-                if error_code(error) is None and not is_disconnect(error):
-                    raise
-                result.errors.append(locate(error, stmt, top))
-                if not continue_on_error or is_disconnect(error):
-                    break
-            else:
-                result.statements += 1
+    group: list[Statement] = []
+    group_dml = False
+    size = 0
+    count = 0  # statements read from the file so far
+    stopped = False
+
+    def send(batch: list[Statement]) -> bool:
+        """Run *batch*; True to go on. Counts, digests and reports each statement."""
+        nonlocal stopped
+        if stop is not None and stop.is_set():  # Ctrl-C: send nothing more
+            result.interrupted = stopped = True
+            result.stopped_at = result.stopped_at or batch[0]
+            return False
+        done = [0]
+        single = len(batch) == 1
+        wrap = commits is not None and commits.allowed([s.sql for s in batch])
+        skip = 1 if wrap else 0  # the result of "SET autocommit=0"
+
+        def on_result(res: t.Any) -> None:
+            index = 0 if single else done[0] - skip
+            if on_rows is not None and 0 <= index < len(batch):
+                shown = rows_of(res)
+                if shown is not None and shown[1]:
+                    on_rows(batch[index], *shown)
+            done[0] += 1
+
+        sql = b";\n".join(s.sql for s in batch)
+        if wrap:  # one commit for the batch (SET autocommit keeps LOCK TABLES, unlike BEGIN)
+            sql = b"SET autocommit=0;\n" + sql + b";\nCOMMIT;\nSET autocommit=1"
+        before = time.perf_counter()
+        error: Exception | None = None
+        try:
+            run(sql, on_result)
+        except Exception as failure:
+            if error_code(failure) is None and not is_disconnect(failure):
+                raise
+            error = failure
+        ok = len(batch) if error is None else (
+            0 if single else max(0, min(done[0] - skip, len(batch) - 1)))
+        if error is not None and wrap:
+            if not is_disconnect(error):
+                run(b"ROLLBACK", lambda res: None)
+                run(b"SET autocommit=1", lambda res: None)
+            result.rolled_back_with += ok  # the batch's statements before the failure
+            failed_at, ok = ok, 0
+        else:
+            failed_at = ok
+        if commits is not None:
+            for stmt in batch[:failed_at + 1] if error is not None else batch:
+                commits.sent(stmt.sql)
+        each = (time.perf_counter() - before) / len(batch)
+        for stmt in batch[:ok]:
+            result.statements += 1
+            digest.add(stmt)
             if on_statement is not None:
-                on_statement(stmt, time.perf_counter() - before)
-            if on_progress is not None and stmt.path == top:
-                on_progress(stmt.end_offset)
+                on_statement(stmt, each)
+        last = batch[failed_at] if error is not None else batch[-1]
+        if on_progress is not None and last.path == top:
+            on_progress(last.end_offset)
+        if error is None:
+            return True
+        failed = batch[failed_at]
+        if result.stopped_at is None:
+            result.stopped_at = failed
+        if stop is not None and stop.is_set() and error_code(error) in _ER_QUERY_INTERRUPTED:
+            result.interrupted = stopped = True
+            return False
+        result.errors.append(locate(error, failed, top, batched=not single))
+        if on_statement is not None:
+            on_statement(failed, each)
+        if is_disconnect(error):
+            result.lost = stopped = True
+            return False
+        if not continue_on_error:
+            stopped = True
+            return False
+        rest = batch[failed_at + 1:]  # the server ran nothing after the failure: the rest
+        return send(rest) if rest else True
+
+    try:
+        if transaction:
+            run(b"START TRANSACTION", lambda res: None)
+        for stmt in statements:
+            count += 1
+            if count <= resume:
+                if first_word(stmt.sql) in _SESSION and not _NOT_SESSION.match(stmt.sql):
+                    run(stmt.sql, lambda res: None)
+                result.statements += 1
+                result.resumed += 1
+                digest.add(stmt)
+                continue
+            if batch_bytes and batchable(stmt, comments) and len(stmt.sql) < batch_bytes:
+                dml = commits is not None and target(stmt.sql) is not None
+                if group and (size + len(stmt.sql) + 2 > batch_bytes or dml != group_dml):
+                    sent, group, size = group, [], 0
+                    if not send(sent):
+                        break
+                group.append(stmt)
+                group_dml = dml  # a run of DML is batched apart, to commit once (GroupCommit)
+                size += len(stmt.sql) + 2
+                continue
+            if group:
+                sent, group, size = group, [], 0
+                if not send(sent):
+                    break
+            if not send([stmt]):
+                break
+        if group and not stopped:
+            send(group)
+        if stopped and file.size <= COUNT_REST_MAX_BYTES and not result.lost:
+            count += sum(1 for _ in statements)  # the rest of the file, for "2 of 5"
+            result.total = count
+        elif not stopped:
+            result.total = count
+        if transaction:
+            if result.ok:
+                if before_commit is not None:
+                    before_commit(result)
+                run(b"COMMIT", lambda res: None)
+            else:
+                run(b"ROLLBACK", lambda res: None)
+                result.statements = 0
+                digest = _Digest()
     except BaseException as error:
         if not isinstance(error, Exception):
             # Ctrl-C may land mid-statement, leaving a reply unread: the session cannot be
             # trusted any more. Close it now (its locks go with it) without a COM_QUIT.
-            _drop_session(raw)
+            _drop(raw)
         raise
     finally:
         result.seconds = time.perf_counter() - started
+        result.digest = digest.hexdigest()
         close = getattr(statements, "close", None)
         if close is not None:
             close()
     return result
+
+
+def apply(raw: t.Any, file: SqlFile, **options: t.Any) -> FileResult:
+    """:func:`apply_file` with result rows as the server's bytes (for printing them)."""
+    return apply_file(raw, file, raw_values=True, **options)
 
 
 _END = object()
@@ -222,119 +459,15 @@ def read_ahead(statements: t.Iterator[Statement], depth: int = 2) -> t.Iterator[
         thread.join(timeout=5)
 
 
-def _drop_session(raw: t.Any) -> None:
-    close = getattr(raw, "_force_close", None) or raw.close
-    with suppress(Exception):
-        close()
-
-
-def count_statements(path: Path, chunk_size: int = CHUNK_SIZE) -> int:
+def count_statements(path: Path, chunk_size: int = CHUNK_SIZE, comments: bool = False) -> int:
     """How many statements the file (and what it sources) would send."""
-    return sum(1 for _ in split_file(path, chunk_size=chunk_size))
+    return sum(1 for _ in split_file(path, chunk_size=chunk_size, comments=comments))
 
 
-@contextmanager
-def import_session(conn: t.Any) -> t.Iterator[t.Any]:
-    """The raw connection of pooled *conn* set up like the mysql client; discarded afterwards.
-
-    Autocommit on, and no driver read/write timeout (a long ``ALTER`` must not be cut off at
-    the pool's 60 s). The files change the session (``USE``, ``SET NAMES``, ``sql_mode``,
-    variables): the connection is closed at the end, so the pool replaces it rather than
-    handing that session to a request.
-    """
-    raw = conn.raw
-    try:
-        raw.autocommit(True)
-        sock = getattr(raw, "_sock", None)
-        if isinstance(sock, socket.socket) and getattr(raw, "poolkit_timeouts", None):
-            forever = struct.pack("ll", 0, 0)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, forever)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, forever)
-        yield raw
-    finally:
-        with suppress(Exception):
+def _drop(raw: t.Any) -> None:
+    """Close the socket without a COM_QUIT: the reply state is unknown (mysqlclient: close)."""
+    with contextlib.suppress(Exception):
+        if pymysql_compat.is_pymysql(raw):
+            pymysql_compat.force_close(raw)
+        else:
             raw.close()
-        conn.close()
-
-
-def use_database(raw: t.Any, database: str) -> None:
-    """Make *database* current again (each file starts there, as with ``mysql db < file``)."""
-    cursor = raw.cursor()
-    try:
-        cursor.execute(f"USE {quote_ident(database)}")
-    finally:
-        cursor.close()
-
-
-def create_database(settings: PoolSettings) -> bool:
-    """Create the database of *settings*' URL if missing (connecting without one). True if made."""
-    driver = get_driver(settings.url.driver)
-    kwargs = settings.driver_kwargs()
-    kwargs["database"] = None
-    con = driver.connect(kwargs)
-    try:
-        cursor = con.cursor()
-        name = settings.url.database
-        cursor.execute("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
-                       (name,))
-        if cursor.fetchone():
-            return False
-        cursor.execute(f"CREATE DATABASE IF NOT EXISTS {quote_ident(name)} "
-                       "CHARACTER SET utf8mb4")
-        return True
-    finally:
-        con.close()
-
-
-T = t.TypeVar("T")
-
-
-def wait_for_server(connect: t.Callable[[], T], seconds: float,
-                    interval: float = 0.5) -> T:
-    """Call *connect* until it succeeds or *seconds* have passed (then its error propagates)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return connect()
-        except Exception as error:
-            if time.monotonic() + interval > deadline or not _worth_waiting(error):
-                raise
-        time.sleep(interval)
-
-
-def _worth_waiting(error: BaseException) -> bool:
-    # A server that is starting refuses connections (2002/2003), drops them (2013) or says it
-    # is shutting down or starting (1053); access denied or unknown database will not change.
-    return error_code(error) in {1053, 2002, 2003, 2006, 2013} or isinstance(error, OSError)
-
-
-def describe_error(error: BaseException) -> str:
-    """A driver error as one line, any password masked."""
-    return mask_url(f"{type(error).__name__}: {error}")
-
-
-def kill_running_statement(settings: PoolSettings, raw: t.Any) -> bool:
-    """``KILL QUERY`` the import session's statement from a second connection (Ctrl-C).
-
-    As the mysql client does: otherwise the server runs the interrupted statement (a long
-    ``ALTER``, a big ``INSERT``) to its end before it notices the client has gone, and holds
-    the initdb lock until then. Returns whether the KILL was sent.
-    """
-    try:
-        thread_id = int(raw.thread_id())
-        driver = get_driver(settings.url.driver)
-        kwargs = settings.driver_kwargs()
-        kwargs["connect_timeout"] = 5
-        killer = driver.connect(kwargs)
-    except Exception:
-        return False
-    try:
-        cursor = killer.cursor()
-        cursor.execute(f"KILL QUERY {thread_id}")
-        cursor.close()
-        return True
-    except Exception:
-        return False
-    finally:
-        with suppress(Exception):
-            killer.close()

@@ -1,18 +1,29 @@
 """Find the .sql files to apply, in natural order, and check them before anything runs.
 
-``discover(folder)`` lists every ``*.sql`` regular file of *folder* ordered the way a person
-reads the names (``2_x.sql`` before ``10_y.sql``). ``check_file`` rejects what cannot be SQL
-text -- an empty file, a compressed or binary file, UTF-16 -- with one message naming the file
-and saying what to do, so a bad file fails the run before the first statement is sent.
+``discover(folder)`` lists every ``*.sql`` (and ``*.sql.gz``, ``*.sql.bz2``, ``*.sql.xz``)
+regular file of *folder* ordered the way a person reads the names (``2_x.sql`` before
+``10_y.sql``). ``check_file`` rejects what cannot be SQL text -- an empty file, a zstd, zip or
+binary file, UTF-16, a byte that is not UTF-8 outside string literals (naming its line) --
+with one message naming the file and saying what to do, so a bad file fails the run before
+the first statement is sent. :func:`open_sql` opens a file for the splitter: gzip, bzip2 and
+xz (recognised by their magic bytes) are decompressed while streaming (standard library), and
+``-`` is standard input. History records a compressed file by its name and the SHA-256 of its
+compressed bytes; standard input is never recorded.
 """
 
 from __future__ import annotations
 
+import bz2
 import codecs
+import gzip
 import hashlib
+import io
+import lzma
 import os
 import re
+import sys
 import typing as t
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +37,13 @@ _LITERAL = re.compile(rb"'[^'\\]*(?:\\[\s\S][^'\\]*)*(?:'|$)"
                       rb'|"[^"\\]*(?:\\[\s\S][^"\\]*)*(?:"|$)')
 _CONTROL = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
 
+STDIN = Path("-")
+#: What ``discover`` picks up (lower-cased name endings).
+SQL_SUFFIXES = (".sql", ".sql.gz", ".sql.bz2", ".sql.xz")
+#: Compressed formats the standard library streams: magic bytes -> name.
+COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
+
 _MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x1f\x8b", "gzip-compressed: decompress it first (gunzip)"),
-    (b"BZh", "bzip2-compressed: decompress it first (bunzip2)"),
-    (b"\xfd7zXZ\x00", "xz-compressed: decompress it first (unxz)"),
     (b"\x28\xb5\x2f\xfd", "zstd-compressed: decompress it first (unzstd)"),
     (b"PK\x03\x04", "a zip archive: extract the .sql file from it first"),
     (b"\xff\xfe", "UTF-16 text: save it as UTF-8 (PowerShell's '>' writes UTF-16; use "
@@ -46,6 +60,13 @@ class SqlFile:
     name: str
     size: int
     checksum: str
+    #: "gzip", "bzip2" or "xz" when the file is decompressed while it is read.
+    compression: str | None = None
+
+    @property
+    def is_stdin(self) -> bool:
+        """True for ``-`` (standard input): applied every time, never recorded."""
+        return self.path == STDIN
 
 
 def natural_key(name: str) -> list[t.Any]:
@@ -65,7 +86,7 @@ def discover(folder: str | os.PathLike[str]) -> list[Path]:
                            "the folder that holds the .sql files")
     found: list[Path] = []
     for entry in directory.iterdir():
-        if entry.suffix.lower() != ".sql":
+        if not entry.name.lower().endswith(SQL_SUFFIXES):
             continue
         if not entry.is_file():
             kind = "a folder" if entry.is_dir() else "not a regular file"
@@ -86,28 +107,95 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def compression_of(head: bytes) -> str | None:
+    """"gzip", "bzip2" or "xz" when *head* starts with that format's magic bytes."""
+    for magic, name in COMPRESSED.items():
+        if head.startswith(magic):
+            return name
+    return None
+
+
+class _Reader(io.BufferedIOBase):
+    """A file (or stdin), decompressed if it is compressed; read errors become SqlFileError."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        raw: t.Any = sys.stdin.buffer if path == STDIN else open(path, "rb")  # noqa: SIM115
+        if not hasattr(raw, "peek"):  # a BytesIO standing in for stdin (tests, pipelines)
+            raw = io.BufferedReader(raw)
+        self.raw = raw
+        self.owned = path != STDIN
+        head = raw.peek(8)[:8]
+        kind = compression_of(head)
+        self.stream: t.BinaryIO
+        if kind == "gzip":
+            self.stream = t.cast(t.BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb"))
+        elif kind == "bzip2":
+            self.stream = t.cast(t.BinaryIO, bz2.BZ2File(raw))
+        elif kind == "xz":
+            self.stream = t.cast(t.BinaryIO, lzma.LZMAFile(raw))  # noqa: SIM115
+        else:
+            self.stream = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        try:
+            return self.stream.read(-1 if size is None else size)
+        except (OSError, EOFError, lzma.LZMAError, zlib.error) as error:
+            raise SqlFileError(f"{self.path}: cannot read: {error}") from None
+
+    def close(self) -> None:
+        if self.stream is not self.raw:
+            self.stream.close()
+        if self.owned:
+            self.raw.close()
+        super().close()
+
+
+def open_sql(path: Path) -> _Reader:
+    """Open *path* (``-``: standard input) for reading SQL, decompressing gzip/bzip2/xz."""
+    return _Reader(path)
+
+
 def sniff(head: bytes) -> str | None:
     """Why *head* (a file's first bytes) cannot be SQL text, or None if it may be."""
     for magic, why in _MAGIC:
         if head.startswith(magic):
             return f"is {why}"
-    outside = _LITERAL.sub(b"''", head)
-    bad = _CONTROL.search(outside)
-    if bad is not None:
-        # Where SQL text must be (outside literals), a NUL or control byte means binary data.
-        return (f"is not SQL text: binary byte 0x{bad.group()[0]:02x} outside any string "
-                "literal (a binary file, or the wrong file?)")
-    try:  # literals may hold any bytes (BLOBs in dumps); the SQL around them must be UTF-8
-        codecs.getincrementaldecoder("utf-8")().decode(outside, final=False)
-    except UnicodeDecodeError as error:
-        byte = outside[error.start]
-        return (f"is not UTF-8 outside string literals (byte 0x{byte:02x}): save it as UTF-8 "
-                "(e.g. iconv -f latin1 -t utf-8)")
+    # Literals may hold any bytes (BLOBs in dumps); the SQL around them must be text.
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    pos = 0
+    for literal in [*_LITERAL.finditer(head), None]:
+        stop = literal.start() if literal is not None else len(head)
+        gap = head[pos:stop]
+        bad = _CONTROL.search(gap)
+        if bad is not None:
+            line = head.count(b"\n", 0, pos + bad.start()) + 1
+            return (f"line {line}: is not SQL text: binary byte 0x{bad.group()[0]:02x} outside "
+                    "any string literal (a binary file, or the wrong file?)")
+        try:
+            decoder.decode(gap, final=False)
+        except UnicodeDecodeError as error:
+            line = head.count(b"\n", 0, pos + error.start) + 1
+            return (f"line {line}: is not UTF-8 outside string literals (byte "
+                    f"0x{gap[error.start]:02x}): save it as UTF-8 (e.g. iconv -f latin1 -t "
+                    "utf-8)")
+        decoder.reset()
+        if literal is None:
+            break
+        pos = literal.end()
     return None
 
 
 def check_file(path: Path, name: str | None = None) -> SqlFile:
-    """Check that *path* is a non-empty SQL text file and compute its checksum."""
+    """Check that *path* is a non-empty SQL text file and compute its checksum.
+
+    ``-`` (standard input) is checked on what can be peeked without consuming it.
+    """
+    if path == STDIN:
+        return _check_stdin()
     try:
         if not path.is_file():
             what = "is a folder" if path.is_dir() else "does not exist"
@@ -117,13 +205,36 @@ def check_file(path: Path, name: str | None = None) -> SqlFile:
             raise SqlFileError(f"{path}: is empty (0 bytes): an export that failed? Put SQL in "
                                "it or delete it")
         with open(path, "rb") as stream:
-            head = stream.read(SNIFF_SIZE)
+            kind = compression_of(stream.read(8))
+        with open_sql(path) as reader:
+            head = reader.read(SNIFF_SIZE)
     except OSError as error:
         raise SqlFileError(f"{path}: cannot read: {error.strerror or error}") from None
+    if kind is not None and not head:
+        raise SqlFileError(f"{path}: is empty once decompressed ({kind}): put SQL in it or "
+                           "delete it")
     problem = sniff(head)
     if problem:
+        where = problem.split(": ", 1)
+        if where[0].startswith("line "):  # path:line: …
+            raise SqlFileError(f"{path}:{where[0][5:]}: {where[1]}")
         raise SqlFileError(f"{path}: {problem}")
-    return SqlFile(path, name or path.name, size, sha256_file(path))
+    return SqlFile(path, name or path.name, size, sha256_file(path), kind)
+
+
+def _check_stdin() -> SqlFile:
+    stream = sys.stdin.buffer
+    peek = getattr(stream, "peek", None)
+    head = peek(SNIFF_SIZE)[:SNIFF_SIZE] if peek is not None else b""
+    kind = compression_of(head)
+    if kind == "gzip":  # sniff what the peeked bytes decompress to
+        head = zlib.decompressobj(wbits=47).decompress(head, SNIFF_SIZE)
+    elif kind is not None:
+        head = b""
+    problem = sniff(head)
+    if problem:
+        raise SqlFileError(f"standard input: {problem}")
+    return SqlFile(STDIN, "-", 0, "", kind)
 
 
 def check_files(paths: t.Iterable[Path]) -> list[SqlFile]:
@@ -132,6 +243,11 @@ def check_files(paths: t.Iterable[Path]) -> list[SqlFile]:
     seen: dict[str, Path] = {}
     for path in paths:
         checked = check_file(path)
+        if checked.is_stdin:
+            if any(f.is_stdin for f in files):
+                raise SqlFileError("'-' (standard input) is given twice: it can be read once")
+            files.append(checked)
+            continue
         if checked.name in seen:
             raise SqlFileError(f"{path}: another file of the same name ({seen[checked.name]}) "
                                "is in this run; history records files by name: rename one")

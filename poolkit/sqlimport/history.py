@@ -1,8 +1,16 @@
 """What ``flask initdb`` has applied: the ``poolkit_sql_history`` table, and its server lock.
 
-One row per applied file (by name), with the SHA-256 of its bytes, when it was applied (UTC),
-how long it took and how many statements it ran. A file whose checksum no longer matches is
-*changed*: like Flyway's validate, that is an error unless the caller re-applies it on purpose.
+One row per file (by name), with the SHA-256 of its bytes, when it ran (UTC), how long it took
+and how many statements it applied. A file whose checksum no longer matches is *changed*: like
+Flyway's validate, that is an error unless the caller re-applies it on purpose. A file that
+stopped part-way (an error, Ctrl-C) gets a ``failed`` row: the line and statement where it
+stopped, the error, how many statements were applied (and not undone: DDL commits) and the
+digest of those statements, so that a rerun can resume after them if they are unchanged.
+
+A file may drop the database that holds this table (``DROP DATABASE app; CREATE DATABASE
+app``, as MySQL's world.sql and sakila do). The rows are kept in memory for the run: when a
+write finds the table (or the database) gone, it re-creates them, writes every row back, and
+says so in :attr:`History.restored`.
 
 The lock is the server's ``GET_LOCK('poolkit_initdb.<database>')``: it belongs to the session,
 so two runs against one database never interleave, and a run that dies (killed, Ctrl-C,
@@ -15,22 +23,42 @@ import hashlib
 import typing as t
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from ..errors import SqlFileError
+from ..pool.drivers import error_code
 from .files import SqlFile
 
 TABLE = "poolkit_sql_history"
 
-APPLIED, PENDING, CHANGED = "applied", "pending", "changed"
+APPLIED, PENDING, CHANGED, FAILED = "applied", "pending", "changed", "failed"
 
 _CREATE = """CREATE TABLE IF NOT EXISTS {table} (
   file VARCHAR(255) NOT NULL PRIMARY KEY,
   checksum CHAR(64) NOT NULL,
   applied_at DATETIME(6) NOT NULL,
   duration_ms INT UNSIGNED NOT NULL,
-  statements INT UNSIGNED NOT NULL
-) DEFAULT CHARSET=utf8mb4"""
+  statements INT UNSIGNED NOT NULL,
+  status VARCHAR(16) NOT NULL DEFAULT 'applied',
+  total INT UNSIGNED NULL,
+  failed_line INT UNSIGNED NULL,
+  failed_at VARCHAR(1024) NULL,
+  failed_statement TEXT NULL,
+  error TEXT NULL,
+  prefix_checksum CHAR(64) NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+#: Columns added since the first version of the table (added to an old table on ensure()).
+_ADDED = {
+    "status": "VARCHAR(16) NOT NULL DEFAULT 'applied'",
+    "total": "INT UNSIGNED NULL",
+    "failed_line": "INT UNSIGNED NULL",
+    "failed_at": "VARCHAR(1024) NULL",
+    "failed_statement": "TEXT NULL",
+    "error": "TEXT NULL",
+    "prefix_checksum": "CHAR(64) NULL",
+}
+_COLUMNS = ("file", "checksum", "applied_at", "duration_ms", "statements", *_ADDED)
+_GONE = frozenset({1146, 1049})  # table, database doesn't exist
 
 
 @dataclass(frozen=True)
@@ -42,6 +70,32 @@ class Applied:
     applied_at: datetime
     duration_ms: int
     statements: int
+    status: str = APPLIED
+    #: Failed rows: statements in the file (when counted), where it stopped, why.
+    total: int | None = None
+    failed_line: int | None = None
+    #: ``name:line`` of the statement when it is in a sourced file.
+    failed_at: str | None = None
+    failed_statement: str | None = None
+    error: str | None = None
+    #: Digest of the applied statements (see apply.prefix_digest); None: cannot resume.
+    prefix_checksum: str | None = None
+
+    def progress(self) -> str:
+        """``2 of 5 statements applied`` (``2 statements applied`` when the total is unknown)."""
+        done = self.statements
+        if self.total is not None:
+            return f"{done} of {self.total} {plural(self.total, 'statement')} applied"
+        return f"{done} {plural(done, 'statement')} applied"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def plural(n: int, word: str) -> str:
+    """*word*, or *word* + ``s`` unless *n* is 1."""
+    return word if n == 1 else word + "s"
 
 
 def quote_ident(name: str) -> str:
@@ -57,6 +111,9 @@ class History:
         self.database = database
         # Qualified: an applied file may have switched databases (sakila runs USE sakila).
         self.table = f"{quote_ident(database)}.{quote_ident(TABLE)}"
+        self.rows: dict[str, Applied] = {}
+        #: Set when a write had to re-create what a file dropped (a message for the user).
+        self.restored: str | None = None
 
     def _run(self, sql: str, args: t.Sequence[t.Any] | None = None) -> list[tuple[t.Any, ...]]:
         cursor = self.raw.cursor()
@@ -67,8 +124,14 @@ class History:
             cursor.close()
 
     def ensure(self) -> None:
-        """Create the table if it does not exist yet."""
+        """Create the table if it does not exist yet, and add the columns of newer versions."""
         self._run(_CREATE.format(table=self.table))
+        have = {row[0] for row in self._run(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
+            "AND TABLE_NAME = %s", (self.database, TABLE))}
+        for name, definition in _ADDED.items():
+            if name not in have:
+                self._run(f"ALTER TABLE {self.table} ADD COLUMN {name} {definition}")
 
     def load(self) -> dict[str, Applied]:
         """Every recorded file by name; empty when the table does not exist yet."""
@@ -76,27 +139,74 @@ class History:
                            "AND TABLE_NAME = %s", (self.database, TABLE))
         if not exists:
             return {}
-        rows = self._run(f"SELECT file, checksum, applied_at, duration_ms, statements "
-                         f"FROM {self.table}")
-        return {row[0]: Applied(row[0], row[1], row[2], int(row[3]), int(row[4]))
-                for row in rows}
+        have = {row[0] for row in self._run(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
+            "AND TABLE_NAME = %s", (self.database, TABLE))}
+        columns = [name for name in _COLUMNS if name in have]
+        rows = self._run(f"SELECT {', '.join(columns)} FROM {self.table}")
+        self.rows = {}
+        for row in rows:
+            values = dict(zip(columns, row, strict=True))
+            values["duration_ms"] = int(values["duration_ms"])
+            values["statements"] = int(values["statements"])
+            self.rows[row[0]] = Applied(**values)
+        return dict(self.rows)
 
-    def record(self, file: SqlFile, duration_ms: int, statements: int) -> None:
-        """Record *file* as applied now (replacing an older row of the same name)."""
-        self._run(f"REPLACE INTO {self.table} (file, checksum, applied_at, duration_ms, "
-                  "statements) VALUES (%s, %s, UTC_TIMESTAMP(6), %s, %s)",
-                  (file.name, file.checksum, duration_ms, statements))
+    def _write(self, row: Applied) -> None:
+        values = [getattr(row, name) for name in _COLUMNS[3:]]
+        sql = (f"REPLACE INTO {self.table} ({', '.join(_COLUMNS)}) VALUES "
+               f"(%s, %s, UTC_TIMESTAMP(6), {', '.join(['%s'] * len(values))})")
+        self._run("SET NAMES utf8mb4")  # a file may have left another character set
+        try:
+            self._run(sql, (row.file, row.checksum, *values))
+        except Exception as error:
+            if error_code(error) not in _GONE:
+                raise
+            self._restore()
+            self._run(sql, (row.file, row.checksum, *values))
+        self.rows[row.file] = row
         if not self.raw.get_autocommit():
             self.raw.commit()
 
+    def _restore(self) -> None:
+        """Re-create what a file dropped and write back every row this run knows."""
+        name = quote_ident(self.database)
+        dropped_database = not self._run(
+            "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (self.database,))
+        if dropped_database:
+            self._run(f"CREATE DATABASE IF NOT EXISTS {name} CHARACTER SET utf8mb4")
+        self.ensure()
+        for row in self.rows.values():
+            values = [getattr(row, column) for column in _COLUMNS[2:]]
+            self._run(f"REPLACE INTO {self.table} ({', '.join(_COLUMNS)}) VALUES "
+                      f"(%s, %s, {', '.join(['%s'] * len(values))})",
+                      (row.file, row.checksum, *values))
+        what = f"database {self.database!r}" if dropped_database else f"the table {TABLE}"
+        self.restored = (f"{what} was dropped by a file: re-created it and restored its "
+                         f"{len(self.rows)} {plural(len(self.rows), 'record')}")
+
+    def record(self, file: SqlFile, duration_ms: int, statements: int) -> None:
+        """Record *file* as applied now (replacing an older row of the same name)."""
+        self._write(Applied(file.name, file.checksum, _utcnow(), duration_ms, statements))
+
+    def record_failed(self, file: SqlFile, duration_ms: int, statements: int, *,
+                      total: int | None, line: int | None, failed_at: str | None,
+                      statement: str | None, error: str, prefix_checksum: str | None) -> None:
+        """Record that *file* stopped after applying *statements* statements."""
+        self._write(Applied(file.name, file.checksum, _utcnow(), duration_ms, statements,
+                            FAILED, total, line, failed_at, statement, error[:4000],
+                            prefix_checksum))
+
 
 def status(files: t.Iterable[SqlFile], applied: dict[str, Applied]) -> list[tuple[SqlFile, str]]:
-    """Each file with ``applied``, ``pending`` or ``changed`` (checksum differs from history)."""
+    """Each file with ``applied``, ``pending``, ``changed`` or ``failed``."""
     result: list[tuple[SqlFile, str]] = []
     for file in files:
         row = applied.get(file.name)
-        if row is None:
+        if row is None or file.is_stdin:
             result.append((file, PENDING))
+        elif row.status == FAILED:
+            result.append((file, FAILED))
         else:
             result.append((file, APPLIED if row.checksum == file.checksum else CHANGED))
     return result

@@ -21,12 +21,15 @@ client's rules, which this module follows:
   ``/*!999999\\- enable the sandbox mode */`` turns on sandbox mode (``source`` is refused
   afterwards) and sends nothing. Other client commands raise :class:`SqlFileError`.
 
-Comments inside a statement are kept (the server ignores them), so the server's "at line N"
-counts the file's own lines from :attr:`Statement.line`. A statement made only of comments is
-never sent. Bytes are never decoded: BLOBs and ``_binary '…'`` literals reach the server as
-they are in the file, with one exception the client makes too: it reads lines without the
-``\r`` of a CRLF ending (unless started with ``--binary-mode``), so a CRLF inside a string
-literal arrives as LF. Dumps escape both bytes (``\r\n``), so their data is unaffected.
+Comments inside a statement are stripped as the client strips them (its default
+``--skip-comments``; see :mod:`.statement`), or kept with ``comments=True`` (its ``--comments``).
+The server's "at line N" maps back to the file's own lines from :attr:`Statement.line`. A
+statement made only of comments is never sent. Bytes are never decoded: BLOBs and
+``_binary '…'`` literals reach the server as they are in the file, with one exception the
+client makes too: it reads lines without the ``\r`` of a CRLF ending (unless started with
+``--binary-mode``), so a CRLF inside a string literal arrives as LF. Dumps escape both bytes
+(``\r\n``), so their data is unaffected. Files are opened with :func:`.files.open_sql`:
+``.gz``/``.bz2``/``.xz`` are decompressed while streaming, ``-`` is standard input.
 
 Not modelled: ``ANSI_QUOTES`` and ``NO_BACKSLASH_ESCAPES`` server modes (the client follows
 the server's status flags; poolkit assumes the defaults).
@@ -41,6 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SqlFileError
+from .files import open_sql
+from .scan import WINDOW, quoted_end, regex_for
+from .statement import Statement, get_arg, strip_comments
 
 CHUNK_SIZE = 1 << 20
 MAX_INCLUDE_DEPTH = 32
@@ -56,27 +62,10 @@ _COMMAND_NAMES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Statement:
-    """One statement to send: its bytes, where it starts and the byte range it spans."""
+class _Readable(t.Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
 
-    sql: bytes
-    #: 1-based line of the statement's first character in :attr:`path`.
-    line: int
-    #: Byte offset of the first character and of the byte after its delimiter.
-    offset: int
-    end_offset: int
-    path: Path | None = None
-
-    def where(self) -> str:
-        """``file:line`` (or ``line N`` for in-memory SQL), for messages."""
-        return f"{self.path}:{self.line}" if self.path is not None else f"line {self.line}"
-
-    def excerpt(self, limit: int = 200) -> str:
-        """The first *limit* characters, decoded leniently, on one line."""
-        text = self.sql[: limit * 4].decode("utf-8", "replace")
-        text = " ".join(text.split())
-        return text if len(text) <= limit else text[: limit - 1] + "…"
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -84,22 +73,25 @@ class _Session:
     """Client state shared by a file and the files it sources (as in the client)."""
 
     delimiter: bytes = b";"
+    comments: bool = False  # keep comments (the client's --comments)
     sandbox: bool = False
     quit: bool = False
     stack: list[Path] = field(default_factory=list)
 
 
-def split_file(path: str | Path, *, chunk_size: int = CHUNK_SIZE) -> t.Iterator[Statement]:
-    """Yield the statements of the SQL file at *path*, streaming."""
+def split_file(path: str | Path, *, chunk_size: int = CHUNK_SIZE,
+               comments: bool = False) -> t.Iterator[Statement]:
+    """Yield the statements of the SQL file at *path* (``-``: standard input), streaming."""
     path = Path(path)
-    yield from _split_path(path, _Session(), chunk_size, None)
+    yield from _split_path(path, _Session(comments=comments), chunk_size, None)
 
 
-def split_bytes(data: bytes, *, chunk_size: int = CHUNK_SIZE,
-                path: str | Path | None = None) -> list[Statement]:
+def split_bytes(data: bytes, *, chunk_size: int = CHUNK_SIZE, path: str | Path | None = None,
+                comments: bool = False) -> list[Statement]:
     """The statements of *data* (tests, small scripts); ``source`` resolves beside *path*."""
     where = Path(path) if path is not None else None
-    return list(_Splitter(io.BytesIO(data), where, _Session(), chunk_size).statements())
+    session = _Session(comments=comments)
+    return list(_Splitter(io.BytesIO(data), where, session, chunk_size).statements())
 
 
 def _split_path(path: Path, session: _Session, chunk_size: int,
@@ -111,126 +103,28 @@ def _split_path(path: Path, session: _Session, chunk_size: int,
             raise SqlFileError(f"{origin}: include cycle: {chain}")
         if len(session.stack) >= MAX_INCLUDE_DEPTH:
             raise SqlFileError(f"{origin}: includes nested more than {MAX_INCLUDE_DEPTH} deep")
-        stream = open(path, "rb")  # noqa: SIM115 - closed below, across yields
+        stream = open_sql(path)  # closed below, across yields
     except OSError as error:
         prefix = f"{origin}: source " if origin else ""
         raise SqlFileError(f"{prefix}{path}: {error.strerror or error}") from None
     session.stack.append(key)
     try:
-        yield from _Splitter(stream, path, session, chunk_size).statements()
+        yield from _Splitter(stream, path, session, chunk_size, origin).statements()
     finally:
         session.stack.pop()
         stream.close()
 
 
-def _statement_regex(delimiter: bytes) -> re.Pattern[bytes]:
-    """A regex that consumes statement text up to the next byte that needs a decision.
-
-    It stops at the delimiter, a comment, a backslash outside quotes, or wherever the bytes
-    needed to decide are not in the buffer yet, so it never misreads a chunk boundary.
-    """
-    d0 = delimiter[0]
-    stops = set(b"'\"`#-/\\") | {d0}
-    klass = b"[^" + b"".join(re.escape(bytes([c])) for c in sorted(stops)) + b"]+"
-    guard = b"(?=[\\s\\S]{%d})(?!%s)" % (len(delimiter), re.escape(delimiter))
-
-    def alt(first: int, pattern: bytes) -> bytes:
-        return guard + pattern if first == d0 else pattern
-
-    alts = [
-        klass,
-        # Unrolled loops: "(?:[^'\\]+|\\.)*" backtracks exponentially on a literal that is
-        # not closed within the buffer (a chunk boundary inside a long string).
-        alt(ord("'"), rb"'[^'\\]*(?:\\[\s\S][^'\\]*)*'"),
-        alt(ord('"'), rb'"[^"\\]*(?:\\[\s\S][^"\\]*)*"'),
-        alt(ord("`"), rb"`[^`]*`"),
-        # '-' unless it opens '-- ' (the next two bytes must be here to tell)
-        alt(ord("-"), rb"-(?=[^-]|-[^ \t\n\r\f\v])"),
-        # '/' unless it opens a plain comment; '/*!' and '/*M!' are code
-        alt(ord("/"), rb"/(?=[^*])|/\*(?=!|M!)"),
-    ]
-    if d0 not in b"'\"`#-/\\":
-        alts.append(guard + re.escape(bytes([d0])))
-    return re.compile(b"(?:" + b"|".join(alts) + b")*")
-
-
-_regex_cache: dict[bytes, re.Pattern[bytes]] = {}
-# The statement regex runs over at most this many bytes per call: sre keeps backtracking state
-# for every iteration of a repeat, so one match over a 50 MB INSERT would take gigabytes.
-_WINDOW = 1 << 16
-# The body of a '…' or "…" literal: anything but the quote, a backslash escaping any byte.
-_STRING_BODY = {q: re.compile(b"[^%s\\\\]*(?:\\\\[\\s\\S][^%s\\\\]*)*" % (bytes([q]), bytes([q])))
-                for q in b"'\""}
-_SPACE_RUN = re.compile(rb"[ \t\r\f\v]*")
-
-
-def _regex_for(delimiter: bytes) -> re.Pattern[bytes]:
-    rx = _regex_cache.get(delimiter)
-    if rx is None:
-        rx = _regex_cache[delimiter] = _statement_regex(delimiter)
-    return rx
-
-
-def _get_arg(text: bytes) -> bytes | None:
-    """The argument of a ``delimiter``/``\\d`` command line, as the client's get_arg reads it."""
-    short = text.lstrip(_WS)
-    if short.startswith(b"\\"):
-        rest = short[2:]
-    else:
-        cut = len(short)
-        for i, c in enumerate(short):
-            if c in _WS:
-                cut = i
-                break
-        rest = short[cut:]
-    rest = rest.lstrip(_WS)
-    if not rest:
-        return None
-    quote = rest[0] if rest[0] in _QUOTES else 0
-    out = bytearray()
-    i = 1 if quote else 0
-    while i < len(rest):
-        c = rest[i]
-        nxt = rest[i + 1] if i + 1 < len(rest) else None
-        if nxt is not None and ((c == 0x5C and quote != 0x60) or (quote and c == quote == nxt)):
-            out.append(nxt)
-            i += 2
-            continue
-        if c == (quote or 0x20):
-            quote = 0
-            break
-        out.append(c)
-        i += 1
-    return bytes(out) if out and not quote else None
-
-
-def _quoted_end(buf: bytearray, pos: int) -> int:
-    """The index after the literal opened at *pos*, or -1 when it does not close in *buf*."""
-    quote = buf[pos]
-    if quote == 0x60:  # backticks have no escapes
-        close = buf.find(b"`", pos + 1)
-        return close + 1 if close >= 0 else -1
-    body = _STRING_BODY[quote]
-    n = len(buf)
-    i = pos + 1
-    while True:  # a window per turn; a turn that does not move ends the loop
-        j = body.match(buf, i, min(n, i + _WINDOW)).end()  # type: ignore[union-attr]
-        if j < n and buf[j] == quote:
-            return j + 1
-        if j == i:  # the end of buf, or a backslash as its last byte
-            return -1
-        i = j
-
-
 class _Splitter:
     """The scanner over one stream (one file); includes get their own splitter."""
 
-    def __init__(self, stream: t.BinaryIO, path: Path | None, session: _Session,
-                 chunk_size: int) -> None:
+    def __init__(self, stream: _Readable, path: Path | None, session: _Session,
+                 chunk_size: int, origin: str | None = None) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
         self.stream = stream
         self.path = path
+        self.origin = origin
         self.session = session
         self.chunk_size = chunk_size
         self.read_size = chunk_size
@@ -386,7 +280,7 @@ class _Splitter:
         return False
 
     def _set_delimiter(self, text: bytes, pos: int) -> None:
-        arg = _get_arg(text)
+        arg = get_arg(text)
         if arg is None:
             raise SqlFileError(f"{self._where(pos)}: DELIMITER must be followed by a "
                                "delimiter character or string")
@@ -421,8 +315,8 @@ class _Splitter:
             delimiter = session.delimiter
             buf = self.buf
             n = len(buf)
-            rx = _regex_for(delimiter)
-            pos = rx.match(buf, pos, min(n, pos + _WINDOW)).end()  # type: ignore[union-attr]
+            rx = regex_for(delimiter)
+            pos = rx.match(buf, pos, min(n, pos + WINDOW)).end()  # type: ignore[union-attr]
             eof = self.eof
             if pos >= n:
                 if eof:
@@ -499,7 +393,7 @@ class _Splitter:
                         return None
                     need = n - pos + 1
             elif c in _QUOTES:  # a literal longer than the window, or not all here yet
-                close = _quoted_end(buf, pos)
+                close = quoted_end(buf, pos)
                 if close >= 0:
                     pos = close
                     continue
@@ -573,7 +467,10 @@ class _Splitter:
 
     def _emit(self, pieces: list[bytes], start: int, stop: int, line: int, offset: int,
               end: int) -> Statement:
-        sql = self._text(pieces, start, stop).rstrip(_WS)
+        sql = self._text(pieces, start, stop)
         if b"\r\n" in sql:  # as the client, which reads lines without their CR
             sql = sql.replace(b"\r\n", b"\n")
-        return Statement(sql, line, offset, self.base + end, self.path)
+        shifts: tuple[tuple[int, int], ...] = ()
+        sql, shifts = strip_comments(sql, keep=self.session.comments)
+        return Statement(sql.rstrip(_WS), line, offset, self.base + end, self.path, self.origin,
+                         self.session.delimiter == b";", shifts)

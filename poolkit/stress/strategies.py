@@ -23,8 +23,9 @@ import pymysql
 
 from ..pool.connection import Connection
 from ..pool.pool import Pool
+from ..pool.pymysql_compat import force_close, shutdown_socket
 from ..url import DatabaseURL
-from ._private import context_connection, force_close, shutdown_socket
+from ._private import context_connection
 
 #: Read/write timeout (seconds) of the shared global connection: a thread whose reply was
 #: eaten by another thread gives up instead of waiting forever.

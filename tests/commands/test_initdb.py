@@ -116,9 +116,12 @@ def test_broken_file_reports_file_line_and_stops(env: Env) -> None:
     # the statement starts on line 4, the server says "at line 3" of it: line 6
     assert "2_data.sql:6: ERROR 1064 (42000): You have an error in your SQL syntax" in text
     assert "WHERE oops" in text  # the excerpt
-    assert "not recorded as applied" in text
-    assert env.rows("SELECT file FROM poolkit_sql_history") == [("1_schema.sql",)]
-    assert env.rows("SELECT id FROM t ORDER BY id") == [(1,)]  # 3_more.sql never ran
+    # all DML on an InnoDB table: one transaction, undone entirely
+    assert "2_data.sql ran as one transaction and was rolled back" in text
+    assert "1 file applied before it stays recorded" in text
+    assert env.rows("SELECT file, status, statements FROM poolkit_sql_history ORDER BY file") \
+        == [("1_schema.sql", "applied", 1), ("2_data.sql", "failed", 0)]
+    assert env.rows("SELECT id FROM t ORDER BY id") == []  # and 3_more.sql never ran
 
 
 def test_error_without_line_uses_the_statement_line(env: Env) -> None:
@@ -137,10 +140,10 @@ def test_continue_on_error_goes_on_and_exits_1_with_a_count(env: Env) -> None:
     text = _out(result)
     assert "2_data.sql:2: ERROR 1062 (23000)" in text
     assert "2_data.sql:4: ERROR 1064 (42000)" in text
-    assert "2 statement(s) failed in 1 file(s)" in text
+    assert "2 statements failed in 1 file (" in text
     assert env.rows("SELECT id FROM t ORDER BY id") == [(1,), (2,), (3,)]
-    assert sorted(env.rows("SELECT file FROM poolkit_sql_history")) == [("1_schema.sql",),
-                                                                       ("3_more.sql",)]
+    assert sorted(env.rows("SELECT file, status FROM poolkit_sql_history")) == [
+        ("1_schema.sql", "applied"), ("2_data.sql", "failed"), ("3_more.sql", "applied")]
 
 
 def test_dry_run_touches_nothing(env: Env) -> None:
@@ -148,9 +151,9 @@ def test_dry_run_touches_nothing(env: Env) -> None:
     env.write("2_seed.sql", SEED)
     result = env.run("--dry-run")
     assert result.exit_code == 0
-    assert "1_schema.sql  1 statements" in result.output
+    assert "1_schema.sql  1 statement  " in result.output
     assert "2_seed.sql  2 statements" in result.output
-    assert "dry run: 2 files, 3 statements" in result.output
+    assert "dry run: 2 files, 3 statements to apply; nothing was sent" in result.output
     assert env.rows("SHOW TABLES") == []
 
 
@@ -158,7 +161,7 @@ def test_dry_run_touches_nothing(env: Env) -> None:
     (lambda f: None, "no .sql files in this folder"),
     (lambda f: (f / "x.sql").mkdir(), "x.sql: is a folder"),
     (lambda f: (f / "1.sql").write_bytes(b""), "1.sql: is empty (0 bytes)"),
-    (lambda f: (f / "1.sql").write_bytes(b"\x1f\x8b\x08\x00"), "gzip-compressed"),
+    (lambda f: (f / "1.sql").write_bytes(b"\x28\xb5\x2f\xfd\x00"), "zstd-compressed"),
     (lambda f: (f / "1.sql").write_bytes(b"SELECT 1;\x00\x01\x02"), "is not SQL text"),
     (lambda f: (f / "1.sql").write_bytes("SELECT 1;".encode("utf-16")), "UTF-16"),
 ])

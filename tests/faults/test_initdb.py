@@ -30,6 +30,16 @@ from poolkit.url import parse_url
 pytestmark = pytest.mark.faults
 
 
+def query_count(url: str, sql: str) -> int:
+    con = admin_connect(parse_url(url))
+    try:
+        with con.cursor() as cur:
+            cur.execute(sql)
+            return int(cur.fetchone()[0])
+    finally:
+        con.close()
+
+
 def history_names(admin: t.Any) -> list[str]:
     with admin.cursor() as cur:
         cur.execute("SHOW TABLES LIKE 'poolkit_sql_history'")
@@ -115,7 +125,11 @@ def test_latin1_bytes_inside_a_literal_reach_the_server(fault_app: t.Callable[..
     assert "20_bad.sql:2: ERROR 1366" in result.output
     assert "Traceback" not in result.output
     added = [row for row in history_names(admin) if row not in before]
-    assert [row.split("'")[1] for row in added] == ["10_ok.sql"], added  # 20_bad not recorded
+    assert [row.split("'")[1] for row in added] == ["10_ok.sql", "20_bad.sql"], added
+    with admin.cursor() as cur:  # 20_bad is recorded as failed, after its 1 statement (SET)
+        cur.execute("SELECT status, statements, failed_line FROM poolkit_sql_history "
+                    "WHERE file = '20_bad.sql'")
+        assert cur.fetchall() == (("failed", 1, 2),)
     with admin.cursor() as cur:
         cur.execute("SELECT COUNT(*) FROM fault_enc")
         assert cur.fetchone()[0] == 0
@@ -153,8 +167,9 @@ def test_ctrl_c_mid_file_leaves_history_consistent_and_releases_the_lock(
         _, err = process.communicate(timeout=20)
         stopped_after = time.monotonic() - interrupted_at
         with admin.cursor() as cur:
-            cur.execute("SELECT file FROM poolkit_sql_history ORDER BY file")
-            recorded = [row[0] for row in cur.fetchall()]
+            cur.execute("SELECT file, status, statements, failed_line FROM poolkit_sql_history "
+                        "ORDER BY file")
+            recorded = [tuple(row) for row in cur.fetchall()]
             cur.execute("SELECT COUNT(*) FROM slow_rows")
             rows = cur.fetchone()[0]
         # initdb sends KILL QUERY on Ctrl-C (as the mysql client does), so the server ends the
@@ -178,16 +193,29 @@ def test_ctrl_c_mid_file_leaves_history_consistent_and_releases_the_lock(
           f"stderr: {err.strip().splitlines()[-1:]}")
     assert process.returncode != 0
     assert stopped_after < 5
-    assert recorded == ["10_first.sql"]  # the interrupted file is not recorded
-    assert 0 < rows < 10  # what ran stays: the import runs in autocommit, like the client
+    # The interrupted file is recorded as failed, with exactly what ran: the KILL QUERY ends
+    # the running DO SLEEP(3), which then returns normally (SLEEP() answers 1 when killed).
+    assert recorded == [("10_first.sql", "applied", 1, None),
+                        ("20_slow.sql", "failed", 3, 4)], recorded
+    assert rows == 1  # what ran stays: the import runs in autocommit, like the client
     assert lock_free == 1
     assert released_after < 1.5  # not after the 3 s statement: it was killed
     assert "Traceback" not in err
 
-    # A re-run applies the interrupted file again from its start.
-    done = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "examples.app", "initdb", "--status",
-         "--sql-dir", str(tmp_path)],
-        cwd=root, env=env, capture_output=True, text=True, timeout=60)
-    assert "[ ] pending  20_slow.sql" in done.stdout, done.stdout
-    assert "[X] applied  10_first.sql" in done.stdout, done.stdout
+    flask = [sys.executable, "-m", "flask", "--app", "examples.app", "initdb",
+             "--sql-dir", str(tmp_path)]
+    shown = subprocess.run([*flask, "--status"], cwd=root, env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert "[X] applied  10_first.sql" in shown.stdout, shown.stdout
+    assert f"[!] failed  {tmp_path / '20_slow.sql'}:4 (3 of 21 statements applied)" \
+        in shown.stdout, shown.stdout
+    # The part after the stop is edited (faster), the applied part is not: the rerun resumes.
+    (tmp_path / "20_slow.sql").write_text(
+        "CREATE TABLE slow_rows (id INT);\nINSERT INTO slow_rows VALUES (0);\nDO SLEEP(3);\n"
+        + "".join(f"INSERT INTO slow_rows VALUES ({i});\n" for i in range(1, 10)))
+    rerun = subprocess.run(flask, cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    print(f"[scenario 7] rerun: exit {rerun.returncode}: {rerun.stdout.strip()}")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"resuming {tmp_path / '20_slow.sql'} at statement 4 (line 4): the 3 statements " \
+           "applied before it are unchanged" in rerun.stdout
+    assert query_count(url, "SELECT COUNT(*) FROM slow_rows") == 10

@@ -1,0 +1,160 @@
+"""One statement of a SQL file, and the client's comment stripping.
+
+The ``mysql``/``mariadb`` client strips comments from what it sends (``--skip-comments`` is its
+default): ``#`` and ``-- `` to the end of the line (the newline stays), ``/* … */`` whole (its
+newlines too; a space is put after it when the next byte is not a space). Executable comments
+``/*! … */`` and ``/*M! … */`` are code and stay. Optimizer hints ``/*+ … */`` stay too, as the
+MySQL client keeps them (MariaDB 10.11's client drops them; its server ignores them anyway).
+:func:`strip_comments` does the same, so stored routine bodies match a client load byte for
+byte, and records where newlines were removed so that the server's "at line N" still maps to
+the file's own line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_WS = b" \t\n\r\f\v"
+
+#: A token of statement text for comment stripping: a literal, a comment, or other text.
+_TOKEN = re.compile(
+    rb"(?P<lit>'[^'\\]*(?:\\[\s\S][^'\\]*)*(?:'|$)"
+    rb'|"[^"\\]*(?:\\[\s\S][^"\\]*)*(?:"|$)'
+    rb"|`[^`]*(?:`|$))"
+    rb"|(?P<code>/\*(?:!|M!|\+))"
+    rb"|(?P<block>/\*[\s\S]*?(?:\*/|$))"
+    rb"|(?P<line>(?:#|--(?=[ \t\n\r\f\v]|$))[^\n]*)"
+)
+_MAYBE_COMMENT = re.compile(rb"[#/]|--")
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One statement to send: its bytes, where it starts and the byte range it spans."""
+
+    sql: bytes
+    #: 1-based line of the statement's first character in :attr:`path`.
+    line: int
+    #: Byte offset of the first character and of the byte after its delimiter.
+    offset: int
+    end_offset: int
+    path: Path | None = None
+    #: ``file:line`` of the ``source`` command that included :attr:`path`, if any.
+    origin: str | None = None
+    #: Split under the ``;`` delimiter: exactly one server statement (batchable).
+    plain: bool = True
+    #: (line of :attr:`sql`, newlines removed there) for comments stripped across lines.
+    shifts: tuple[tuple[int, int], ...] = ()
+
+    def where(self) -> str:
+        """``file:line`` (or ``line N`` for in-memory SQL), for messages."""
+        return f"{self.path}:{self.line}" if self.path is not None else f"line {self.line}"
+
+    def file_line(self, server_line: int) -> int:
+        """The file's line for the server's "at line *server_line*" of this statement."""
+        line = self.line + server_line - 1
+        for at, removed in self.shifts:
+            if at < server_line:
+                line += removed
+        return line
+
+    def excerpt(self, limit: int = 200) -> str:
+        """The first *limit* characters, decoded leniently, on one line."""
+        text = self.sql[: limit * 4].decode("utf-8", "replace")
+        text = " ".join(text.split())
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def strip_comments(sql: bytes, keep: bool = False) -> tuple[bytes, tuple[tuple[int, int], ...]]:
+    """*sql* without its comments, as the client sends it; and the newlines removed per line.
+
+    With *keep* (the client's ``--comments``) comments stay, but as in the client a space is
+    still put after a ``/* … */`` that is followed by a non-space (``2/*x*/+3`` -> ``2/*x*/ +3``).
+    """
+    if keep:
+        if b"*/" not in sql:
+            return sql, ()
+    elif _MAYBE_COMMENT.search(sql) is None:
+        return sql, ()
+    out: list[bytes] = []
+    shifts: list[tuple[int, int]] = []
+    line = 1  # line of the output so far
+    pos = 0
+    need_space = False
+    n = len(sql)
+    while pos < n:
+        found = _TOKEN.search(sql, pos)
+        stop = found.start() if found is not None else n
+        if stop > pos:
+            text = sql[pos:stop]
+            if need_space and text[0] not in _WS:
+                out.append(b" ")
+            need_space = False
+            out.append(text)
+            line += text.count(b"\n")
+        if found is None:
+            break
+        kind = found.lastgroup
+        token = found.group()
+        if kind == "block":
+            removed = token.count(b"\n")
+            if keep:
+                out.append(token)
+                line += removed
+            elif removed:
+                shifts.append((line, removed))
+            need_space = True
+        elif kind == "line" and keep:
+            out.append(token)
+        elif kind != "line":  # literals and code-comment openers are kept as they are
+            if need_space and token[0] not in _WS:
+                out.append(b" ")
+            need_space = False
+            out.append(token)
+            line += token.count(b"\n")
+        pos = found.end()
+    return b"".join(out), tuple(shifts)
+
+
+def get_arg(text: bytes) -> bytes | None:
+    """The argument of a ``delimiter``/``\\d`` command line, as the client's get_arg reads it."""
+    short = text.lstrip(_WS)
+    if short.startswith(b"\\"):
+        rest = short[2:]
+    else:
+        cut = len(short)
+        for i, c in enumerate(short):
+            if c in _WS:
+                cut = i
+                break
+        rest = short[cut:]
+    rest = rest.lstrip(_WS)
+    if not rest:
+        return None
+    quote = rest[0] if rest[0] in b"'\"`" else 0
+    out = bytearray()
+    i = 1 if quote else 0
+    while i < len(rest):
+        c = rest[i]
+        nxt = rest[i + 1] if i + 1 < len(rest) else None
+        if nxt is not None and ((c == 0x5C and quote != 0x60) or (quote and c == quote == nxt)):
+            out.append(nxt)
+            i += 2
+            continue
+        if c == (quote or 0x20):
+            quote = 0
+            break
+        out.append(c)
+        i += 1
+    return bytes(out) if out and not quote else None
+
+
+def first_word(sql: bytes) -> bytes:
+    """The statement's first keyword, upper-cased (``/*!NNNNN`` openers skipped)."""
+    m = _FIRST_WORD.match(sql)
+    return m.group(1).upper() if m else b""
+
+
+_FIRST_WORD = re.compile(rb"(?:\s|/\*M?!\d*)*([A-Za-z_]+)")

@@ -1,0 +1,155 @@
+"""Which files can run as one transaction, so that a failure undoes them entirely.
+
+MySQL commits implicitly before and after DDL (the manual's list of "Statements That Cause an
+Implicit Commit"), so only a file of plain DML can be undone: every statement is ``INSERT``,
+``REPLACE``, ``UPDATE`` or ``DELETE`` on one table, or a ``SELECT``, and every table written
+uses a transactional engine (InnoDB, …). ``SET``, ``USE``, ``LOCK TABLES``, ``CALL`` (a
+procedure may do anything) and anything else make the file run statement by statement.
+"""
+
+from __future__ import annotations
+
+import re
+import typing as t
+
+from .files import SqlFile
+from .split import split_file
+from .statement import first_word
+
+#: Files up to this size are scanned to decide whether they can run as one transaction.
+TRANSACTION_MAX_BYTES = 64 * 1024 * 1024
+
+_NAME = rb"(?:`(?:[^`]|``)+`|[A-Za-z0-9_$]+)"
+_TABLE = rb"(" + _NAME + rb")(?:\s*\.\s*(" + _NAME + rb"))?"
+_TARGET = {
+    b"INSERT": re.compile(rb"INSERT\s+(?:(?:LOW_PRIORITY|DELAYED|HIGH_PRIORITY|IGNORE)\s+)*"
+                          rb"(?:INTO\s+)?" + _TABLE, re.I),
+    b"REPLACE": re.compile(rb"REPLACE\s+(?:(?:LOW_PRIORITY|DELAYED)\s+)*(?:INTO\s+)?" + _TABLE,
+                           re.I),
+    b"UPDATE": re.compile(rb"UPDATE\s+(?:(?:LOW_PRIORITY|IGNORE)\s+)*" + _TABLE +
+                          rb"\s+(?:(?:AS\s+)?" + _NAME + rb"\s+)?SET\b", re.I),
+    b"DELETE": re.compile(rb"DELETE\s+(?:(?:LOW_PRIORITY|QUICK|IGNORE)\s+)*FROM\s+" + _TABLE +
+                          rb"(?:\s+(?:WHERE|ORDER|LIMIT|RETURNING)\b|\s*$)", re.I),
+}
+
+
+def _unquote(name: bytes) -> str:
+    text = name.decode("utf-8", "replace")
+    return text[1:-1].replace("``", "`") if text.startswith("`") else text
+
+
+def transactional(raw: t.Any, file: SqlFile, database: str, *, comments: bool = False) -> bool:
+    """True when every statement of *file* is ``INSERT``/``REPLACE``/``UPDATE``/``DELETE``
+    (one table each) or ``SELECT`` and every table written is transactional (InnoDB …).
+
+    Nothing on the manual's list of statements that commit implicitly can pass; a file over
+    :data:`TRANSACTION_MAX_BYTES`, or standard input, is not scanned (False).
+    """
+    if file.is_stdin or file.size > TRANSACTION_MAX_BYTES:
+        return False
+    tables: set[tuple[str, str]] = set()
+    for stmt in split_file(file.path, comments=comments):
+        if stmt.path != file.path:  # a sourced file: its content is not this file's checksum
+            return False
+        word = first_word(stmt.sql)
+        if word == b"SELECT":
+            if re.search(rb"\bINTO\s+(?:OUTFILE|DUMPFILE)\b", stmt.sql, re.I):
+                return False
+            continue
+        pattern = _TARGET.get(word)
+        found = pattern.match(stmt.sql.lstrip()) if pattern is not None else None
+        if found is None:
+            return False
+        if found.group(2) is None:
+            tables.add((database, _unquote(found.group(1))))
+        else:
+            tables.add((_unquote(found.group(1)), _unquote(found.group(2))))
+    if not tables:
+        return False
+    cursor = raw.cursor()
+    try:
+        for schema, name in tables:
+            cursor.execute("SELECT 1 FROM information_schema.TABLES T JOIN "
+                           "information_schema.ENGINES E ON E.ENGINE = T.ENGINE "
+                           "WHERE E.TRANSACTIONS = 'YES' AND T.TABLE_SCHEMA = %s "
+                           "AND T.TABLE_NAME = %s", (schema, name))
+            if not cursor.fetchall():
+                return False
+    finally:
+        cursor.close()
+    return True
+
+
+
+
+_DML = frozenset(_TARGET)
+_AUTOCOMMIT = re.compile(rb"SET\b[^;]*\bautocommit\b", re.I)
+
+
+def target(stmt_sql: bytes) -> tuple[str | None, str] | None:
+    """(schema or None for the current database, table) that a one-table DML statement
+    writes, or None when it is not one."""
+    pattern = _TARGET.get(first_word(stmt_sql))
+    found = pattern.match(stmt_sql.lstrip()) if pattern is not None else None
+    if found is None:
+        return None
+    if found.group(2) is None:
+        return None, _unquote(found.group(1))
+    return _unquote(found.group(1)), _unquote(found.group(2))
+
+
+class GroupCommit:
+    """Which batches of DML may run inside one transaction: one commit instead of one per
+    statement (with ``innodb_flush_log_at_trx_commit=1``, one log flush each).
+
+    A batch qualifies when every statement is ``INSERT``/``REPLACE``/``UPDATE``/``DELETE`` of
+    one table with a transactional engine, and the file is not managing transactions or
+    locks itself (``START TRANSACTION``, ``BEGIN``, ``XA``, ``SAVEPOINT``, ``LOCK TABLES``,
+    ``SET autocommit`` switch this off: for the rest of the file, or until ``UNLOCK TABLES``).
+    The end state equals running each statement on its own; if one fails, the batch is rolled
+    back whole, so the statements before it in that batch count as not applied.
+    """
+
+    def __init__(self, raw: t.Any) -> None:
+        self.raw = raw
+        self.engines: dict[tuple[str | None, str], bool] = {}
+        self.locked = False
+        self.manual = False
+
+    def sent(self, stmt_sql: bytes) -> None:
+        """Note a statement that was sent (in file order)."""
+        word = first_word(stmt_sql)
+        if word in _DML:
+            return
+        self.engines.clear()  # DDL, USE …: tables and the current database may have changed
+        if word == b"LOCK":
+            self.locked = True
+        elif word == b"UNLOCK":
+            self.locked = False
+        elif word in (b"START", b"BEGIN", b"XA", b"SAVEPOINT") or _AUTOCOMMIT.match(stmt_sql):
+            self.manual = True
+
+    def allowed(self, batch: t.Sequence[bytes]) -> bool:
+        """Whether these statements (about to be sent together) may share one transaction."""
+        if self.locked or self.manual or len(batch) < 2:
+            return False
+        targets = [target(sql) for sql in batch]
+        if any(found is None for found in targets):
+            return False
+        unknown = {found for found in targets if found is not None and found not in self.engines}
+        if unknown:
+            self._look_up(unknown)
+        return all(self.engines.get(found, False) for found in targets if found is not None)
+
+    def _look_up(self, tables: set[tuple[str | None, str]]) -> None:
+        cursor = self.raw.cursor()
+        try:
+            for schema, name in tables:
+                cursor.execute("SELECT E.TRANSACTIONS FROM information_schema.TABLES T JOIN "
+                               "information_schema.ENGINES E ON E.ENGINE = T.ENGINE WHERE "
+                               "T.TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND T.TABLE_NAME = %s",
+                               (schema, name))
+                row = cursor.fetchone()
+                self.engines[(schema, name)] = bool(row and row[0] == "YES")
+        finally:
+            cursor.close()
