@@ -21,6 +21,7 @@ import importlib.metadata
 import importlib.util
 import keyword
 import logging
+import re
 import sys
 import traceback
 import typing as t
@@ -305,11 +306,26 @@ def _claim_package(folder: Path, taken: set[str]) -> str:
         where = spec.origin or locations
     else:
         where = getattr(existing, "__file__", None) or list(getattr(existing, "__path__", []))
-    # Never shadow another importable module (a stdlib 'email', a package's 'commands').
-    logger.warning("poolkit: the name %r is taken by %s, so the modules of %s cannot use "
-                   "'from %s.… import'; use 'from .… import' in them (or rename the folder)",
-                   name, where, folder, name)
+    # Never shadow another importable module (a stdlib 'email', a package's 'commands'); say
+    # so only where it matters: a module of the folder imports by the folder's name.
+    if _imports_by_name(folder, name):
+        logger.warning("poolkit: the name %r is taken by %s, so the modules of %s cannot use "
+                       "'from %s.… import'; use 'from .… import' in them (or rename the folder)",
+                       name, where, folder, name)
     return _private_name(folder)
+
+
+def _imports_by_name(folder: Path, name: str) -> bool:
+    """True when a module of *folder* imports ``name.…`` (absolute, by the folder's name)."""
+    pattern = re.compile(rb"^[ \t]*(?:from|import)[ \t]+" + re.escape(name.encode()) + rb"\.",
+                         re.MULTILINE)
+    for path in folder.glob("*.py"):
+        try:
+            if pattern.search(path.read_bytes()):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def register_app_commands(app: Flask, folders: t.Sequence[str] | None = None) -> list[str]:
