@@ -30,6 +30,8 @@ _observers_lock = threading.Lock()  # add_observer / remove_observer: read, comb
 
 
 def _after_fork_in_child() -> None:
+    global _observers_lock
+    _observers_lock = threading.Lock()  # a parent thread may have held it at fork time
     for pool in list(_pools):
         if pool._pid != os.getpid():
             pool._after_fork()
