@@ -180,9 +180,8 @@ class Poolkit(Contender):
 
 class PoolkitPrometheus(Poolkit):
     """poolkit with POOLKIT_METRICS = "prometheus": one histogram observation per checkout and
-    per return (through the signals). Once its receivers are connected, every pool of the
-    process sends the signals, so the plain "poolkit" row pays the dispatch (not the
-    observation) too; benchmarks/bench_metrics.py measures the parts on their own."""
+    per return, from the pool's observer (no signal dispatch; the plain "poolkit" row's pool
+    has no observer and pays nothing); benchmarks/bench_metrics.py measures the parts."""
 
     name = "poolkit + prometheus metrics"
 

@@ -104,25 +104,46 @@ def test_two_apps_on_the_same_server_get_distinct_pool_names(
     assert second_label.split("#")[0] == first_label.split("#")[0]
 
 
-def test_receivers_are_per_pool_and_leave_with_it(database_url: str) -> None:
-    # Another pool's signals must not reach (or keep paying for) an instrumented pool's
-    # receivers, and a pool that is gone must not leave receivers connected.
+def test_metrics_observe_their_pool_only_and_leave_with_it(database_url: str) -> None:
+    # The histograms are fed by the instrumented pool's observer: no signal receiver is
+    # connected (other pools pay no dispatch), another pool gets no observer, and a pool
+    # that is gone leaves nothing registered behind.
     import gc
+    import weakref
 
     from poolkit import Pool, signals
     from poolkit.metrics import otel, prometheus
+    from poolkit.pool.observer import Observers
 
     before = len(signals.connection_checked_out.receivers)
     pool = Pool(load_config({"POOLKIT_DATABASE_URL": database_url}).pools["default"])
+    other = Pool(load_config({"POOLKIT_DATABASE_URL": database_url}).pools["default"])
     prometheus.instrument([pool])
     otel.instrument([pool])
-    assert len(signals.connection_checked_out.receivers) == before + 2
-    assert len(list(signals.connection_checked_out.receivers_for(object()))) == 0
-    assert len(list(signals.connection_checked_out.receivers_for(pool))) == 2
+    prometheus.instrument([pool])  # idempotent: still one observer per backend
+    assert len(signals.connection_checked_out.receivers) == before
+    observer = pool.observer
+    assert isinstance(observer, Observers)
+    assert [type(o).__module__ for o in observer.observers] == ["poolkit.metrics.prometheus",
+                                                               "poolkit.metrics.otel"]
+    assert other.observer is None
+    with other.connection() as conn:
+        assert conn.scalar("SELECT 1") == 1
+    label = prometheus.pool_label(pool)
+    assert label is not None
+    assert _value("db_client_connection_wait_time_seconds_count", pool_name=label) == 0
+    for _ in range(3):  # one observation per checkout and per return, fast path included
+        with pool.connection() as conn:
+            assert conn.scalar("SELECT 1") == 1
+    assert _value("db_client_connection_wait_time_seconds_count", pool_name=label) == 3
+    assert _value("db_client_connection_use_time_seconds_count", pool_name=label) == 3
+    assert _value("db_client_connection_create_time_seconds_count", pool_name=label) == 1
+    gone = weakref.ref(observer.observers[0])
     pool.close()
-    del pool
+    other.close()
+    del pool, other, observer, conn  # (conn holds its pool)
     gc.collect()
-    assert len(signals.connection_checked_out.receivers) <= before  # (others may go too)
+    assert gone() is None  # _Metrics.pools dropped its entry with the pool
 
 
 def test_opentelemetry_through_the_sdk_reader(make_pool: t.Callable[..., t.Any]) -> None:

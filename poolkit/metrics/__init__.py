@@ -11,9 +11,11 @@ server, ``default@127.0.0.1:3306``):
 * gauges read from :meth:`poolkit.Pool.stats` when the metrics are collected (nothing is paid
   per checkout): connections by state (idle, used), max, idle max, idle min, pending requests;
 * a counter of :class:`~poolkit.errors.PoolTimeout`;
-* three histograms fed by :mod:`poolkit.signals`, one observation per event: the time to open
-  a connection (``connection_opened``), to obtain one (``connection_checked_out``) and how long
-  it was held (``connection_returned``).
+* three histograms, one observation per event, fed by an observer set on each instrumented
+  pool (:meth:`poolkit.Pool.add_observer`, not :mod:`poolkit.signals`: no blinker dispatch, and
+  pools that are not instrumented pay nothing): the time to open a connection
+  (``opened``), to obtain one (``checked_out``, the idle-cache fast path included: 0 s) and
+  how long it was held (``returned``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ Instruments of the meter ``poolkit`` (the global MeterProvider unless one is giv
 
 Attributes: ``db.client.connection.pool.name`` (``default@127.0.0.1:3306``) and, on the count,
 ``db.client.connection.state`` (``idle`` or ``used``). The observable instruments read
-``Pool.stats()`` when the reader collects; the histograms record one value per signal. Each
+``Pool.stats()`` when the reader collects; the histograms record one value per event, from
+the pool's observer (:mod:`poolkit.pool.observer`). Each
 process exports its own figures (its resource tells the workers apart), so several gunicorn
 workers need nothing more.
 """
@@ -30,7 +31,7 @@ import weakref
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
-from .. import signals
+from ..pool.observer import Observer
 from . import BUCKETS, gauges, pool_name
 
 if t.TYPE_CHECKING:
@@ -53,12 +54,39 @@ _UP_DOWN = {
 }
 
 
+class _Recorder(Observer):
+    """One pool's observer: records its three histograms with the pool's attributes."""
+
+    __slots__ = ("_create", "_use", "_wait", "attributes")
+
+    def __init__(self, instruments: _Instruments, attributes: dict[str, str]) -> None:
+        self.attributes = attributes
+        self._create = instruments.create.record
+        self._wait = instruments.wait.record
+        self._use = instruments.use.record
+
+    def opened(self, connect_time: float) -> None:
+        self._create(connect_time, self.attributes)
+
+    def checked_out(self, wait_time: float) -> None:
+        self._wait(wait_time, self.attributes)
+
+    def returned(self, held_time: float) -> None:
+        self._use(held_time, self.attributes)
+
+    # timed_out: the timeouts counter is observable, read from Pool.stats() at collection.
+
+    def __repr__(self) -> str:
+        return f"<poolkit.metrics.otel observer {self.attributes[POOL_NAME]!r}>"
+
+
 class _Instruments:
     """The instruments of one meter and the pools they report."""
 
     def __init__(self, meter: metrics.Meter) -> None:
-        # id(pool) → (pool, attributes, its receivers: alive as long as the entry)
-        self.pools: dict[int, tuple[weakref.ref[Pool], dict[str, str], tuple[t.Any, ...]]] = {}
+        # id(pool) → (pool, attributes); the pool holds its _Recorder (Pool.add_observer)
+        self.pools: dict[int, tuple[weakref.ref[Pool], dict[str, str]]] = {}
+        self._lock = threading.Lock()
         self.create = meter.create_histogram(
             "db.client.connection.create_time", unit="s",
             description="The time it took to create a new connection.",
@@ -84,31 +112,17 @@ class _Instruments:
                         "a connection from the pool.")
 
     def add(self, pool: Pool) -> None:
-        if id(pool) in self.pools:
-            return
-        attributes = {POOL_NAME: pool_name(pool)}
-        create, wait, use = self.create.record, self.wait.record, self.use.record
-
-        def opened(sender: t.Any, connect_time: float = 0.0, **_: t.Any) -> None:
-            create(connect_time, attributes)
-
-        def checked_out(sender: t.Any, wait_time: float = 0.0, **_: t.Any) -> None:
-            wait(wait_time, attributes)
-
-        def returned(sender: t.Any, held_time: float = 0.0, **_: t.Any) -> None:
-            use(held_time, attributes)
-
-        # For this pool only, held weakly: the entry keeps them until the pool is collected,
-        # then blinker drops them (see poolkit.metrics.prometheus._connect).
-        self.pools[id(pool)] = (weakref.ref(pool), attributes, (opened, checked_out, returned))
-        weakref.finalize(pool, self.pools.pop, id(pool), None)
-        signals.connection_opened.connect(opened, sender=pool)
-        signals.connection_checked_out.connect(checked_out, sender=pool)
-        signals.connection_returned.connect(returned, sender=pool)
+        with self._lock:
+            if id(pool) in self.pools:
+                return
+            attributes = {POOL_NAME: pool_name(pool)}
+            self.pools[id(pool)] = (weakref.ref(pool), attributes)
+            weakref.finalize(pool, self.pools.pop, id(pool), None)
+        pool.add_observer(_Recorder(self, attributes))
 
     def _live(self) -> list[tuple[Pool, dict[str, str]]]:
         out = []
-        for ref, attributes, _ in list(self.pools.values()):
+        for ref, attributes in list(self.pools.values()):
             pool = ref()
             if pool is not None:
                 out.append((pool, attributes))

@@ -45,7 +45,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .. import signals
+from ..pool.observer import Observer
 from . import BUCKETS, gauges, pool_name
 
 if t.TYPE_CHECKING:
@@ -73,8 +73,12 @@ def multiprocess_mode() -> bool:
     return values.ValueClass is not values.MutexValue
 
 
-class _Instrumented:
-    """One pool's histogram children; its methods are the pool's signal receivers."""
+class _Instrumented(Observer):
+    """One pool's histogram children and timeout counter: the pool's observer.
+
+    The pool holds it (``Pool.add_observer``) and it holds the pool weakly, so an entry in
+    :attr:`_Metrics.pools` lives as long as its pool and no other pool ever calls it.
+    """
 
     __slots__ = ("__weakref__", "create", "name", "pool", "publisher", "timeouts", "use", "wait")
 
@@ -87,33 +91,23 @@ class _Instrumented:
         self.timeouts = metrics.timeouts.labels(name)
         self.publisher = metrics.publisher
 
-    def on_opened(self, sender: t.Any, connect_time: float = 0.0, **_: t.Any) -> None:
+    def opened(self, connect_time: float) -> None:
         self.create.observe(connect_time)
 
-    def on_checked_out(self, sender: t.Any, wait_time: float = 0.0, **_: t.Any) -> None:
+    def checked_out(self, wait_time: float) -> None:
         self.wait.observe(wait_time)
         publisher = self.publisher
         if publisher is not None and publisher.pending:
             publisher.start()
 
-    def on_returned(self, sender: t.Any, held_time: float = 0.0, **_: t.Any) -> None:
+    def returned(self, held_time: float) -> None:
         self.use.observe(held_time)
 
-    def on_timeout(self, sender: t.Any, **_: t.Any) -> None:
+    def timed_out(self) -> None:
         self.timeouts.inc()
 
-
-def _connect(pool: Pool, entry: _Instrumented) -> None:
-    # For this pool only: other pools' signals skip these receivers inside blinker (a third of
-    # the cost of one receiver for any sender that looks the pool up). Weak references: the
-    # entry lives in _Metrics.pools until the pool is collected, then blinker drops the
-    # receivers for good (a strong receiver would stay connected, and every pool would keep
-    # paying for the dispatch).
-    for signal, receiver in ((signals.connection_opened, entry.on_opened),
-                             (signals.connection_checked_out, entry.on_checked_out),
-                             (signals.connection_returned, entry.on_returned),
-                             (signals.pool_timeout, entry.on_timeout)):
-        signal.connect(receiver, sender=pool, weak=True)
+    def __repr__(self) -> str:
+        return f"<poolkit.metrics.prometheus observer {self.name!r}>"
 
 
 class _Metrics:
@@ -153,7 +147,7 @@ class _Metrics:
                 name = f"{base}#{n}"
             entry = self.pools[id(pool)] = _Instrumented(pool, name, self)
             weakref.finalize(pool, self.pools.pop, id(pool), None)
-        _connect(pool, entry)
+        pool.add_observer(entry)
 
     def live(self) -> list[tuple[str, Pool]]:
         out = []

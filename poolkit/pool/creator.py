@@ -12,6 +12,7 @@ import time
 import typing as t
 
 from .. import signals
+from .observer import failed
 
 if t.TYPE_CHECKING:
     from .engine import PooledEngine
@@ -46,6 +47,12 @@ class Creator:
                                else float("inf"))
         with engine._mutex:
             engine.stats.connect_time_total += now - started
+        observer = engine.observer
+        if observer is not None:
+            try:
+                observer.opened(now - started)
+            except Exception:
+                failed(observer, "opened")
         if signals.connection_opened.receivers:
             signals.send(signals.connection_opened, engine.owner, connect_time=now - started)
         return raw

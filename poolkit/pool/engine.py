@@ -42,6 +42,7 @@ from .creator import Creator
 from .dbutils_compat import SteadyConnection
 from .drivers import DISCARD, KEEP, REOPEN, RESET, ROLLBACK, UNREAD, Driver, is_retry_safe
 from .hosts import HostSelector
+from .observer import Observer, failed
 
 logger = logging.getLogger("poolkit")
 
@@ -74,6 +75,8 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         self.settings = settings
         self.driver = driver
         self.owner = owner
+        # The pool's observer (Pool.observer): read once per event, outside the lock.
+        self.observer: Observer | None = None
         self.driver_kwargs = settings.driver_kwargs()
         self.hosts = HostSelector(  # issue 14: multi-host URLs, roles, replica lag
             settings.url, driver, self.driver_kwargs, max_replica_lag=settings.max_replica_lag,
@@ -172,9 +175,28 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         if con is None:
             return self._checkout_slow()
         con.poolkit_since = now
+        observer = self.observer
+        if observer is not None:
+            try:  # inline on the fast path: no extra call (see _observe_checked_out)
+                observer.checked_out(0.0)
+            except Exception:
+                failed(observer, "checked_out")
+            except BaseException:
+                self.checkin(con)
+                raise
         if signals.connection_checked_out.receivers:
             self._send_checked_out(con, 0.0)
         return con
+
+    def _observe_checked_out(self, observer: Observer, con: SteadyConnection,
+                             waited: float) -> None:
+        try:
+            observer.checked_out(waited)
+        except Exception:
+            failed(observer, "checked_out")
+        except BaseException:  # KeyboardInterrupt in the observer: the caller never gets con
+            self.checkin(con)
+            raise
 
     def _send_checked_out(self, con: SteadyConnection, waited: float) -> None:
         try:
@@ -250,6 +272,9 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         con.poolkit_since = time.monotonic()
         with self._mutex:
             self.stats.checkouts += 1
+        observer = self.observer
+        if observer is not None:
+            self._observe_checked_out(observer, con, waited)
         if signals.connection_checked_out.receivers:
             self._send_checked_out(con, waited)
         return con
@@ -318,6 +343,12 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         with self._mutex:
             self.stats.timeouts += 1
         error = PoolTimeout(self._timeout_message(waited))
+        observer = self.observer
+        if observer is not None:
+            try:
+                observer.timed_out()
+            except Exception:
+                failed(observer, "timed_out")
         if signals.pool_timeout.receivers:
             signals.send(signals.pool_timeout, self.owner, wait_time=waited)
         raise error
@@ -379,6 +410,12 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
                 self._pass_slot()  # the closed connection's slot goes to a waiter
         if reason is not None:
             self._close_con(con, reason)
+        observer = self.observer
+        if observer is not None:
+            try:
+                observer.returned(now - con.poolkit_since)
+            except Exception:
+                failed(observer, "returned")
         if signals.connection_returned.receivers:
             signals.send(signals.connection_returned, self.owner,
                          held_time=now - con.poolkit_since)

@@ -21,14 +21,18 @@ from .connection import Connection
 from .drivers import Driver, get_driver
 from .engine import PooledEngine
 from .hosts import HostSelector
+from .observer import Observer, combine, without
 
 logger = logging.getLogger("poolkit")
 _HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 _pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+_observers_lock = threading.Lock()  # add_observer / remove_observer: read, combine, write
 
 
 def _after_fork_in_child() -> None:
+    global _observers_lock
+    _observers_lock = threading.Lock()  # a parent thread may have held it at fork time
     for pool in list(_pools):
         if pool._pid != os.getpid():
             pool._after_fork()
@@ -125,6 +129,26 @@ class Pool:
 
     checkout = connection  # the name for code that closes the connection itself
 
+    # -- observers (see poolkit.pool.observer) ---------------------------------------------
+    @property
+    def observer(self) -> Observer | None:
+        """This pool's :class:`~poolkit.pool.observer.Observer` (None: one attribute check)."""
+        return self._engine.observer
+
+    @observer.setter
+    def observer(self, observer: Observer | None) -> None:
+        self._engine.observer = observer
+
+    def add_observer(self, observer: Observer) -> None:
+        """Call *observer* too, after the observers already added (poolkit.metrics uses this)."""
+        with _observers_lock:
+            self._engine.observer = combine(self._engine.observer, observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        """Stop calling *observer* (no error if it was not added)."""
+        with _observers_lock:
+            self._engine.observer = without(self._engine.observer, observer)
+
     # -- state ----------------------------------------------------------------------------
     @property
     def hosts(self) -> HostSelector:
@@ -152,6 +176,7 @@ class Pool:
         old = self._engine
         self._pid = os.getpid()
         self._engine = PooledEngine(self.settings, self.driver, self)
+        self._engine.observer = old.observer  # the child's pool is observed as the parent's
         self._bind_engine()
         self._borrowed.clear()
         self._leak_lock = threading.Lock()  # a parent thread may have held it at fork time
