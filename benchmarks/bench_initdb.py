@@ -88,7 +88,8 @@ class Server:
         self.process = subprocess.Popen(
             ["mariadbd", "--no-defaults", f"--datadir={data}", f"--port={self.port}",
              "--bind-address=127.0.0.1", f"--socket={self.folder / 'sock'}",
-             f"--pid-file={self.folder / 'pid'}", "--skip-log-bin", "--user=root",
+             f"--pid-file={self.folder / 'pid'}", f"--tmpdir={self.folder}", "--skip-log-bin",
+             "--user=root",
              "--max-allowed-packet=64M"],
             stdout=subprocess.DEVNULL, stderr=open(self.folder / "log", "wb"))
         url = parse_url(f"mysql://root:@127.0.0.1:{self.port}/test")

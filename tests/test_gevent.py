@@ -128,7 +128,8 @@ def private_server() -> t.Iterator[tuple[str, int]]:
                    capture_output=True, timeout=120)
     proc = subprocess.Popen([server, "--no-defaults", f"--datadir={home}/data", f"--port={port}",
                              "--bind-address=127.0.0.1", f"--socket={home}/sock",
-                             f"--pid-file={home}/pid", "--user=root", "--skip-log-bin",
+                             f"--pid-file={home}/pid", f"--tmpdir={home}", "--user=root",
+                             "--skip-log-bin",
                              "--skip-grant-tables", "--innodb-buffer-pool-size=32M",
                              "--max-allowed-packet=64M"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

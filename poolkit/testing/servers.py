@@ -70,6 +70,8 @@ class PrivateServer:
         self.read_only = read_only
         self.basedir = tempfile.mkdtemp(prefix=prefix)
         self.datadir = os.path.join(self.basedir, "data")
+        self.tmpdir = os.path.join(self.basedir, "tmp")
+        os.makedirs(self.tmpdir)
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         _live.add(self)
@@ -109,6 +111,8 @@ class PrivateServer:
             f"--port={self.port}", "--bind-address=127.0.0.1",
             f"--socket={os.path.join(self.basedir, 'mysqld.sock')}",
             f"--pid-file={os.path.join(self.basedir, 'mysqld.pid')}",
+            # Its own tmpdir: never share internal temporary files with the machine's server.
+            f"--tmpdir={self.tmpdir}",
             f"--log-error={self.error_log}", f"--server-id={self.server_id}",
             f"--log-bin={os.path.join(self.datadir, 'binlog')}", "--log-slave-updates",
             "--skip-name-resolve", "--innodb-buffer-pool-size=16M",
