@@ -6,7 +6,11 @@ multi-statement round trip of up to :data:`BATCH_BYTES` (and below ``max_allowed
 the server runs them in order and stops at the first that fails, and the results are read in
 order, so the failing statement, and how many ran before it, are known exactly. A statement
 whose results cannot be told apart from its neighbours' (``CALL``, a ``DELIMITER`` block that
-may hold several statements, ``LOAD DATA``) is sent on its own.
+may hold several statements, ``LOAD DATA``) is sent on its own. A file's own transaction
+(``SET autocommit=0`` … ``COMMIT``, as in mysqldump's world) is batched like any other run of
+statements. Batches start at :data:`FIRST_BATCH_BYTES` and double; each is sent before the
+next one is split, and its results are read after that, so the server works while Python
+splits (nothing more is sent until they are read: a failure still stops the file there).
 
 A failed statement becomes a :class:`StatementError` that names the file's own line: the
 statement's first line plus the server's "at line N", minus one. The library never prints:
