@@ -196,6 +196,46 @@ def test_group_commit_only_for_dml_on_transactional_tables(make_pool: t.Callable
             cur.execute("DROP TABLE gi, gm")
 
 
+@pytest.mark.parametrize("batch_bytes", [0, 1 << 20])
+@pytest.mark.parametrize("filler", [0, 3000])
+def test_a_file_managing_its_own_transaction_is_batched_whole_with_exact_attribution(
+        make_pool: t.Callable[..., Pool], tmp_path: Path, batch_bytes: int, filler: int) -> None:
+    # world.sql's shape: set autocommit=0, single-row INSERTs, commit. Group commit cannot wrap
+    # them (the file runs its own transaction), so the region is not cut at every switch
+    # between DML and the rest; with *filler* rows it spans batches (they start at 64 KB),
+    # the failing one runs while nothing after it is sent.
+    rows = b"".join(b"INSERT INTO ac VALUES (%d);\n" % (100 + i) for i in range(filler))
+    path = _write(tmp_path, "1.sql", b"CREATE TABLE ac (id INT PRIMARY KEY) ENGINE=InnoDB;\n"
+                  b"set autocommit=0;\n" + rows + b"INSERT INTO ac VALUES (1);\n"
+                  b"INSERT INTO ac\n  VALUES (2) oops;\n"  # statement filler + 4
+                  b"INSERT INTO ac VALUES (3);\ncommit;\n")
+    bad_line = 4 + filler
+    pool = make_pool()
+    with import_session(pool.connection()) as raw:
+        with raw.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS ac")
+        result, trips = _trips(raw, path, batch_bytes=batch_bytes)
+        if batch_bytes == 0:
+            assert len(trips) == filler + 4  # one per statement, up to the failing one
+        else:
+            assert len(trips) == (1 if filler == 0 else 2)
+        [error] = result.errors
+        assert (error.line, error.code) == (bad_line + 1, 1064)  # the statement's 2nd line
+        assert error.statement.line == bad_line
+        assert error.message.endswith("near 'oops' at line 2"), error.message
+        assert (result.statements, result.rolled_back_with) == (3 + filler, 0)
+        assert result.total == 6 + filler
+        with raw.cursor() as cur:
+            cur.execute("SELECT @@autocommit")
+            assert cur.fetchone() == (0,)  # the file's own setting, as the client leaves it
+            cur.execute("SELECT COUNT(*), MIN(id), MAX(id) FROM ac")
+            # its open transaction holds the rows before the failure, none after it
+            assert cur.fetchone() == (filler + 1, 1, 99 + filler if filler else 1)
+            cur.execute("ROLLBACK")
+            cur.execute("SET autocommit=1")
+            cur.execute("DROP TABLE ac")
+
+
 @pytest.mark.parametrize("batch_bytes", [0, 80, 1 << 20])
 def test_batches_are_bounded_and_give_the_same_result(make_pool: t.Callable[..., Pool],
                                                       tmp_path: Path, batch_bytes: int) -> None:

@@ -360,3 +360,37 @@ def test_a_dump_that_creates_its_database_loads_into_it(
         assert result.exit_code == 0, result.output
         assert env.rows(f"SELECT COUNT(*) FROM `{other}`.a UNION ALL SELECT COUNT(*) FROM "
                         f"`{other}`.c") == [(300,), (300,)]
+
+
+def test_rows_that_would_wait_for_a_bulk_insert_lock_stay_on_one_connection(
+        make_env: t.Callable[[], Env], tmp_path: Path) -> None:
+    # world.sql's shape: unique and foreign key checks off, set autocommit=0, single-row
+    # INSERTs, commit. MariaDB loads the empty table in bulk under a table lock held until the
+    # COMMIT, so a second connection's INSERTs into it would only wait (lock wait timeout 1 s
+    # here): the rows stay with the unit's connection. CONNECTION_ID() records which one.
+    from poolkit.sqlimport.parallel import bulk_insert_locks
+
+    env = make_env()
+    rows = "".join(f"INSERT INTO `bulk` VALUES ({i},CONNECTION_ID());\n" for i in range(600))
+    path = tmp_path / "bulk.sql"
+    path.write_text("/*!40014 SET @OLD_UNIQUE_CHECKS=@@UNIQUE_CHECKS, UNIQUE_CHECKS=0 */;\n"
+                    + PRELUDE + "SET innodb_lock_wait_timeout=1;\n"
+                    "DROP TABLE IF EXISTS `bulk`;\nCREATE TABLE `bulk` (`id` int NOT NULL, "
+                    "`conn` bigint, PRIMARY KEY (`id`)) ENGINE=InnoDB;\nset autocommit=0;\n"
+                    + rows + "commit;\n")
+    raws = [admin_connect(env.server) for _ in range(2)]
+    try:
+        for raw in raws:
+            enable_multi_statements(raw)
+        # rows jobs of ~100 bytes: several jobs, free for the taking by either connection
+        result = Loader(raws, rows_job_bytes=100).load(check_file(path))
+    finally:
+        for raw in raws:
+            raw.close()
+    assert result.ok, result.errors
+    assert result.jobs > 100
+    assert env.rows("SELECT COUNT(*), COUNT(DISTINCT conn) FROM bulk") == [(600, 1)]
+    off = (("autocommit", "0"), ("foreign_key_checks", "0"), ("unique_checks", "0"))
+    assert bulk_insert_locks(off)
+    assert not bulk_insert_locks(off[1:])  # autocommit on: each INSERT commits
+    assert not bulk_insert_locks((("autocommit", "0"), ("foreign_key_checks", "0")))

@@ -430,6 +430,7 @@ def reset_supported(server_version: str) -> bool:
 
 # -- flask initdb's import session ---------------------------------------------------------
 _COM_SET_OPTION = 0x1B
+_COM_QUERY = 0x03
 MULTI_STATEMENTS_ON = 0
 
 
@@ -444,6 +445,22 @@ def enable_multi_statements(raw: t.Any) -> bool:
     raw._execute_command(_COM_SET_OPTION, struct.pack("<H", MULTI_STATEMENTS_ON))
     raw._read_packet()
     return True
+
+
+def send_statements(raw: t.Any, sql: bytes) -> None:
+    """Send *sql* (COM_QUERY) without reading its results, so the server works on it while
+    the caller does something else; :func:`read_statements` must follow before anything else
+    is sent. ``_execute_command`` is what ``query()`` calls (breaks if renamed)."""
+    raw._execute_command(_COM_QUERY, sql)
+
+
+def read_statements(raw: t.Any, on_result: t.Callable[[t.Any], None]) -> None:
+    """The results of :func:`send_statements`, in order, as :func:`run_statements` hands them."""
+    raw._affected_rows = raw._read_query_result()
+    on_result(raw._result)
+    while raw._result is not None and raw._result.has_next:
+        raw.next_result()
+        on_result(raw._result)
 
 
 def run_statements(raw: t.Any, sql: bytes, on_result: t.Callable[[t.Any], None]) -> None:

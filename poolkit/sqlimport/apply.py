@@ -6,7 +6,11 @@ multi-statement round trip of up to :data:`BATCH_BYTES` (and below ``max_allowed
 the server runs them in order and stops at the first that fails, and the results are read in
 order, so the failing statement, and how many ran before it, are known exactly. A statement
 whose results cannot be told apart from its neighbours' (``CALL``, a ``DELIMITER`` block that
-may hold several statements, ``LOAD DATA``) is sent on its own.
+may hold several statements, ``LOAD DATA``) is sent on its own. A file's own transaction
+(``SET autocommit=0`` … ``COMMIT``, as in mysqldump's world) is batched like any other run of
+statements. Batches start at :data:`FIRST_BATCH_BYTES` and double; each is sent before the
+next one is split, and its results are read after that, so the server works while Python
+splits (nothing more is sent until they are read: a failure still stops the file there).
 
 A failed statement becomes a :class:`StatementError` that names the file's own line: the
 statement's first line plus the server's "at line N", minus one. The library never prints:
@@ -36,7 +40,7 @@ from .files import SqlFile
 from .session import import_session as import_session  # re-exported: it lived here before
 from .split import CHUNK_SIZE, split_file
 from .statement import Statement, first_word
-from .transaction import GroupCommit, target
+from .transaction import GroupCommit
 
 _AT_LINE = re.compile(r"at line (\d+)\s*$")
 EXCERPT_WIDTH = 160
@@ -44,6 +48,8 @@ EXCERPT_WIDTH = 160
 READ_AHEAD_MIN_BYTES = 4 * 1024 * 1024
 #: Bytes of SQL per multi-statement round trip (the probe of issue 12: ~1 MB is the knee).
 BATCH_BYTES = 1 << 20
+#: The first batch of a file: small, so that the server starts while the rest is split.
+FIRST_BATCH_BYTES = 64 * 1024
 #: After a failure, the rest of a file up to this size is split to count its statements.
 COUNT_REST_MAX_BYTES = 256 * 1024 * 1024
 #: Statements sent alone: their results cannot be told apart from the next statement's.
@@ -220,6 +226,46 @@ def _runner(raw: t.Any, raw_values: bool) -> tuple[Runner, t.Callable[[t.Any], t
     return run_cursor, rows
 
 
+Begin = t.Callable[[bytes], None]
+Collect = t.Callable[[t.Callable[[t.Any], None]], None]
+
+
+def _pipeline(raw: t.Any, raw_values: bool) -> tuple[Begin, Collect]:
+    """(send SQL, read its results): the server runs a batch while the next one is split.
+
+    PyMySQL only; other drivers send and read in one call, at collect time.
+    """
+    if pymysql_compat.is_pymysql(raw):
+        def collect(on_result: t.Callable[[t.Any], None]) -> None:
+            if not raw_values:
+                pymysql_compat.read_statements(raw, on_result)
+                return
+            with pymysql_compat.raw_values(raw):
+                pymysql_compat.read_statements(raw, on_result)
+
+        return lambda sql: pymysql_compat.send_statements(raw, sql), collect
+    run, _ = _runner(raw, raw_values)
+    held: list[bytes] = []
+
+    def hold(sql: bytes) -> None:
+        held.append(sql)
+
+    def run_held(on_result: t.Callable[[t.Any], None]) -> None:
+        run(held.pop(), on_result)
+
+    return hold, run_held
+
+
+@dataclass
+class _Pending:
+    """A batch sent whose results are not read yet."""
+
+    batch: list[Statement]
+    wrap: bool
+    started: float
+    error: Exception | None = None
+
+
 def batchable(stmt: Statement, comments: bool) -> bool:
     """Whether *stmt* may share a round trip: exactly one result, and ``;\\n`` cannot be
     swallowed by it (an open ``/*!`` comment, or a kept ``--``/``#`` comment on its last line)."""
@@ -257,6 +303,7 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
     ``KeyboardInterrupt`` propagate; the latter drops the session (its state is unknown).
     """
     run, rows_of = _runner(raw, raw_values)
+    begin, collect = _pipeline(raw, raw_values)
     result = FileResult(file, transaction=transaction)
     # Not with continue_on_error: statements rolled back with a failure would be lost.
     commits = (GroupCommit(raw) if group_commit and batch_bytes and not transaction
@@ -270,19 +317,50 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
     group: list[Statement] = []
     group_dml = False
     size = 0
+    # Batches grow from FIRST_BATCH_BYTES to batch_bytes: the server starts early, and runs
+    # each batch while the next one is read and split (see start/finish).
+    limit = min(FIRST_BATCH_BYTES, batch_bytes)
     count = 0  # statements read from the file so far
     stopped = False
+    pending: _Pending | None = None
 
-    def send(batch: list[Statement]) -> bool:
-        """Run *batch*; True to go on. Counts, digests and reports each statement."""
-        nonlocal stopped
+    def start(batch: list[Statement]) -> bool:
+        """Send *batch* without waiting for it; False when stopped (nothing sent)."""
+        nonlocal stopped, pending
         if stop is not None and stop.is_set():  # Ctrl-C: send nothing more
             result.interrupted = stopped = True
             result.stopped_at = result.stopped_at or batch[0]
             return False
+        wrap = commits is not None and commits.allowed([s.sql for s in batch])
+        sql = b";\n".join(s.sql for s in batch)
+        if wrap:  # one commit for the batch (SET autocommit keeps LOCK TABLES, unlike BEGIN)
+            sql = b"SET autocommit=0;\n" + sql + b";\nCOMMIT;\nSET autocommit=1"
+        pending = _Pending(batch, wrap, time.perf_counter())
+        try:
+            begin(sql)
+        except Exception as failure:  # the write failed: reported by finish, as a read would
+            if error_code(failure) is None and not is_disconnect(failure):
+                raise
+            pending.error = failure
+        return True
+
+    def send(batch: list[Statement]) -> bool:
+        """Run *batch* and wait for it; True to go on."""
+        return finish() if start(batch) else False
+
+    def sent_before() -> bool:
+        """Wait for the batch in flight, if any; True to go on."""
+        return finish() if pending is not None else True
+
+    def finish() -> bool:
+        """Read the results of the batch in flight; True to go on. Counts, digests and
+        reports each statement."""
+        nonlocal stopped, pending
+        assert pending is not None
+        batch, wrap, before, error = pending.batch, pending.wrap, pending.started, pending.error
+        pending = None
         done = [0]
         single = len(batch) == 1
-        wrap = commits is not None and commits.allowed([s.sql for s in batch])
         skip = 1 if wrap else 0  # the result of "SET autocommit=0"
 
         def on_result(res: t.Any) -> None:
@@ -293,17 +371,13 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
                     on_rows(batch[index], *shown)
             done[0] += 1
 
-        sql = b";\n".join(s.sql for s in batch)
-        if wrap:  # one commit for the batch (SET autocommit keeps LOCK TABLES, unlike BEGIN)
-            sql = b"SET autocommit=0;\n" + sql + b";\nCOMMIT;\nSET autocommit=1"
-        before = time.perf_counter()
-        error: Exception | None = None
-        try:
-            run(sql, on_result)
-        except Exception as failure:
-            if error_code(failure) is None and not is_disconnect(failure):
-                raise
-            error = failure
+        if error is None:
+            try:
+                collect(on_result)
+            except Exception as failure:
+                if error_code(failure) is None and not is_disconnect(failure):
+                    raise
+                error = failure
         ok = len(batch) if error is None else (
             0 if single else max(0, min(done[0] - skip, len(batch) - 1)))
         if error is not None and wrap:
@@ -354,15 +428,20 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
             if count <= resume:
                 if first_word(stmt.sql) in _SESSION and not _NOT_SESSION.match(stmt.sql):
                     run(stmt.sql, lambda res: None)
+                    if commits is not None:  # a re-run SET autocommit=0 rules out wrapping
+                        commits.wrappable(stmt.sql)
+                        commits.sent(stmt.sql)
                 result.statements += 1
                 result.resumed += 1
                 digest.add(stmt)
                 continue
             if batch_bytes and batchable(stmt, comments) and len(stmt.sql) < batch_bytes:
-                dml = commits is not None and target(stmt.sql) is not None
-                if group and (size + len(stmt.sql) + 2 > batch_bytes or dml != group_dml):
+                dml = commits is not None and commits.wrappable(stmt.sql)
+                if group and (size + len(stmt.sql) + 2 > limit or dml != group_dml):
                     sent, group, size = group, [], 0
-                    if not send(sent):
+                    limit = min(limit * 2, batch_bytes)
+                    # the batch before runs on the server while this one was split
+                    if not sent_before() or not start(sent):
                         break
                 group.append(stmt)
                 group_dml = dml  # a run of DML is batched apart, to commit once (GroupCommit)
@@ -370,12 +449,14 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
                 continue
             if group:
                 sent, group, size = group, [], 0
-                if not send(sent):
+                if not sent_before() or not start(sent):
                     break
-            if not send([stmt]):
+            if not sent_before() or not send([stmt]):
                 break
-        if group and not stopped:
-            send(group)
+        if group and not stopped and sent_before():
+            start(group)
+        if pending is not None:
+            finish()
         if stopped and file.size <= COUNT_REST_MAX_BYTES and not result.lost:
             count += sum(1 for _ in statements)  # the rest of the file, for "2 of 5"
             result.total = count
@@ -391,6 +472,9 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
                 result.statements = 0
                 digest = _Digest()
     except BaseException as error:
+        if pending is not None and isinstance(error, Exception):
+            with contextlib.suppress(Exception):  # read what the server did before raising
+                finish()
         if not isinstance(error, Exception):
             # Ctrl-C may land mid-statement, leaving a reply unread: the session cannot be
             # trusted any more. Close it now (its locks go with it) without a COM_QUIT.

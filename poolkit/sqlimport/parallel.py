@@ -132,6 +132,22 @@ class ParallelResult:
         return not self.errors and not self.interrupted
 
 
+_OFF = frozenset({"0", "off", "false"})
+
+
+def bulk_insert_locks(state: tuple[tuple[str, str], ...]) -> bool:
+    """Whether rows inserted in *state* lock their table until the file's ``COMMIT``.
+
+    MariaDB (10.6+) loads an empty InnoDB table in bulk when ``unique_checks`` and
+    ``foreign_key_checks`` are 0 inside a transaction (``SET autocommit=0`` dumps: world,
+    sakila's data), holding a table lock until it commits: a second connection inserting into
+    that table waits for it. Such a table's rows stay on one connection.
+    """
+    values = {name: value.strip("'\"").lower() for name, value in state}
+    return all(values.get(name) in _OFF
+               for name in ("autocommit", "unique_checks", "foreign_key_checks"))
+
+
 class _Replay:
     """What an idle worker does: replay the session log up to its current end."""
 
@@ -401,7 +417,9 @@ class Loader:
     def _eligible(self, worker: Worker) -> Job | None:
         if worker.bound is not None:
             unit = worker.bound
-            if unit.done:
+            # Closed and nothing queued: what runs of it runs elsewhere (rows), so its owner
+            # may start another unit instead of idling until those rows are in.
+            if unit.done or (unit.closed and not unit.jobs):
                 worker.bound = None
             else:
                 return self._next_of(unit, worker)
@@ -432,6 +450,9 @@ class Loader:
             return None
         job = unit.jobs[0]
         if job.kind == ROWS:
+            if unit.owner is not worker and unit.owner is not None \
+                    and bulk_insert_locks(self.states[job.log_at]):
+                return None  # another connection would wait for the owner's table lock
             if worker.applied > job.log_at and unit.owner is not worker \
                     and self.states[worker.applied] != self.states[job.log_at]:
                 return None  # this connection's session is already past the job's
@@ -480,12 +501,25 @@ class Loader:
         return not group or self._send(worker, group)
 
     def _catch_up(self, worker: Worker, log_at: int, settling: bool = False) -> bool:
+        """Replay the session log up to *log_at*, consecutive batchable statements in one
+        round trip (a dump's prelude is a dozen SETs)."""
         while worker.applied < log_at:
-            if not self._send(worker, [self.log[worker.applied]], True, settling):
+            steps = [self.log[worker.applied]]
+            size = len(steps[0].stmt.sql)
+            if self.batch_bytes and batchable(steps[0].stmt, self.comments):
+                for step in self.log[worker.applied + 1:log_at]:
+                    size += len(step.stmt.sql) + 2
+                    if size > self.batch_bytes or not batchable(step.stmt, self.comments):
+                        break
+                    steps.append(step)
+            if not self._send(worker, steps, True, settling):
+                failed = self.stopped_at.get(worker.number)
+                ok = next((i for i, step in enumerate(steps) if step is failed), 0)
                 if not settling:
-                    self.bad_log = min(self.bad_log, worker.applied)
+                    self.bad_log = min(self.bad_log, worker.applied + ok)
+                worker.applied += ok  # the statements before the failing one ran
                 return False
-            worker.applied += 1
+            worker.applied += len(steps)
         return True
 
     def _settle(self) -> None:

@@ -17,7 +17,10 @@ and labels each one with a :class:`Step`:
 ``rows``
     A plain ``INSERT`` into a unit's InnoDB table with a primary key while the unit's session
     is the shared one: any connection may run it, in any order (the rows' identity is their
-    key; CHECKSUM TABLE is order-independent).
+    key; CHECKSUM TABLE is order-independent). Not while the session would make MariaDB
+    bulk-load the table under a lock held until ``COMMIT`` (``autocommit``, ``unique_checks``
+    and ``foreign_key_checks`` all 0): then its rows stay on the unit's connection
+    (:func:`.parallel.bulk_insert_locks`).
 ``skip``
     ``LOCK TABLES``/``UNLOCK TABLES`` of a unit whose rows are spread over connections: a
     table locked by one connection would block the others; the lock changes no data.

@@ -115,6 +115,30 @@ class GroupCommit:
         self.engines: dict[tuple[str | None, str], bool] = {}
         self.locked = False
         self.manual = False
+        # The same two flags, but as of the last statement read (batches are formed ahead of
+        # sending them): see wrappable.
+        self._reading_locked = False
+        self._reading_manual = False
+
+    def wrappable(self, stmt_sql: bytes) -> bool:
+        """Note *stmt_sql*, read in file order; whether it is DML that a batch may wrap.
+
+        Once the file manages its own transactions (``SET autocommit``, ``BEGIN`` …) or holds
+        ``LOCK TABLES``, nothing is: its DML then shares batches with the statements around
+        it (``SET autocommit=0`` … ``COMMIT`` goes as one run of round trips, not split at
+        every switch between DML and the rest; the server runs them in order either way).
+        """
+        word = first_word(stmt_sql)
+        if word in _DML:
+            return not (self._reading_locked or self._reading_manual) and \
+                target(stmt_sql) is not None
+        if word == b"LOCK":
+            self._reading_locked = True
+        elif word == b"UNLOCK":
+            self._reading_locked = False
+        elif word in (b"START", b"BEGIN", b"XA", b"SAVEPOINT") or _AUTOCOMMIT.match(stmt_sql):
+            self._reading_manual = True
+        return False
 
     def sent(self, stmt_sql: bytes) -> None:
         """Note a statement that was sent (in file order)."""
