@@ -95,6 +95,25 @@ def shared_ssl_context(factory: t.Callable[[], ssl.SSLContext]) -> ssl.SSLContex
         return _ssl_context
 
 
+class LazySSLContext:
+    """The shared TLS context, built the first time the handshake uses it.
+
+    PyMySQL's PREFERRED mode (no ``ssl_*`` options) builds its context in ``__init__``, before
+    it knows whether the server offers TLS at all: ~30-40 ms of CPU on the first connect of
+    every process (a ``flask initdb`` run, a web worker) even when the server has TLS off. The
+    handshake touches ``ctx`` only when the server offers TLS, so a stand-in that builds the
+    real context on first attribute access costs nothing otherwise.
+    """
+
+    __slots__ = ("_factory",)
+
+    def __init__(self, factory: t.Callable[[], ssl.SSLContext]) -> None:
+        self._factory = factory
+
+    def __getattr__(self, name: str) -> t.Any:
+        return getattr(shared_ssl_context(self._factory), name)
+
+
 def uses_kernel_timeouts(sock: object) -> bool:
     """True for a plain (or TLS) stdlib socket, whose timeouts the kernel can enforce.
 
@@ -331,7 +350,10 @@ def tracked_connection_class(is_disconnect: t.Callable[[BaseException], bool]) -
         # private: PyMySQL >= 1.2 calls _create_ssl_ctx for every TLS connect.
         def _create_ssl_ctx(self, sslp: t.Any) -> t.Any:
             if isinstance(sslp, dict) and not sslp:
-                return shared_ssl_context(lambda: base._create_ssl_ctx(self, {}))
+                # private: PyMySQL's handshake uses self.ctx only when the server offers TLS,
+                # and its _create_ssl_ctx does not use self (1.2.x), so nothing holds this
+                # connection alive. Any other use of ctx would simply build it there.
+                return LazySSLContext(lambda: base._create_ssl_ctx(None, {}))
             return base._create_ssl_ctx(self, sslp)
 
         def query(self, sql: t.Any, unbuffered: bool = False) -> t.Any:

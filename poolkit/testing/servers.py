@@ -65,9 +65,11 @@ def _find(name: str) -> str | None:
 class PrivateServer:
     """One ``mariadbd`` in a temporary directory, on its own 127.0.0.1 port."""
 
-    def __init__(self, server_id: int, *, read_only: bool = False, prefix: str = "poolkit-db-"):
+    def __init__(self, server_id: int, *, read_only: bool = False, prefix: str = "poolkit-db-",
+                 options: t.Sequence[str] = ()) -> None:
         self.server_id = server_id
         self.read_only = read_only
+        self.options = tuple(options)  # more mariadbd options (--ssl-cert=…)
         self.basedir = tempfile.mkdtemp(prefix=prefix)
         self.datadir = os.path.join(self.basedir, "data")
         self.tmpdir = os.path.join(self.basedir, "tmp")
@@ -120,6 +122,7 @@ class PrivateServer:
         ]
         if self.read_only:
             args.append("--read-only")
+        args.extend(self.options)
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
