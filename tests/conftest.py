@@ -9,11 +9,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import typing as t
+from pathlib import Path
 
 import pytest
+from click.testing import Result
 from flask import Flask
 
 from poolkit import Pool, Poolkit, load_config
+from poolkit.commands.initdb import initdb_command
 from poolkit.testing.plugin import admin_connect
 from poolkit.url import parse_url
 
@@ -100,3 +103,27 @@ def make_pool(database_url: str) -> t.Iterator[t.Callable[..., Pool]]:
     yield factory
     for pool in made:
         pool.close()
+
+
+class InitdbEnv:
+    """A throwaway database, an sql/ folder and a poolkit app pointing at both (initdb tests)."""
+
+    def __init__(self, url: str, folder: Path, name: str = "poolkit_initdb_test") -> None:
+        self.url = url
+        self.database = parse_url(url).database
+        self.folder = folder
+        self.app = Flask(name)
+        self.app.config.update(POOLKIT_DATABASE_URL=url, POOLKIT_SQL_DIR=str(folder))
+        self.extension = Poolkit(self.app)
+
+    def write(self, name: str, data: bytes) -> Path:
+        path = self.folder / name
+        path.write_bytes(data)
+        return path
+
+    def run(self, *args: str, input: bytes | None = None) -> Result:
+        """``flask initdb ARGS``; ``output`` has stdout and stderr, ``stdout`` only stdout."""
+        return self.app.test_cli_runner().invoke(initdb_command, list(args), input=input)
+
+    def rows(self, sql: str) -> list[tuple[t.Any, ...]]:
+        return query_rows(self.url, sql)

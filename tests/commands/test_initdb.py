@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
-from conftest import query_rows
+from conftest import InitdbEnv, query_rows
 from flask import Flask
 
 from poolkit import Poolkit
@@ -24,26 +24,7 @@ SCHEMA = b"CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(20));\n"
 SEED = b"INSERT INTO t VALUES (1, 'a;b'), (2, '100%');\nINSERT INTO t VALUES (3, 'c');\n"
 
 
-class Env:
-    """A throwaway database, an sql/ folder and a poolkit app pointing at both."""
-
-    def __init__(self, url: str, folder: Path) -> None:
-        self.url = url
-        self.folder = folder
-        self.app = Flask("poolkit_initdb_test")
-        self.app.config.update(POOLKIT_DATABASE_URL=url, POOLKIT_SQL_DIR=str(folder))
-        self.extension = Poolkit(self.app)
-
-    def write(self, name: str, data: bytes) -> Path:
-        path = self.folder / name
-        path.write_bytes(data)
-        return path
-
-    def run(self, *args: str) -> Result:
-        return self.app.test_cli_runner().invoke(initdb_command, list(args))
-
-    def rows(self, sql: str) -> list[tuple[t.Any, ...]]:
-        return query_rows(self.url, sql)
+Env = InitdbEnv
 
 
 

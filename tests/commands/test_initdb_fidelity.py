@@ -16,39 +16,19 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
-from conftest import query_rows
-from flask import Flask
+from conftest import InitdbEnv, query_rows
 
-from poolkit import Poolkit
-from poolkit.commands.initdb import initdb_command
 from poolkit.url import parse_url
 
 needs_client = pytest.mark.skipif(shutil.which("mariadb") is None,
                                   reason="the mariadb client is not installed")
 
 
-class Env:
-    """A throwaway database, an sql/ folder and a poolkit app pointing at both."""
+class Env(InitdbEnv):
+    """:class:`InitdbEnv` plus the mariadb client on the same database, for comparisons."""
 
     def __init__(self, url: str, folder: Path) -> None:
-        self.url = url
-        self.database = parse_url(url).database
-        self.folder = folder
-        self.app = Flask("poolkit_initdb_fidelity")
-        self.app.config.update(POOLKIT_DATABASE_URL=url, POOLKIT_SQL_DIR=str(folder))
-        self.extension = Poolkit(self.app)
-
-    def write(self, name: str, data: bytes) -> Path:
-        path = self.folder / name
-        path.write_bytes(data)
-        return path
-
-    def run(self, *args: str, input: bytes | None = None) -> Result:
-        """``flask initdb ARGS``; ``output`` has stdout and stderr, ``stdout`` only stdout."""
-        return self.app.test_cli_runner().invoke(initdb_command, list(args), input=input)
-
-    def rows(self, sql: str) -> list[tuple[t.Any, ...]]:
-        return query_rows(self.url, sql)
+        super().__init__(url, folder, "poolkit_initdb_fidelity")
 
     def client(self, path: Path, *args: str, database: str | None = None) -> bytes:
         """Load *path* with the mariadb client (batch mode); its stdout."""

@@ -45,28 +45,26 @@ def _create_schema(pair: ReplicationPair) -> None:
     pair.wait_replicated()
 
 
-@pytest.fixture(scope="session")
-def pair() -> t.Iterator[ReplicationPair]:
-    """A primary and its replica for the session; tests must leave both as they found them."""
+def _started_pair(first_id: int) -> t.Iterator[ReplicationPair]:
     _require_binaries()
-    servers = start_replication_pair(first_id=1)
+    servers = start_replication_pair(first_id=first_id)
     try:
         _create_schema(servers)
         yield servers
     finally:
         servers.destroy()
+
+
+@pytest.fixture(scope="session")
+def pair() -> t.Iterator[ReplicationPair]:
+    """A primary and its replica for the session; tests must leave both as they found them."""
+    yield from _started_pair(first_id=1)
 
 
 @pytest.fixture
 def fresh_pair() -> t.Iterator[ReplicationPair]:
     """A primary and replica of this test's own, for tests that swap roles or kill a server."""
-    _require_binaries()
-    servers = start_replication_pair(first_id=11)
-    try:
-        _create_schema(servers)
-        yield servers
-    finally:
-        servers.destroy()
+    yield from _started_pair(first_id=11)
 
 
 @pytest.fixture
