@@ -545,8 +545,9 @@ def _progress(result: FileResult) -> str:
         return (f"{name} ran as one transaction and was rolled back: none of its "
                 f"{_n(count, 'statement')} were kept")
     verb = "was" if result.statements == 1 and result.total is None else "were"
-    undone = (f" (the {_n(result.rolled_back_with, 'statement')} sent with the failing one "
-              "in one transaction were rolled back with it)" if result.rolled_back_with else "")
+    with_it = result.rolled_back_with
+    undone = (f" (the {_n(with_it, 'statement')} sent with the failing one in one transaction "
+              f"{'was' if with_it == 1 else 'were'} rolled back with it)" if with_it else "")
     return (f"{result.statements}{total} {plural(count, 'statement')} of {name} {verb} "
             f"applied and not undone{undone}")
 

@@ -452,3 +452,13 @@ def test_a_batch_committed_once_fails_rolls_back_and_resumes_at_its_start(env: E
     assert ("resuming sql/1.sql at statement 2 (line 2): the 1 statement applied before it is "
             "unchanged") in again.output
     assert env.rows("SELECT id FROM g ORDER BY id") == [(1,), (2,), (3,), (4,)]
+
+
+def test_one_statement_rolled_back_with_the_failing_one_is_singular(env: Env) -> None:
+    env.write("1.sql", b"CREATE TABLE g1 (id INT PRIMARY KEY) ENGINE=InnoDB;\n"
+                       b"INSERT INTO g1 VALUES (1);\nINSERT INTO g1 VALUES (1);\n")
+    result = env.run()
+    assert result.exit_code == 1
+    assert ("1 of 3 statements of 1.sql were applied and not undone (the 1 statement sent with "
+            "the failing one in one transaction was rolled back with it)") in result.output
+    assert env.rows("SELECT COUNT(*) FROM g1") == [(0,)]
