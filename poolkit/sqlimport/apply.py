@@ -36,6 +36,7 @@ from pathlib import Path
 
 from ..pool import pymysql_compat
 from ..pool.drivers import error_code, is_disconnect
+from . import coalesce
 from .files import SqlFile
 from .session import import_session as import_session  # re-exported: it lived here before
 from .split import CHUNK_SIZE, split_file
@@ -263,6 +264,8 @@ class _Pending:
     batch: list[Statement]
     wrap: bool
     started: float
+    #: Statements of the batch per statement sent (coalesced INSERTs count several).
+    counts: list[int]
     error: Exception | None = None
 
 
@@ -315,6 +318,10 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
     if file.size >= READ_AHEAD_MIN_BYTES:
         statements = read_ahead(statements)
     group: list[Statement] = []
+    # Per statement of the group: its INSERT prefix if it may be coalesced, and whether the
+    # file declared its table transactional (else only a wrapped batch coalesces it).
+    prefixes: list[tuple[bytes | None, bool]] = []
+    engines = coalesce.TableEngines(_default_engine(run, rows_of)) if batch_bytes else None
     group_dml = False
     size = 0
     # Batches grow from FIRST_BATCH_BYTES to batch_bytes: the server starts early, and runs
@@ -324,18 +331,28 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
     stopped = False
     pending: _Pending | None = None
 
-    def start(batch: list[Statement]) -> bool:
-        """Send *batch* without waiting for it; False when stopped (nothing sent)."""
+    def start(batch: list[Statement], merge: list[tuple[bytes | None, bool]] | None = None
+              ) -> bool:
+        """Send *batch* without waiting for it (its INSERTs coalesced as *merge* allows);
+        False when stopped (nothing sent)."""
         nonlocal stopped, pending
         if stop is not None and stop.is_set():  # Ctrl-C: send nothing more
             result.interrupted = stopped = True
             result.stopped_at = result.stopped_at or batch[0]
             return False
-        wrap = commits is not None and commits.allowed([s.sql for s in batch])
-        sql = b";\n".join(s.sql for s in batch)
+        sqls = [s.sql for s in batch]
+        wrap = commits is not None and commits.allowed(sqls)
+        counts = [1] * len(batch)
+        if merge is not None and len(batch) > 2:
+            sure = wrap or transaction  # every table written was checked transactional
+            parts = coalesce.pieces(sqls, [p if p and (known or sure) else None
+                                           for p, known in merge])
+            if len(parts) < len(batch):
+                sqls, counts = [p.sql for p in parts], [p.count for p in parts]
+        sql = b";\n".join(sqls)
         if wrap:  # one commit for the batch (SET autocommit keeps LOCK TABLES, unlike BEGIN)
             sql = b"SET autocommit=0;\n" + sql + b";\nCOMMIT;\nSET autocommit=1"
-        pending = _Pending(batch, wrap, time.perf_counter())
+        pending = _Pending(batch, wrap, time.perf_counter(), counts)
         try:
             begin(sql)
         except Exception as failure:  # the write failed: reported by finish, as a read would
@@ -344,9 +361,22 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
             pending.error = failure
         return True
 
-    def send(batch: list[Statement]) -> bool:
+    def send(batch: list[Statement], merge: list[tuple[bytes | None, bool]] | None = None
+             ) -> bool:
         """Run *batch* and wait for it; True to go on."""
-        return finish() if start(batch) else False
+        return finish() if start(batch, merge) else False
+
+    def account(applied: list[Statement], before: float, size: int, sent: bool = True) -> None:
+        """Count, digest and report statements that ran (of a batch of *size* sent at
+        *before*); with *sent*, note them for group commit too."""
+        each = (time.perf_counter() - before) / size
+        for stmt in applied:
+            if sent and commits is not None:
+                commits.sent(stmt.sql)
+            result.statements += 1
+            digest.add(stmt)
+            if on_statement is not None:
+                on_statement(stmt, each)
 
     def sent_before() -> bool:
         """Wait for the batch in flight, if any; True to go on."""
@@ -358,17 +388,19 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
         nonlocal stopped, pending
         assert pending is not None
         batch, wrap, before, error = pending.batch, pending.wrap, pending.started, pending.error
+        counts = pending.counts
         pending = None
         done = [0]
-        single = len(batch) == 1
+        single = len(counts) == 1
         skip = 1 if wrap else 0  # the result of "SET autocommit=0"
+        merged = len(counts) < len(batch)
 
         def on_result(res: t.Any) -> None:
             index = 0 if single else done[0] - skip
-            if on_rows is not None and 0 <= index < len(batch):
+            if on_rows is not None and 0 <= index < len(counts):
                 shown = rows_of(res)
                 if shown is not None and shown[1]:
-                    on_rows(batch[index], *shown)
+                    on_rows(batch[sum(counts[:index]) if merged else index], *shown)
             done[0] += 1
 
         if error is None:
@@ -379,7 +411,19 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
                     raise
                 error = failure
         ok = len(batch) if error is None else (
-            0 if single else max(0, min(done[0] - skip, len(batch) - 1)))
+            0 if single else max(0, min(done[0] - skip, len(counts) - 1)))
+        if error is not None and merged:
+            failed_piece, ok = ok, sum(counts[:ok])
+            if counts[failed_piece] > 1 and not is_disconnect(error) and \
+                    error_code(error) not in coalesce.NOT_REPLAYED:
+                # The coalesced INSERT undid all its rows: send them again one by one, so that
+                # the failure is the exact row's (a wrapped batch was rolled back whole).
+                if wrap:
+                    run(b"ROLLBACK", lambda res: None)
+                    run(b"SET autocommit=1", lambda res: None)
+                    return send(batch, merge=None)
+                account(batch[:ok], before, len(batch))
+                return send(batch[ok:], merge=None)
         if error is not None and wrap:
             if not is_disconnect(error):
                 run(b"ROLLBACK", lambda res: None)
@@ -392,11 +436,7 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
             for stmt in batch[:failed_at + 1] if error is not None else batch:
                 commits.sent(stmt.sql)
         each = (time.perf_counter() - before) / len(batch)
-        for stmt in batch[:ok]:
-            result.statements += 1
-            digest.add(stmt)
-            if on_statement is not None:
-                on_statement(stmt, each)
+        account(batch[:ok], before, len(batch), sent=False)
         last = batch[failed_at] if error is not None else batch[-1]
         if on_progress is not None and last.path == top:
             on_progress(last.end_offset)
@@ -425,6 +465,8 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
             run(b"START TRANSACTION", lambda res: None)
         for stmt in statements:
             count += 1
+            if engines is not None:
+                engines.note(stmt.sql)
             if count <= resume:
                 if first_word(stmt.sql) in _SESSION and not _NOT_SESSION.match(stmt.sql):
                     run(stmt.sql, lambda res: None)
@@ -439,22 +481,30 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
                 dml = commits is not None and commits.wrappable(stmt.sql)
                 if group and (size + len(stmt.sql) + 2 > limit or dml != group_dml):
                     sent, group, size = group, [], 0
+                    merge, prefixes = prefixes, []
                     limit = min(limit * 2, batch_bytes)
                     # the batch before runs on the server while this one was split
-                    if not sent_before() or not start(sent):
+                    if not sent_before() or not start(sent, merge):
                         break
+                found = coalesce.insert_prefix(stmt.sql)
+                if found is None:
+                    prefixes.append((None, False))
+                else:
+                    prefixes.append((found[0], engines is not None
+                                     and engines.transactional(found[1])))
                 group.append(stmt)
                 group_dml = dml  # a run of DML is batched apart, to commit once (GroupCommit)
                 size += len(stmt.sql) + 2
                 continue
             if group:
                 sent, group, size = group, [], 0
-                if not sent_before() or not start(sent):
+                merge, prefixes = prefixes, []
+                if not sent_before() or not start(sent, merge):
                     break
             if not sent_before() or not send([stmt]):
                 break
         if group and not stopped and sent_before():
-            start(group)
+            start(group, prefixes)
         if pending is not None:
             finish()
         if stopped and file.size <= COUNT_REST_MAX_BYTES and not result.lost:
@@ -546,6 +596,21 @@ def read_ahead(statements: t.Iterator[Statement], depth: int = 2) -> t.Iterator[
 def count_statements(path: Path, chunk_size: int = CHUNK_SIZE, comments: bool = False) -> int:
     """How many statements the file (and what it sources) would send."""
     return sum(1 for _ in split_file(path, chunk_size=chunk_size, comments=comments))
+
+
+def _default_engine(run: Runner, rows_of: t.Callable[[t.Any], t.Any]) -> bytes | None:
+    """The session's ``default_storage_engine`` (None when the server does not say)."""
+    found: list[bytes] = []
+
+    def on_result(res: t.Any) -> None:
+        shown = rows_of(res)
+        if shown is not None and shown[1] and shown[1][0][0] is not None:
+            value = shown[1][0][0]
+            found.append(value if isinstance(value, bytes) else str(value).encode())
+
+    with contextlib.suppress(Exception):
+        run(b"SELECT @@default_storage_engine", on_result)
+    return found[0] if found else None
 
 
 def _drop(raw: t.Any) -> None:

@@ -34,6 +34,7 @@ import typing as t
 from dataclasses import dataclass, field
 
 from ..pool.drivers import error_code, is_disconnect
+from . import coalesce
 from .apply import BATCH_BYTES, StatementError, _runner, batchable, locate
 from .files import SqlFile
 from .history import quote_ident
@@ -72,6 +73,9 @@ class Job:
     steps: list[Step]
     log_at: int
     nbytes: int = 0
+    #: Per step: its INSERT prefix when it may be coalesced with its neighbours (its table is
+    #: InnoDB as the file created it), else None.
+    prefixes: list[bytes | None] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -201,6 +205,8 @@ class Loader:
         self.states: list[tuple[tuple[str, str], ...]] = [()]
         self.cond = threading.Condition()
         self.lock = threading.Lock()  # for on_statement
+        #: Which tables the file created InnoDB, read in file order (see coalesce).
+        self.engines = coalesce.TableEngines()
 
     def append_log(self, step: Step) -> None:
         """Add a session statement (callers hold no lock or :attr:`cond`)."""
@@ -266,6 +272,7 @@ class Loader:
         for step in plan(source):
             if self.failed:
                 break
+            self.engines.note(step.stmt.sql)
             if on_progress is not None and step.stmt.path == top:
                 on_progress(step.stmt.end_offset)
             if step.kind == SESSION:
@@ -298,6 +305,9 @@ class Loader:
                 job = Job(unit, kind, [], len(self.log))
             job.steps.append(step)
             job.nbytes += size
+            found = coalesce.insert_prefix(step.stmt.sql) if self.batch_bytes else None
+            job.prefixes.append(found[0] if found is not None
+                                and self.engines.transactional(found[1]) else None)
         self._submit(job)
         with self.cond:
             for unit in self.units.values():
@@ -474,12 +484,13 @@ class Loader:
         if not self._catch_up(worker, job.log_at):
             return False
         group: list[Step] = []
+        merge: list[bytes | None] = []
         size = 0
-        for step in job.steps:
+        for step, prefix in zip(job.steps, job.prefixes):
             if step.kind == SKIP:
-                if group and not self._send(worker, group):
+                if group and not self._send(worker, group, merge=merge):
                     return False
-                group, size = [], 0
+                group, merge, size = [], [], 0
                 with self.cond:
                     self.ran += 1
                 continue
@@ -487,18 +498,19 @@ class Loader:
             if self.batch_bytes and length < self.batch_bytes \
                     and batchable(step.stmt, self.comments):
                 if group and size + length > self.batch_bytes:
-                    if not self._send(worker, group):
+                    if not self._send(worker, group, merge=merge):
                         return False
-                    group, size = [], 0
+                    group, merge, size = [], [], 0
                 group.append(step)
+                merge.append(prefix)
                 size += length
                 continue
-            if group and not self._send(worker, group):
+            if group and not self._send(worker, group, merge=merge):
                 return False
-            group, size = [], 0
+            group, merge, size = [], [], 0
             if not self._send(worker, [step]):
                 return False
-        return not group or self._send(worker, group)
+        return not group or self._send(worker, group, merge=merge)
 
     def _catch_up(self, worker: Worker, log_at: int, settling: bool = False) -> bool:
         """Replay the session log up to *log_at*, consecutive batchable statements in one
@@ -534,29 +546,44 @@ class Loader:
                 self._catch_up(worker, min(limit, len(self.log)), settling=True)
 
     def _send(self, worker: Worker, steps: list[Step], replay: bool = False,
-              settling: bool = False) -> bool:
-        """Send *steps* in one round trip; False (and the failure recorded) if one failed."""
+              settling: bool = False, merge: list[bytes | None] | None = None) -> bool:
+        """Send *steps* in one round trip, INSERTs coalesced as *merge* allows; False (and
+        the failure recorded) if one failed."""
         self.stopped_at[worker.number] = steps[0]
         if (self.failed or self.stopping) and not settling:
             return False
+        sqls = [step.stmt.sql for step in steps]
+        counts = [1] * len(steps)
+        if merge is not None and len(steps) > 2 and any(merge):
+            parts = coalesce.pieces(sqls, merge)
+            if len(parts) < len(steps):
+                sqls, counts = [p.sql for p in parts], [p.count for p in parts]
         done = [0]
-        single = len(steps) == 1
+        single = len(counts) == 1
 
         def on_result(res: t.Any) -> None:
             if self.on_rows is not None:
                 shown = worker.rows_of(res)
                 if shown is not None and shown[1]:
                     with self.lock:
-                        self.on_rows(steps[0 if single else done[0]].stmt, *shown)
+                        at = 0 if single else sum(counts[:done[0]])
+                        self.on_rows(steps[at].stmt, *shown)
             if not single:
                 done[0] += 1
 
         worker.current = steps[0]
         before = time.perf_counter()
         try:
-            worker.send(b";\n".join(step.stmt.sql for step in steps), on_result)
+            worker.send(b";\n".join(sqls), on_result)
         except Exception as error:
-            ok = 0 if single else done[0]
+            piece = 0 if single else done[0]
+            ok = sum(counts[:piece])
+            if counts[piece] > 1 and not is_disconnect(error) and \
+                    error_code(error) not in coalesce.NOT_REPLAYED:
+                # The coalesced INSERT undid all its rows: again one by one, for the exact row
+                worker.current = None
+                self._ran(steps[:ok], before, len(steps), replay)
+                return self._send(worker, steps[ok:], replay, settling)
             step = steps[ok]
             self.stopped_at[worker.number] = step
             if error_code(error) is None and not is_disconnect(error):
@@ -579,15 +606,20 @@ class Loader:
             return False
         finally:
             worker.current = None
-        if not replay:
-            with self.cond:
-                self.ran += len(steps)
-        if self.on_statement is not None and not replay:
-            each = (time.perf_counter() - before) / len(steps)
+        self._ran(steps, before, len(steps), replay)
+        return True
+
+    def _ran(self, steps: list[Step], before: float, size: int, replay: bool) -> None:
+        """Count and report *steps*, which ran (of *size* sent at *before*)."""
+        if replay or not steps:
+            return
+        with self.cond:
+            self.ran += len(steps)
+        if self.on_statement is not None:
+            each = (time.perf_counter() - before) / size
             with self.lock:
                 for step in steps:
                     self.on_statement(step.stmt, each)
-        return True
 
 
 class PooledLoader:

@@ -134,6 +134,9 @@ class _Splitter:
         self.line = 1  # line number at buf[line_at]
         self.line_at = 0
         self.stalled_at = -1
+        #: The statement being scanned has a comment outside its literals (else the second
+        #: pass that strips comments is skipped: a 1 MB INSERT's strings are scanned once).
+        self.commented = False
 
     # -- buffer ---------------------------------------------------------------------------
     def _fill(self, keep: int, stall: int) -> int:
@@ -311,6 +314,7 @@ class _Splitter:
         line = self._line_of(start)
         offset = self.base + start
         pos = start
+        self.commented = False
         while True:
             delimiter = session.delimiter
             buf = self.buf
@@ -369,6 +373,7 @@ class _Splitter:
                     pos += 1  # a lone '-' at the very end of the file
                     continue
                 else:
+                    self.commented = True
                     nl = buf.find(b"\n", pos)
                     if nl >= 0:
                         pos = nl
@@ -384,6 +389,7 @@ class _Splitter:
                     pos += 1
                     continue
                 else:
+                    self.commented = True
                     close = buf.find(b"*/", pos + 2)
                     if close >= 0:
                         pos = close + 2
@@ -471,6 +477,7 @@ class _Splitter:
         if b"\r\n" in sql:  # as the client, which reads lines without their CR
             sql = sql.replace(b"\r\n", b"\n")
         shifts: tuple[tuple[int, int], ...] = ()
-        sql, shifts = strip_comments(sql, keep=self.session.comments)
+        if self.commented:
+            sql, shifts = strip_comments(sql, keep=self.session.comments)
         return Statement(sql.rstrip(_WS), line, offset, self.base + end, self.path, self.origin,
                          self.session.delimiter == b";", shifts)
