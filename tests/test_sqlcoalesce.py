@@ -61,7 +61,7 @@ def test_runs_are_merged_except_their_last_statement() -> None:
 
 
 def test_tables_are_transactional_only_as_the_file_declares_them() -> None:
-    engines = coalesce.TableEngines(b"InnoDB")
+    engines = coalesce.Coalescer(b"InnoDB")
     engines.note(b"CREATE TABLE `a` (id INT) ENGINE=InnoDB")
     engines.note(b"CREATE TABLE b (id INT)")  # the default engine
     engines.note(b"CREATE TABLE c (id INT) ENGINE=MyISAM COMMENT='ENGINE=InnoDB'")
@@ -74,6 +74,20 @@ def test_tables_are_transactional_only_as_the_file_declares_them() -> None:
     engines.note(b"SET default_storage_engine = MyISAM")
     engines.note(b"CREATE TABLE e (id INT)")
     assert not engines.transactional((None, b"e"))
+
+
+def test_rows_with_null_wait_for_a_strict_sql_mode() -> None:
+    null_row, plain = b"INSERT INTO t VALUES (1, NULL)", b"INSERT INTO t VALUES (1, 'null')"
+    facts = coalesce.Coalescer(b"InnoDB", b"STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION")
+    assert facts.candidate(null_row) is not None
+    facts.note(b"/*!40101 SET @OLD_SQL_MODE=@@SQL_MODE, SQL_MODE='NO_AUTO_VALUE_ON_ZERO' */")
+    # not strict: a multi-row INSERT would store 0 where the one-row INSERT fails
+    assert facts.candidate(null_row) is None
+    assert facts.candidate(plain) is None  # 'null' in a string is taken for NULL: no harm
+    facts.note(b"SET sql_mode = 'TRADITIONAL'")
+    assert facts.candidate(null_row) is not None
+    facts.note(b"SET SQL_MODE=@OLD_SQL_MODE")  # not a literal: unknown, so not strict
+    assert facts.candidate(null_row) is None
 
 
 # -- on the server -----------------------------------------------------------------------------
@@ -113,6 +127,23 @@ def test_one_row_inserts_reach_innodb_as_few_statements(
     # InnoDB: a few multi-row INSERTs (one per batch, plus each run's last row);
     # MyISAM cannot undo a failed statement: row by row, as the client sends them
     assert inserts == 300 if engine == b"MyISAM" else inserts <= 6
+
+
+def test_a_null_in_a_not_null_column_fails_as_row_by_row_without_strict_mode(
+        make_pool: t.Callable[..., Pool], tmp_path: Path) -> None:
+    path = _write(tmp_path, b"SET sql_mode = '';\nDROP TABLE IF EXISTS nn;\nCREATE TABLE nn (id INT "
+                  b"PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB;\n" +
+                  b"".join(b"INSERT INTO nn VALUES (%d, %s);\n" % (i, b"NULL" if i == 5 else b"1")
+                           for i in range(1, 9)))
+    with import_session(make_pool().connection()) as raw:
+        result = apply_file(raw, check_file(path))
+        assert [(e.line, e.code) for e in result.errors] == [(8, 1048)]
+        with raw.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM nn")  # 4 kept or rolled back with it, as reported
+            assert cur.fetchone()[0] + result.rolled_back_with == 4
+            cur.execute("SELECT COUNT(*) FROM nn WHERE v = 0")
+            assert cur.fetchone() == (0,)
+            cur.execute("DROP TABLE nn")
 
 
 @pytest.mark.parametrize("region", [False, True])

@@ -394,3 +394,23 @@ def test_rows_that_would_wait_for_a_bulk_insert_lock_stay_on_one_connection(
     assert bulk_insert_locks(off)
     assert not bulk_insert_locks(off[1:])  # autocommit on: each INSERT commits
     assert not bulk_insert_locks((("autocommit", "0"), ("foreign_key_checks", "0")))
+
+
+def test_a_failing_row_among_coalesced_rows_is_found_exactly_in_parallel(
+        make_env: t.Callable[[], Env], tmp_path: Path) -> None:
+    # One-row INSERTs travel as multi-row INSERTs; the one that fails is sent again row by
+    # row, so the error names the duplicate's own line and the count is exact.
+    env = make_env()
+    lines = _dump_like(("wide", 3000), ("other", 40)).splitlines()
+    bad = lines.index("INSERT INTO `wide` VALUES (1700,'r1700');")
+    lines[bad] = "INSERT INTO `wide` VALUES (17,'duplicate');"
+    path = tmp_path / "rows.sql"
+    path.write_text("\n".join(lines) + "\n")
+    result = env.run("--jobs", "2", str(path))
+    assert result.exit_code == 1
+    assert f"rows.sql:{bad + 1}: ERROR 1062 (23000): Duplicate entry '17'" in result.output
+    ran = int(re.search(r"(\d+) statements ran", result.output).group(1))  # type: ignore
+    # every row counted as run is in the table (2 prelude, DROP, CREATE, LOCK before them)
+    assert env.rows("SELECT COUNT(*) FROM wide") == [(ran - 5,)]
+    assert 0 < ran - 5 <= 3000 - 1
+    assert env.rows("SELECT COUNT(*) FROM wide WHERE v = 'duplicate'") == [(0,)]

@@ -321,7 +321,7 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
     # Per statement of the group: its INSERT prefix if it may be coalesced, and whether the
     # file declared its table transactional (else only a wrapped batch coalesces it).
     prefixes: list[tuple[bytes | None, bool]] = []
-    engines = coalesce.TableEngines(_default_engine(run, rows_of)) if batch_bytes else None
+    facts = coalesce.Coalescer(*_session_defaults(run, rows_of)) if batch_bytes else None
     group_dml = False
     size = 0
     # Batches grow from FIRST_BATCH_BYTES to batch_bytes: the server starts early, and runs
@@ -465,8 +465,8 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
             run(b"START TRANSACTION", lambda res: None)
         for stmt in statements:
             count += 1
-            if engines is not None:
-                engines.note(stmt.sql)
+            if facts is not None:
+                facts.note(stmt.sql)
             if count <= resume:
                 if first_word(stmt.sql) in _SESSION and not _NOT_SESSION.match(stmt.sql):
                     run(stmt.sql, lambda res: None)
@@ -486,12 +486,8 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
                     # the batch before runs on the server while this one was split
                     if not sent_before() or not start(sent, merge):
                         break
-                found = coalesce.insert_prefix(stmt.sql)
-                if found is None:
-                    prefixes.append((None, False))
-                else:
-                    prefixes.append((found[0], engines is not None
-                                     and engines.transactional(found[1])))
+                found = facts.candidate(stmt.sql) if facts is not None else None
+                prefixes.append(found or (None, False))
                 group.append(stmt)
                 group_dml = dml  # a run of DML is batched apart, to commit once (GroupCommit)
                 size += len(stmt.sql) + 2
@@ -598,19 +594,20 @@ def count_statements(path: Path, chunk_size: int = CHUNK_SIZE, comments: bool = 
     return sum(1 for _ in split_file(path, chunk_size=chunk_size, comments=comments))
 
 
-def _default_engine(run: Runner, rows_of: t.Callable[[t.Any], t.Any]) -> bytes | None:
-    """The session's ``default_storage_engine`` (None when the server does not say)."""
-    found: list[bytes] = []
+def _session_defaults(run: Runner, rows_of: t.Callable[[t.Any], t.Any]
+                      ) -> tuple[bytes | None, bytes | None]:
+    """The session's ``default_storage_engine`` and ``sql_mode`` (None: not known)."""
+    found: list[bytes | None] = []
 
     def on_result(res: t.Any) -> None:
         shown = rows_of(res)
-        if shown is not None and shown[1] and shown[1][0][0] is not None:
-            value = shown[1][0][0]
-            found.append(value if isinstance(value, bytes) else str(value).encode())
+        if shown is not None and shown[1]:
+            found.extend(v if isinstance(v, bytes) or v is None else str(v).encode()
+                         for v in shown[1][0])
 
     with contextlib.suppress(Exception):
-        run(b"SELECT @@default_storage_engine", on_result)
-    return found[0] if found else None
+        run(b"SELECT @@default_storage_engine, @@sql_mode", on_result)
+    return (found[0], found[1]) if len(found) == 2 else (None, None)
 
 
 def _drop(raw: t.Any) -> None:

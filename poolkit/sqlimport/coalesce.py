@@ -52,6 +52,11 @@ _CREATE_OTHER = re.compile(rb"(?:\s|/\*M?!\d*)*CREATE\s+(?:OR\s+REPLACE\s+)?(?:A
                            rb"(?:DEFINER\s*=\s*\S+\s+)?(?:SQL\s+SECURITY\s+\w+\s+)?(?:UNIQUE\s+)?"
                            rb"(?:VIEW|TRIGGER|PROCEDURE|FUNCTION|EVENT|INDEX)\b", re.I)
 _STORAGE_ENGINE = re.compile(rb"storage_engine", re.I)
+_MODE_WORD = re.compile(rb"sql_mode", re.I)
+# An assignment to the session's sql_mode (not to @old_sql_mode, not a read of @@sql_mode).
+_MODE_SET = re.compile(rb"(?:@@(?:SESSION\.|LOCAL\.)?|(?<![\w@.$]))sql_mode\s*:?=\s*"
+                       rb"('[^']*'|\"[^\"]*\"|[^,;*]+)", re.I)
+_NULL = re.compile(rb"null", re.I)
 _EXEC_OPEN = re.compile(rb"^\s*/\*M?!\d*\s*")
 #: Statements that leave every table's engine as it was.
 _KEEPS_ENGINES = frozenset({b"INSERT", b"REPLACE", b"UPDATE", b"DELETE", b"SELECT", b"SET",
@@ -91,26 +96,36 @@ def merge(statements: t.Sequence[bytes], prefix: bytes) -> bytes:
     return prefix + b",".join(sql[cut:].rstrip() for sql in statements)
 
 
-class TableEngines:
-    """Which tables are transactional, as far as the file itself says, read in file order.
+class Coalescer:
+    """What the file has said so far that decides coalescing, read in file order.
 
-    ``CREATE TABLE t (…) ENGINE=InnoDB`` (or with no ``ENGINE`` while the default is known to
-    be InnoDB) makes *t* transactional; any statement that may change tables (``DROP``,
-    ``ALTER``, ``RENAME``, ``USE`` …) forgets everything; DML, ``SET``, ``COMMIT``, locks and
-    ``CREATE VIEW``/``TRIGGER``/``PROCEDURE``/… keep it (a ``SET`` of
+    Tables: ``CREATE TABLE t (…) ENGINE=InnoDB`` (or with no ``ENGINE`` while the default is
+    known to be InnoDB) makes *t* transactional; any statement that may change tables
+    (``DROP``, ``ALTER``, ``RENAME``, ``USE`` …) forgets everything; DML, ``SET``, ``COMMIT``,
+    locks and ``CREATE VIEW``/``TRIGGER``/``PROCEDURE``/… keep it (a ``SET`` of
     ``default_storage_engine`` forgets the default).
+
+    ``sql_mode``: without ``STRICT_TRANS_TABLES``/``STRICT_ALL_TABLES`` a multi-row INSERT
+    stores a column's implicit default where a one-row INSERT fails on a NULL for a NOT NULL
+    column (the manual's "INSERT Statement"), so rows with ``NULL`` are coalesced only while
+    the mode is known to be strict (the session's at the start, or a quoted ``SET sql_mode``).
     """
 
-    def __init__(self, default_engine: bytes | None = None) -> None:
+    def __init__(self, default_engine: bytes | None = None, sql_mode: bytes | None = None
+                 ) -> None:
         self.default = default_engine.upper() if default_engine else None
         self.known: dict[Table, bool] = {}
+        self.strict = sql_mode is not None and _strict(sql_mode)
 
     def note(self, sql: bytes) -> None:
         """Take *sql* into account (statements in file order, as read)."""
         word = first_word(sql)
         if word in _KEEPS_ENGINES:
-            if word == b"SET" and _STORAGE_ENGINE.search(sql):
-                self.default = None
+            if word == b"SET":
+                if _STORAGE_ENGINE.search(sql):
+                    self.default = None
+                if _MODE_WORD.search(sql):
+                    self._set_mode(sql)
             return
         found = _CREATE.match(_EXEC_OPEN.sub(b"", sql, count=1)) if word == b"CREATE" else None
         if found is None:
@@ -122,9 +137,30 @@ class TableEngines:
         self.known[_table(found)] = engines <= _TRANSACTIONAL if engines else \
             self.default in _TRANSACTIONAL
 
+    def _set_mode(self, sql: bytes) -> None:
+        for assigned in _MODE_SET.finditer(sql):
+            value = assigned.group(1)
+            self.strict = value[:1] in (b"'", b'"') and _strict(value)
+
     def transactional(self, table: Table) -> bool:
         """Whether the file made *table* a transactional table (False when unknown)."""
         return self.known.get(table, False)
+
+    def candidate(self, sql: bytes) -> tuple[bytes, bool] | None:
+        """(prefix, whether the file made its table transactional) of an INSERT that may be
+        coalesced with its neighbours of the same prefix, or None."""
+        found = insert_prefix(sql)
+        if found is None:
+            return None
+        prefix, table = found
+        if not self.strict and _NULL.search(sql, len(prefix)) is not None:
+            return None
+        return prefix, self.transactional(table)
+
+
+def _strict(mode: bytes) -> bool:
+    mode = mode.upper()
+    return b"STRICT_" in mode or b"TRADITIONAL" in mode
 
 
 @dataclass(frozen=True, slots=True)

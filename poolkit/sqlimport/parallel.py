@@ -205,8 +205,8 @@ class Loader:
         self.states: list[tuple[tuple[str, str], ...]] = [()]
         self.cond = threading.Condition()
         self.lock = threading.Lock()  # for on_statement
-        #: Which tables the file created InnoDB, read in file order (see coalesce).
-        self.engines = coalesce.TableEngines()
+        #: Which tables the file created InnoDB, and sql_mode, in file order (see coalesce).
+        self.facts = coalesce.Coalescer()
 
     def append_log(self, step: Step) -> None:
         """Add a session statement (callers hold no lock or :attr:`cond`)."""
@@ -272,7 +272,7 @@ class Loader:
         for step in plan(source):
             if self.failed:
                 break
-            self.engines.note(step.stmt.sql)
+            self.facts.note(step.stmt.sql)
             if on_progress is not None and step.stmt.path == top:
                 on_progress(step.stmt.end_offset)
             if step.kind == SESSION:
@@ -305,9 +305,8 @@ class Loader:
                 job = Job(unit, kind, [], len(self.log))
             job.steps.append(step)
             job.nbytes += size
-            found = coalesce.insert_prefix(step.stmt.sql) if self.batch_bytes else None
-            job.prefixes.append(found[0] if found is not None
-                                and self.engines.transactional(found[1]) else None)
+            found = self.facts.candidate(step.stmt.sql) if self.batch_bytes else None
+            job.prefixes.append(found[0] if found is not None and found[1] else None)
         self._submit(job)
         with self.cond:
             for unit in self.units.values():
