@@ -131,8 +131,8 @@ def test_one_row_inserts_reach_innodb_as_few_statements(
 
 def test_a_null_in_a_not_null_column_fails_as_row_by_row_without_strict_mode(
         make_pool: t.Callable[..., Pool], tmp_path: Path) -> None:
-    path = _write(tmp_path, b"SET sql_mode = '';\nDROP TABLE IF EXISTS nn;\nCREATE TABLE nn (id INT "
-                  b"PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB;\n" +
+    path = _write(tmp_path, b"SET sql_mode = '';\nDROP TABLE IF EXISTS nn;\n"
+                  b"CREATE TABLE nn (id INT PRIMARY KEY, v INT NOT NULL) ENGINE=InnoDB;\n" +
                   b"".join(b"INSERT INTO nn VALUES (%d, %s);\n" % (i, b"NULL" if i == 5 else b"1")
                            for i in range(1, 9)))
     with import_session(make_pool().connection()) as raw:

@@ -48,8 +48,8 @@ _ENGINE = re.compile(rb"\bENGINE\s*=?\s*`?(\w+)", re.I)
 _CREATE = re.compile(rb"CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMPORARY\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS"
                      rb"\s+)?(" + _NAME + rb")(?:\s*\.\s*(" + _NAME + rb"))?\s*\(", re.I)
 # CREATE statements that leave tables as they were.
-_CREATE_OTHER = re.compile(rb"(?:\s|/\*M?!\d*)*CREATE\s+(?:OR\s+REPLACE\s+)?(?:ALGORITHM\s*=\s*\w+\s+)?"
-                           rb"(?:DEFINER\s*=\s*\S+\s+)?(?:SQL\s+SECURITY\s+\w+\s+)?(?:UNIQUE\s+)?"
+_CREATE_OTHER = re.compile(rb"(?:\s|/\*M?!\d*)*CREATE\s+(?:OR\s+REPLACE\s+)?"
+                           rb"(?:ALGORITHM\s*=\s*\w+\s+)?(?:DEFINER\s*=\s*\S+\s+)?(?:SQL\s+SECURITY\s+\w+\s+)?(?:UNIQUE\s+)?"
                            rb"(?:VIEW|TRIGGER|PROCEDURE|FUNCTION|EVENT|INDEX)\b", re.I)
 _STORAGE_ENGINE = re.compile(rb"storage_engine", re.I)
 _MODE_WORD = re.compile(rb"sql_mode", re.I)

@@ -485,7 +485,7 @@ class Loader:
         group: list[Step] = []
         merge: list[bytes | None] = []
         size = 0
-        for step, prefix in zip(job.steps, job.prefixes):
+        for step, prefix in zip(job.steps, job.prefixes, strict=True):
             if step.kind == SKIP:
                 if group and not self._send(worker, group, merge=merge):
                     return False
