@@ -42,8 +42,9 @@ from poolkit.sqlimport.history import (
     server_lock,
     status,
 )
-from poolkit.sqlimport.parallel import ParallelResult, PooledLoader
+from poolkit.sqlimport.jobs import ParallelResult
 from poolkit.sqlimport.plan import is_dump, resolve_jobs
+from poolkit.sqlimport.pooled import PooledLoader
 from poolkit.sqlimport.session import (
     DEFAULT_CHARSET,
     create_database,

@@ -26,139 +26,42 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import queue
 import re
 import threading
 import time
 import typing as t
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..pool import pymysql_compat
 from ..pool.drivers import error_code, is_disconnect
 from . import coalesce
 from .files import SqlFile
+from .outcome import FileResult as FileResult
+from .outcome import StatementError as StatementError
+from .outcome import locate as locate
+from .readahead import READ_AHEAD_MIN_BYTES as READ_AHEAD_MIN_BYTES
+from .readahead import read_ahead as read_ahead
+from .roundtrip import batchable, drop, pipeline, runner, session_defaults
 from .session import import_session as import_session  # re-exported: it lived here before
 from .split import CHUNK_SIZE, split_file
 from .statement import Statement, first_word
 from .transaction import GroupCommit
 
-_AT_LINE = re.compile(r"at line (\d+)\s*$")
-EXCERPT_WIDTH = 160
-#: Files from this size on are split in a thread while the server works (see read_ahead).
-READ_AHEAD_MIN_BYTES = 4 * 1024 * 1024
 #: Bytes of SQL per multi-statement round trip (the probe of issue 12: ~1 MB is the knee).
 BATCH_BYTES = 1 << 20
 #: The first batch of a file: small, so that the server starts while the rest is split.
 FIRST_BATCH_BYTES = 64 * 1024
 #: After a failure, the rest of a file up to this size is split to count its statements.
 COUNT_REST_MAX_BYTES = 256 * 1024 * 1024
-#: Statements sent alone: their results cannot be told apart from the next statement's.
-_ALONE = frozenset({b"CALL", b"EXECUTE", b"LOAD", b"DELIMITER"})
 #: Statements re-run when a failed file resumes: they set up the session, change no data.
 _SESSION = frozenset({b"SET", b"USE"})
 _NOT_SESSION = re.compile(rb"(?:\s|/\*M?!\d*)*SET\s+(?:GLOBAL|PASSWORD|@@GLOBAL)\b", re.I)
 _ER_QUERY_INTERRUPTED = frozenset({1317, 1927})
-_NEAR = re.compile(r"near '(.*)' at line \d+\s*$", re.S)
 
 OnStatement = t.Callable[[Statement, float], None]
 OnProgress = t.Callable[[int], None]
 #: (statement, column names, rows of server bytes or None for NULL)
 OnRows = t.Callable[[Statement, list[str], list[tuple[t.Any, ...]]], None]
-
-
-@dataclass(frozen=True)
-class StatementError:
-    """A statement the server refused, located in its file."""
-
-    path: Path
-    line: int
-    code: int | None
-    sqlstate: str | None
-    message: str
-    statement: Statement
-
-    @property
-    def origin(self) -> str | None:
-        """``file:line`` of the ``source`` command when the statement is in a sourced file."""
-        return self.statement.origin
-
-    def headline(self, shown_path: str | None = None) -> str:
-        """``sql/20_data.sql:62: ERROR 1064 (42000): <server message>``."""
-        state = f" ({self.sqlstate})" if self.sqlstate else ""
-        code = f"ERROR {self.code}{state}" if self.code is not None else "ERROR"
-        return f"{shown_path or self.path}:{self.line}: {code}: {self.message}"
-
-    def excerpt(self, context: int = 1) -> list[tuple[int, str]]:
-        """The failing line of the statement with *context* lines around it, numbered."""
-        lines = self.statement.sql.split(b"\n")
-        index = min(max(self.line - self.statement.line, 0), len(lines) - 1)
-        first = max(index - context, 0)
-        shown: list[tuple[int, str]] = []
-        for number, raw in enumerate(lines[first:index + context + 1], self.statement.line + first):
-            text = raw.rstrip(b"\r").decode("utf-8", "replace")
-            if len(text) > EXCERPT_WIDTH:
-                text = text[:EXCERPT_WIDTH - 1] + "…"
-            shown.append((number, text))
-        return shown
-
-
-@dataclass
-class FileResult:
-    """What applying one file did."""
-
-    file: SqlFile
-    #: Statements applied and kept (0 after a rolled-back transaction), resumed-over included.
-    statements: int = 0
-    #: Statements in the file, when known (always on success; after a failure, counted).
-    total: int | None = None
-    seconds: float = 0.0
-    errors: list[StatementError] = field(default_factory=list)
-    #: Stopped because the caller's stop event was set (Ctrl-C).
-    interrupted: bool = False
-    #: The connection was lost: whether the statement it was on ran is unknown.
-    lost: bool = False
-    #: Ran as one transaction; after a failure it was rolled back.
-    transaction: bool = False
-    #: Statements skipped because a previous run applied them (resume).
-    resumed: int = 0
-    #: :func:`prefix_digest` of the applied statements.
-    digest: str = ""
-    #: Statements rolled back with a failed statement of their batch (group commit).
-    rolled_back_with: int = 0
-    #: The first statement that failed (or was interrupted), if any.
-    stopped_at: Statement | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when every statement succeeded and the file ran to its end."""
-        return not self.errors and not self.interrupted
-
-    @property
-    def rolled_back(self) -> bool:
-        """True when a failure undid the whole file (it ran as one transaction)."""
-        return self.transaction and not self.ok
-
-
-def locate(error: BaseException, stmt: Statement, path: Path,
-           batched: bool = False) -> StatementError:
-    """Turn a driver error for *stmt* (of file *path*, unless sourced from another) into a
-    :class:`StatementError` at the file's own line. For a statement sent in a batch, the
-    server's "near '…'" quotes the rest of the batch: it is cut at the batch's next statement,
-    as the client (one statement per query) would show it."""
-    code = error_code(error)
-    args: tuple[t.Any, ...] = tuple(getattr(error, "args", ()))
-    message = str(args[1]) if len(args) > 1 else str(error)
-    near = _NEAR.search(message) if batched else None
-    if near is not None and ";\n" in near.group(1):
-        message = message[:near.start(1)] + near.group(1).split(";\n", 1)[0] + \
-            message[near.end(1):]
-    line = stmt.line
-    found = _AT_LINE.search(message)
-    if found:
-        line = stmt.file_line(int(found.group(1)))
-    sqlstate = getattr(error, "sqlstate", None)
-    return StatementError(stmt.path or path, line, code, sqlstate, message, stmt)
 
 
 class _Digest:
@@ -190,73 +93,6 @@ def prefix_digest(file: SqlFile, count: int, *, comments: bool = False,
     return (digest.hexdigest(), None) if seen == count else None
 
 
-Runner = t.Callable[[bytes, t.Callable[[t.Any], None]], None]
-
-
-def _runner(raw: t.Any, raw_values: bool) -> tuple[Runner, t.Callable[[t.Any], t.Any]]:
-    """(send SQL and hand each result to a callback, result -> (names, rows) or None).
-
-    With *raw_values*, rows are the server's bytes (PyMySQL), as the client prints them; only
-    for the file's statements: history and engine look-ups in between read Python values.
-    """
-    if pymysql_compat.is_pymysql(raw):
-        def run(sql: bytes, on_result: t.Callable[[t.Any], None]) -> None:
-            if not raw_values:
-                pymysql_compat.run_statements(raw, sql, on_result)
-                return
-            with pymysql_compat.raw_values(raw):
-                pymysql_compat.run_statements(raw, sql, on_result)
-
-        return run, pymysql_compat.result_rows
-
-    def run_cursor(sql: bytes, on_result: t.Callable[[t.Any], None]) -> None:
-        cursor = raw.cursor()
-        try:
-            cursor.execute(sql)
-            on_result(cursor)
-            while cursor.nextset():
-                on_result(cursor)
-        finally:
-            cursor.close()
-
-    def rows(cursor: t.Any) -> tuple[list[str], list[tuple[t.Any, ...]]] | None:
-        if not cursor.description:
-            return None
-        return [str(c[0]) for c in cursor.description], list(cursor.fetchall())
-
-    return run_cursor, rows
-
-
-Begin = t.Callable[[bytes], None]
-Collect = t.Callable[[t.Callable[[t.Any], None]], None]
-
-
-def _pipeline(raw: t.Any, raw_values: bool) -> tuple[Begin, Collect]:
-    """(send SQL, read its results): the server runs a batch while the next one is split.
-
-    PyMySQL only; other drivers send and read in one call, at collect time.
-    """
-    if pymysql_compat.is_pymysql(raw):
-        def collect(on_result: t.Callable[[t.Any], None]) -> None:
-            if not raw_values:
-                pymysql_compat.read_statements(raw, on_result)
-                return
-            with pymysql_compat.raw_values(raw):
-                pymysql_compat.read_statements(raw, on_result)
-
-        return lambda sql: pymysql_compat.send_statements(raw, sql), collect
-    run, _ = _runner(raw, raw_values)
-    held: list[bytes] = []
-
-    def hold(sql: bytes) -> None:
-        held.append(sql)
-
-    def run_held(on_result: t.Callable[[t.Any], None]) -> None:
-        run(held.pop(), on_result)
-
-    return hold, run_held
-
-
 @dataclass
 class _Pending:
     """A batch sent whose results are not read yet."""
@@ -267,21 +103,6 @@ class _Pending:
     #: Statements of the batch per statement sent (coalesced INSERTs count several).
     counts: list[int]
     error: Exception | None = None
-
-
-def batchable(stmt: Statement, comments: bool) -> bool:
-    """Whether *stmt* may share a round trip: exactly one result, and ``;\\n`` cannot be
-    swallowed by it (an open ``/*!`` comment, or a kept ``--``/``#`` comment on its last line)."""
-    if not stmt.plain or first_word(stmt.sql) in _ALONE:
-        return False
-    sql = stmt.sql
-    if b"/*" in sql and sql.rfind(b"/*") > sql.rfind(b"*/"):
-        return False
-    if comments:
-        last = sql[sql.rfind(b"\n") + 1:]
-        if b"#" in last or b"--" in last:
-            return False
-    return True
 
 
 def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
@@ -305,8 +126,8 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
     :class:`~poolkit.errors.SqlFileError` (unreadable file, bad client command) and
     ``KeyboardInterrupt`` propagate; the latter drops the session (its state is unknown).
     """
-    run, rows_of = _runner(raw, raw_values)
-    begin, collect = _pipeline(raw, raw_values)
+    run, rows_of = runner(raw, raw_values)
+    begin, collect = pipeline(raw, raw_values)
     result = FileResult(file, transaction=transaction)
     # Not with continue_on_error: statements rolled back with a failure would be lost.
     commits = (GroupCommit(raw) if group_commit and batch_bytes and not transaction
@@ -321,7 +142,7 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
     # Per statement of the group: its INSERT prefix if it may be coalesced, and whether the
     # file declared its table transactional (else only a wrapped batch coalesces it).
     prefixes: list[tuple[bytes | None, bool]] = []
-    facts = coalesce.Coalescer(*_session_defaults(run, rows_of)) if batch_bytes else None
+    facts = coalesce.Coalescer(*session_defaults(run, rows_of)) if batch_bytes else None
     group_dml = False
     size = 0
     # Batches grow from FIRST_BATCH_BYTES to batch_bytes: the server starts early, and runs
@@ -524,7 +345,7 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
         if not isinstance(error, Exception):
             # Ctrl-C may land mid-statement, leaving a reply unread: the session cannot be
             # trusted any more. Close it now (its locks go with it) without a COM_QUIT.
-            _drop(raw)
+            drop(raw)
         raise
     finally:
         result.seconds = time.perf_counter() - started
@@ -540,80 +361,8 @@ def apply(raw: t.Any, file: SqlFile, **options: t.Any) -> FileResult:
     return apply_file(raw, file, raw_values=True, **options)
 
 
-_END = object()
-
-
-def read_ahead(statements: t.Iterator[Statement], depth: int = 2) -> t.Iterator[Statement]:
-    """Split in a thread while the server runs the previous statement.
-
-    The socket wait releases the GIL, so reading and splitting a big dump overlaps with the
-    server's work instead of adding to it. At most *depth* statements wait in the queue.
-    """
-    items: queue.Queue[t.Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for stmt in statements:
-                if not put(stmt):
-                    return
-            put(_END)
-        except BaseException as error:  # handed to the consumer, raised there
-            put(error)
-        finally:
-            close = getattr(statements, "close", None)
-            if close is not None:
-                close()
-
-    thread = threading.Thread(target=produce, name="poolkit-sql-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = items.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
 def count_statements(path: Path, chunk_size: int = CHUNK_SIZE, comments: bool = False) -> int:
     """How many statements the file (and what it sources) would send."""
     return sum(1 for _ in split_file(path, chunk_size=chunk_size, comments=comments))
 
 
-def _session_defaults(run: Runner, rows_of: t.Callable[[t.Any], t.Any]
-                      ) -> tuple[bytes | None, bytes | None]:
-    """The session's ``default_storage_engine`` and ``sql_mode`` (None: not known)."""
-    found: list[bytes | None] = []
-
-    def on_result(res: t.Any) -> None:
-        shown = rows_of(res)
-        if shown is not None and shown[1]:
-            found.extend(v if isinstance(v, bytes) or v is None else str(v).encode()
-                         for v in shown[1][0])
-
-    with contextlib.suppress(Exception):
-        run(b"SELECT @@default_storage_engine, @@sql_mode", on_result)
-    return (found[0], found[1]) if len(found) == 2 else (None, None)
-
-
-def _drop(raw: t.Any) -> None:
-    """Close the socket without a COM_QUIT: the reply state is unknown (mysqlclient: close)."""
-    with contextlib.suppress(Exception):
-        if pymysql_compat.is_pymysql(raw):
-            pymysql_compat.force_close(raw)
-        else:
-            raw.close()

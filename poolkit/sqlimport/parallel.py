@@ -27,24 +27,24 @@ run again), or the failed statement of a barrier run; ``exact`` is False when a 
 from __future__ import annotations
 
 import collections
-import contextlib
 import threading
 import time
 import typing as t
-from dataclasses import dataclass, field
 
 from ..pool.drivers import error_code, is_disconnect
 from . import coalesce
-from .apply import BATCH_BYTES, StatementError, _runner, batchable, locate
+from .apply import BATCH_BYTES
 from .files import SqlFile
-from .history import quote_ident
+from .jobs import Job, ParallelResult, Unit
+from .outcome import StatementError, locate
 from .plan import BARRIER, ROWS, SESSION, SKIP, Step, plan, session_state
-from .session import DEFAULT_CHARSET, import_session, kill_running_statement, max_allowed_packet
+from .roundtrip import batchable
+from .roundtrip import runner as apply_runner
 from .split import CHUNK_SIZE, split_file
 from .statement import Statement
 
 if t.TYPE_CHECKING:
-    from ..pool.pool import Pool
+    pass
 
 #: A job holds consecutive statements of one unit up to this many bytes (its round trips are
 #: apply's batches); a job of rows, which any connection may take, up to ROWS_JOB_BYTES, so
@@ -62,78 +62,6 @@ Runner = t.Callable[[t.Any], tuple[t.Callable[[bytes, t.Callable[[t.Any], None]]
                                   t.Callable[[t.Any], t.Any]]]
 OnRows = t.Callable[[Statement, list[str], list[tuple[t.Any, ...]]], None]
 OnStatement = t.Callable[[Statement, float], None]
-
-
-@dataclass(eq=False)
-class Job:
-    """Consecutive statements of one unit, run together on one connection."""
-
-    unit: Unit
-    kind: str
-    steps: list[Step]
-    log_at: int
-    nbytes: int = 0
-    #: Per step: its INSERT prefix when it may be coalesced with its neighbours (its table is
-    #: InnoDB as the file created it), else None.
-    prefixes: list[bytes | None] = field(default_factory=list)
-
-
-@dataclass(eq=False)
-class Unit:
-    """A table's statements (or a run of barriers) and where its jobs stand."""
-
-    id: int
-    kind: str  # "table" or BARRIER
-    first: Step
-    fence: bool
-    #: The length of the session log when the unit began.
-    log_at: int = 0
-    jobs: collections.deque[Job] = field(default_factory=collections.deque)
-    running: list[Job] = field(default_factory=list)
-    closed: bool = False
-    owner: Worker | None = None
-    #: A job of it failed or was stopped: the step a re-run resumes at.
-    broken: Step | None = None
-
-    @property
-    def alone(self) -> bool:
-        return self.kind != "table"
-
-    @property
-    def done(self) -> bool:
-        return self.closed and not self.jobs and not self.running and self.broken is None
-
-    def resume_step(self) -> Step:
-        """Where a serial re-run picks this unit up: a barrier run at its first statement not
-        run, a table unit at its start (``DROP TABLE IF EXISTS``: it can run again)."""
-        if not self.alone:
-            return self.first
-        if self.broken is not None:
-            return self.broken
-        return self.jobs[0].steps[0] if self.jobs else self.first
-
-
-@dataclass
-class ParallelResult:
-    """What a parallel load of one file did."""
-
-    file: SqlFile
-    statements: int = 0
-    seconds: float = 0.0
-    errors: list[StatementError] = field(default_factory=list)
-    interrupted: bool = False
-    #: Where a serial re-run may resume (None: every statement ran), and how many statements
-    #: come before it; every one of those ran.
-    resume: Statement | None = None
-    resume_index: int = 0
-    #: False when statements after :attr:`resume` already ran and cannot run twice.
-    exact: bool = True
-    jobs: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """True when every statement ran."""
-        return not self.errors and not self.interrupted
 
 
 _OFF = frozenset({"0", "off", "false"})
@@ -189,7 +117,7 @@ class Loader:
         if not raws:
             raise ValueError("a parallel load needs at least one connection")
         # apply's sender; result rows as the server's bytes, as the client prints them
-        runner = runner or (lambda raw: _runner(raw, True))
+        runner = runner or (lambda raw: apply_runner(raw, True))
         self.workers = [Worker(i, raw, runner) for i, raw in enumerate(raws)]
         self.kill = kill
         self.on_statement = on_statement
@@ -619,51 +547,3 @@ class Loader:
             with self.lock:
                 for step in steps:
                     self.on_statement(step.stmt, each)
-
-
-class PooledLoader:
-    """A :class:`Loader` on *jobs* connections of *pool* (import sessions, opened on first
-    use), each file starting in *database* with *charset*, as a serial load does; closed with
-    the loader. *batch_bytes* (None: apply's) is kept below the server's ``max_allowed_packet``;
-    0 sends one statement per round trip."""
-
-    def __init__(self, pool: Pool, jobs: int, database: str, *, charset: str = DEFAULT_CHARSET,
-                 comments: bool = False, batch_bytes: int | None = None,
-                 on_statement: OnStatement | None = None, on_rows: OnRows | None = None
-                 ) -> None:
-        self.pool = pool
-        self.jobs = jobs
-        self.database = database
-        self.charset = charset
-        self.comments = comments
-        self.batch_bytes = batch_bytes
-        self.on_statement = on_statement
-        self.on_rows = on_rows
-        self.stack = contextlib.ExitStack()
-        self.loader: Loader | None = None
-
-    def __enter__(self) -> PooledLoader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stack.close()
-
-    def load(self, file: SqlFile, on_progress: t.Callable[[int], None] | None = None
-             ) -> ParallelResult:
-        """Load *file* on the connections (see :meth:`Loader.load`)."""
-        if self.loader is None:
-            raws = []
-            for _ in range(self.jobs):
-                raw = self.stack.enter_context(import_session(self.pool.connection(),
-                                                              self.charset))
-                raws.append(raw)
-            batch = BATCH_BYTES if self.batch_bytes is None else self.batch_bytes
-            batch = min(batch, max_allowed_packet(raws[0]) // 2)
-            settings = self.pool.settings
-            self.loader = Loader(raws, kill=lambda raw: kill_running_statement(settings, raw),
-                                 on_statement=self.on_statement, on_rows=self.on_rows,
-                                 batch_bytes=batch, comments=self.comments)
-        for sql in (f"USE {quote_ident(self.database)}", f"SET NAMES {self.charset}"):
-            stmt = Statement(sql.encode(), 0, 0, 0, file.path)
-            self.loader.append_log(Step(stmt, -1, SESSION, 0))
-        return self.loader.load(file, on_progress=on_progress)
