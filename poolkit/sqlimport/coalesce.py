@@ -116,9 +116,13 @@ class Coalescer:
         self.default = default_engine.upper() if default_engine else None
         self.known: dict[Table, bool] = {}
         self.strict = sql_mode is not None and _strict(sql_mode)
+        #: The last candidate's (prefix, table): a dump's next row starts with the same bytes.
+        self._last: tuple[bytes, Table] | None = None
 
     def note(self, sql: bytes) -> None:
         """Take *sql* into account (statements in file order, as read)."""
+        if self._last is not None and sql.startswith(self._last[0]):
+            return  # another row of the last INSERT's table: nothing changes
         word = first_word(sql)
         if word in _KEEPS_ENGINES:
             if word == b"SET":
@@ -149,10 +153,15 @@ class Coalescer:
     def candidate(self, sql: bytes) -> tuple[bytes, bool] | None:
         """(prefix, whether the file made its table transactional) of an INSERT that may be
         coalesced with its neighbours of the same prefix, or None."""
-        found = insert_prefix(sql)
-        if found is None:
-            return None
-        prefix, table = found
+        last = self._last
+        if last is not None and sql.startswith(last[0]) and len(sql) <= MERGE_MAX_BYTES \
+                and _ROWS.fullmatch(sql, len(last[0])) is not None:
+            prefix, table = last
+        else:
+            found = insert_prefix(sql)
+            if found is None:
+                return None
+            prefix, table = self._last = found
         if not self.strict and _NULL.search(sql, len(prefix)) is not None:
             return None
         return prefix, self.transactional(table)
