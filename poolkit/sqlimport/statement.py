@@ -152,9 +152,25 @@ def get_arg(text: bytes) -> bytes | None:
 
 
 def first_word(sql: bytes) -> bytes:
-    """The statement's first keyword, upper-cased (``/*!NNNNN`` openers skipped)."""
-    m = _FIRST_WORD.match(sql)
-    return m.group(1).upper() if m else b""
+    """The statement's first keyword, upper-cased (``/*!NNNNN`` openers skipped).
+
+    Asked several times per statement (batching, group commit, coalescing): the answer is
+    kept per statement head, since a dump's statements start with a few heads only.
+    """
+    head = sql[:_HEAD]
+    word = _first_words.get(head)
+    if word is not None:
+        return word
+    m = _FIRST_WORD.match(head)
+    if m is None or m.end() == len(head):  # the head may not hold the whole word
+        m = _FIRST_WORD.match(sql)
+        return m.group(1).upper() if m else b""
+    word = m.group(1).upper()
+    if len(_first_words) < 4096:
+        _first_words[head] = word
+    return word
 
 
 _FIRST_WORD = re.compile(rb"(?:\s|/\*M?!\d*)*([A-Za-z_]+)")
+_HEAD = 24
+_first_words: dict[bytes, bytes] = {}
