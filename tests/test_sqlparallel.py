@@ -194,6 +194,15 @@ def _dump_like(*tables: tuple[str, int], between: str = "") -> str:
     return "".join(parts)
 
 
+def _broken(text: str, line: str, replacement: str, path: Path) -> tuple[list[str], int, Path]:
+    """*text* with *line* replaced, written to *path*: (its lines, the 0-based index, path)."""
+    lines = text.splitlines()
+    bad = lines.index(line)
+    lines[bad] = replacement
+    path.write_text("\n".join(lines) + "\n")
+    return lines, bad, path
+
+
 def test_a_statement_the_planner_does_not_know_waits_for_everything_before_it(
         make_env: t.Callable[[], Env], tmp_path: Path) -> None:
     env = make_env()
@@ -215,11 +224,8 @@ def test_a_failing_unit_reports_its_line_and_how_many_statements_ran(
         make_env: t.Callable[[], Env], tmp_path: Path) -> None:
     env = make_env()
     text = _dump_like(("one", 30), ("two", 5), between="CREATE TABLE marker (id INT);\n")
-    lines = text.splitlines()
-    bad = lines.index("INSERT INTO `two` VALUES (2,'r2');")
-    lines[bad] = "INSERT INTO `two` VALUES (1,'duplicate');"
-    path = tmp_path / "fails.sql"
-    path.write_text("\n".join(lines) + "\n")
+    lines, bad, path = _broken(text, "INSERT INTO `two` VALUES (2,'r2');",
+                               "INSERT INTO `two` VALUES (1,'duplicate');", tmp_path / "fails.sql")
     result = env.run("--jobs", "2", str(path))
     assert result.exit_code == 1
     # 2 prelude + 34 of `one` + the barrier + DROP, CREATE, LOCK and two INSERTs of `two`
@@ -403,12 +409,10 @@ def test_a_failing_row_among_coalesced_rows_is_found_exactly_in_parallel(
     # over both connections in no order, so of the two rows with id 17 either may be the one
     # the server refuses.
     env = make_env()
-    lines = _dump_like(("wide", 3000)).splitlines()  # one table: every ran statement is its
+    text = _dump_like(("wide", 3000))  # one table: every statement that ran is its
+    lines, bad, path = _broken(text, "INSERT INTO `wide` VALUES (1700,'r1700');",
+                               "INSERT INTO `wide` VALUES (17,'duplicate');", tmp_path / "rows.sql")
     first = lines.index("INSERT INTO `wide` VALUES (17,'r17');")
-    bad = lines.index("INSERT INTO `wide` VALUES (1700,'r1700');")
-    lines[bad] = "INSERT INTO `wide` VALUES (17,'duplicate');"
-    path = tmp_path / "rows.sql"
-    path.write_text("\n".join(lines) + "\n")
     result = env.run("--jobs", "2", str(path))
     assert result.exit_code == 1
     shown = re.search(r"rows\.sql:(\d+): ERROR 1062 \(23000\): Duplicate entry '17'",

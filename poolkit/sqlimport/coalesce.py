@@ -25,7 +25,7 @@ import re
 import typing as t
 from dataclasses import dataclass
 
-from .statement import first_word
+from .statement import TABLE, first_word
 
 #: Statements up to this size are candidates; bigger ones are extended INSERTs already.
 MERGE_MAX_BYTES = 16 * 1024
@@ -33,10 +33,8 @@ MERGE_MAX_BYTES = 16 * 1024
 #: whole transaction): the rows are not sent again.
 NOT_REPLAYED = frozenset({1205, 1213, 1180, 1181, 1317, 1927})
 
-_NAME = rb"(?:`(?:[^`]|``)+`|[A-Za-z0-9_$]+)"
-_PREFIX = re.compile(
-    rb"(?:INSERT(?:\s+IGNORE)?|REPLACE)\s+INTO\s+(" + _NAME + rb")(?:\s*\.\s*(" + _NAME +
-    rb"))?\s*(?:\([^()'\"]*\)\s*)?VALUES?\s*(?=\()", re.I)
+_PREFIX = re.compile(rb"(?:INSERT(?:\s+IGNORE)?|REPLACE)\s+INTO\s+" + TABLE +
+                     rb"\s*(?:\([^()'\"]*\)\s*)?VALUES?\s*(?=\()", re.I)
 _LITERAL = (rb"(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
             rb"|NULL|TRUE|FALSE|DEFAULT|0x[0-9A-Fa-f]+|[xXbB]'[0-9A-Fa-f]*'"
             rb"|_[A-Za-z0-9]+\s*(?:'(?:[^'\\]|\\.)*'|0x[0-9A-Fa-f]+))")
@@ -45,11 +43,12 @@ _VALUE = _LITERAL + rb"(?:" + _LITERAL + rb")*"
 _TUPLE = rb"\(\s*" + _VALUE + rb"(?:\s*,\s*" + _VALUE + rb")*\s*\)"
 _ROWS = re.compile(_TUPLE + rb"(?:\s*,\s*" + _TUPLE + rb")*\s*", re.I)
 _ENGINE = re.compile(rb"\bENGINE\s*=?\s*`?(\w+)", re.I)
-_CREATE = re.compile(rb"CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMPORARY\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS"
-                     rb"\s+)?(" + _NAME + rb")(?:\s*\.\s*(" + _NAME + rb"))?\s*\(", re.I)
+_CREATE = re.compile(rb"CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMPORARY\s+)?TABLE\s+"
+                     rb"(?:IF\s+NOT\s+EXISTS\s+)?" + TABLE + rb"\s*\(", re.I)
 # CREATE statements that leave tables as they were.
 _CREATE_OTHER = re.compile(rb"(?:\s|/\*M?!\d*)*CREATE\s+(?:OR\s+REPLACE\s+)?"
-                           rb"(?:ALGORITHM\s*=\s*\w+\s+)?(?:DEFINER\s*=\s*\S+\s+)?(?:SQL\s+SECURITY\s+\w+\s+)?(?:UNIQUE\s+)?"
+                           rb"(?:ALGORITHM\s*=\s*\w+\s+)?(?:DEFINER\s*=\s*\S+\s+)?"
+                           rb"(?:SQL\s+SECURITY\s+\w+\s+)?(?:UNIQUE\s+)?"
                            rb"(?:VIEW|TRIGGER|PROCEDURE|FUNCTION|EVENT|INDEX)\b", re.I)
 _STORAGE_ENGINE = re.compile(rb"storage_engine", re.I)
 _MODE_WORD = re.compile(rb"sql_mode", re.I)

@@ -172,5 +172,9 @@ def first_word(sql: bytes) -> bytes:
 
 
 _FIRST_WORD = re.compile(rb"(?:\s|/\*M?!\d*)*([A-Za-z_]+)")
+#: An identifier, quoted or not, and a table name that may be qualified: ``(schema).(table)``
+#: or ``(table)`` in its two groups (see :mod:`.transaction`, :mod:`.coalesce`).
+NAME = rb"(?:`(?:[^`]|``)+`|[A-Za-z0-9_$]+)"
+TABLE = rb"(" + NAME + rb")(?:\s*\.\s*(" + NAME + rb"))?"
 _HEAD = 24
 _first_words: dict[bytes, bytes] = {}

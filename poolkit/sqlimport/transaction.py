@@ -14,21 +14,19 @@ import typing as t
 
 from .files import SqlFile
 from .split import split_file
-from .statement import first_word
+from .statement import NAME, TABLE, first_word
 
 #: Files up to this size are scanned to decide whether they can run as one transaction.
 TRANSACTION_MAX_BYTES = 64 * 1024 * 1024
 
-_NAME = rb"(?:`(?:[^`]|``)+`|[A-Za-z0-9_$]+)"
-_TABLE = rb"(" + _NAME + rb")(?:\s*\.\s*(" + _NAME + rb"))?"
 _TARGET = {
     b"INSERT": re.compile(rb"INSERT\s+(?:(?:LOW_PRIORITY|DELAYED|HIGH_PRIORITY|IGNORE)\s+)*"
-                          rb"(?:INTO\s+)?" + _TABLE, re.I),
-    b"REPLACE": re.compile(rb"REPLACE\s+(?:(?:LOW_PRIORITY|DELAYED)\s+)*(?:INTO\s+)?" + _TABLE,
+                          rb"(?:INTO\s+)?" + TABLE, re.I),
+    b"REPLACE": re.compile(rb"REPLACE\s+(?:(?:LOW_PRIORITY|DELAYED)\s+)*(?:INTO\s+)?" + TABLE,
                            re.I),
-    b"UPDATE": re.compile(rb"UPDATE\s+(?:(?:LOW_PRIORITY|IGNORE)\s+)*" + _TABLE +
-                          rb"\s+(?:(?:AS\s+)?" + _NAME + rb"\s+)?SET\b", re.I),
-    b"DELETE": re.compile(rb"DELETE\s+(?:(?:LOW_PRIORITY|QUICK|IGNORE)\s+)*FROM\s+" + _TABLE +
+    b"UPDATE": re.compile(rb"UPDATE\s+(?:(?:LOW_PRIORITY|IGNORE)\s+)*" + TABLE +
+                          rb"\s+(?:(?:AS\s+)?" + NAME + rb"\s+)?SET\b", re.I),
+    b"DELETE": re.compile(rb"DELETE\s+(?:(?:LOW_PRIORITY|QUICK|IGNORE)\s+)*FROM\s+" + TABLE +
                           rb"(?:\s+(?:WHERE|ORDER|LIMIT|RETURNING)\b|\s*$)", re.I),
 }
 
