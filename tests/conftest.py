@@ -20,6 +20,16 @@ from poolkit.commands.initdb import initdb_command
 from poolkit.testing.plugin import admin_connect
 from poolkit.url import parse_url
 
+# The acceptance corpus (../shared/corpus, never copied into the repository):
+# $POOLKIT_TEST_CORPUS (.ci/run sets it for a clone anywhere; then it must be there: tests fail
+# rather than skip), else shared/corpus beside the repository or its worktree folder.
+CORPUS_GIVEN = bool(os.environ.get("POOLKIT_TEST_CORPUS"))
+CORPUS = Path(os.environ["POOLKIT_TEST_CORPUS"]) if CORPUS_GIVEN else next(
+    (p / "shared" / "corpus" for p in Path(__file__).resolve().parents[2:4]
+     if (p / "shared" / "corpus").is_dir()), Path("/nonexistent"))
+needs_corpus = pytest.mark.skipif(not (CORPUS / "sakila").is_dir() and not CORPUS_GIVEN,
+                                  reason=f"{CORPUS} is absent (a clone without the corpus)")
+
 #: mysqlclient needs a C build (libmariadb-dev); a user's machine may lack it. CI sets
 #: POOLKIT_TEST_REQUIRE_MYSQLCLIENT=1, so there a missing mysqlclient fails instead of skipping.
 needs_mysqlclient = pytest.mark.skipif(

@@ -1,10 +1,11 @@
 """Acceptance on real files: sakila v1.5 through ``flask initdb``, then a mariadb-dump round trip.
 
-The corpus is read from ``shared/corpus`` beside the repository (or its worktree folder) and
-never copied into it. sakila's schema runs ``DROP SCHEMA IF EXISTS sakila; CREATE SCHEMA sakila;
-USE sakila``: the test loads a copy (in a temp folder) whose ``sakila`` schema name is a unique
-one, so runs never collide, and points the app at that very database, so the load also drops
-and re-creates the database that holds the history (which must survive it).
+The corpus is read from ``$POOLKIT_TEST_CORPUS``, else ``shared/corpus`` beside the repository
+(or its worktree folder), and never copied into it. sakila's schema runs ``DROP SCHEMA IF
+EXISTS sakila; CREATE SCHEMA sakila; USE sakila``: the test loads a copy (in a temp folder)
+whose ``sakila`` schema name is a unique one, so runs never collide, and points the app at that
+very database, so the load also drops and re-creates the database that holds the history
+(which must survive it).
 """
 
 from __future__ import annotations
@@ -17,19 +18,16 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import query_rows
+from conftest import CORPUS, needs_corpus, query_rows
 from flask import Flask
 
 from poolkit import Poolkit
 from poolkit.commands.initdb import initdb_command
 from poolkit.url import DatabaseURL, parse_url
 
-CORPUS = next((p / "shared" / "corpus" for p in Path(__file__).resolve().parents[2:4]
-               if (p / "shared" / "corpus").is_dir()), Path("/nonexistent"))
 SAKILA = CORPUS / "sakila"
 
-pytestmark = pytest.mark.skipif(not SAKILA.is_dir(),
-                                reason=f"{CORPUS} is absent (a clone without the corpus)")
+pytestmark = needs_corpus
 
 
 

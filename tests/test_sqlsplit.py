@@ -7,12 +7,10 @@ import typing as t
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS, needs_corpus
 
 from poolkit.errors import SqlFileError
 from poolkit.sqlimport.split import split_bytes, split_file
-
-CORPUS = next((p / "shared" / "corpus" for p in Path(__file__).resolve().parents[2:4]
-               if (p / "shared" / "corpus").is_dir()), Path("/nonexistent"))
 
 # (id, input, [(statement, line), ...])
 CASES: list[tuple[str, bytes, list[tuple[bytes, int]]]] = [
@@ -164,7 +162,7 @@ def test_reads_in_chunks_never_the_whole_stream() -> None:
     assert Counting.biggest <= 4096
 
 
-@pytest.mark.skipif(not (CORPUS / "sakila").is_dir(), reason="../shared/corpus is absent")
+@needs_corpus
 @pytest.mark.parametrize("name", ["sakila-schema.sql", "sakila-data.sql"])
 def test_sakila_is_the_same_at_every_chunk_size(name: str) -> None:
     path = CORPUS / "sakila" / name
