@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 FLASK  := $(VENV)/bin/flask --app examples.app
 DB_URL  = $$($(PY) scripts/find_database.py)
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast fuzz lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ test: lint
 test-fast: $(VENV)/.installed
 	@url=$(DB_URL) || exit 1; \
 	POOLKIT_TEST_DATABASE_URL="$${POOLKIT_TEST_DATABASE_URL:-$$url}" $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## fuzz: the differential testers with random seeds, FUZZ_SECONDS (default 600) each; a failing seed is printed.
+FUZZ_SECONDS ?= 600
+fuzz: $(VENV)/.installed
+	@url=$(DB_URL) || exit 1; \
+	POOLKIT_FUZZ_SECONDS=$(FUZZ_SECONDS) POOLKIT_TEST_DATABASE_URL="$${POOLKIT_TEST_DATABASE_URL:-$$url}" \
+	  $(VENV)/bin/pytest -m fuzz -s $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
