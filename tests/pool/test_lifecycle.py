@@ -1,0 +1,111 @@
+"""A borrow's objects end with it; PoolTimeout in a stream is a 503; the counts add up."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+import typing as t
+import urllib.error
+import urllib.request
+
+import pytest
+from flask import Flask, Response, stream_with_context
+from werkzeug.serving import make_server
+
+from poolkit import Pool, db
+from poolkit.errors import ConnectionReturnedError
+from poolkit.testing.faultproxy import FaultProxy
+from poolkit.url import DatabaseURL
+
+
+def test_db_after_teardown_in_a_context_sharing_thread_raises(
+        make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(POOLKIT_MAX_CONNECTIONS=2, POOLKIT_TIMEOUT=0.5)
+    kept: list[contextvars.Context] = []
+
+    @app.get("/")
+    def view() -> str:
+        db.scalar("SELECT 1")
+        kept.append(contextvars.copy_context())  # a thread started here shares the context
+        return "ok"
+
+    client = app.test_client()
+    assert client.get("/").status_code == 200
+    errors: list[BaseException] = []
+
+    def late() -> None:
+        try:
+            kept[0].run(lambda: db.scalar("SELECT 1"))
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=late)
+    thread.start()
+    thread.join(10)
+    assert len(errors) == 1 and isinstance(errors[0], ConnectionReturnedError), errors
+    assert app.extensions["poolkit"].pool().stats()["in_use"] == 0
+    assert client.get("/").status_code == 200
+
+
+@pytest.fixture
+def http_app(make_app: t.Callable[..., Flask]) -> t.Iterator[tuple[Flask, str]]:
+    app = make_app(POOLKIT_MAX_CONNECTIONS=1, POOLKIT_TIMEOUT=0.3)
+
+    @app.get("/export")
+    def export() -> Response:
+        db.acquire()  # the documented way: check out before the body starts
+
+        def rows() -> t.Iterator[str]:
+            for row in db.query("SELECT 1 AS a UNION ALL SELECT 2"):
+                yield f"{row['a']}\n"
+
+        return Response(stream_with_context(rows()), mimetype="text/csv")
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield app, f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+def test_pool_timeout_in_a_streamed_response_is_a_503(http_app: tuple[Flask, str]) -> None:
+    app, base = http_app
+    with urllib.request.urlopen(base + "/export", timeout=10) as answer:
+        assert (answer.status, answer.read()) == (200, b"1\n2\n")
+    pool: Pool = app.extensions["poolkit"].pool()
+    with pool.connection() as held:
+        held.scalar("SELECT 1")
+        with pytest.raises(urllib.error.HTTPError) as busy:
+            urllib.request.urlopen(base + "/export", timeout=10)
+    assert busy.value.code == 503
+    assert busy.value.headers["Retry-After"] == "1"
+    assert pool.stats()["in_use"] == 0
+
+
+def test_counts_add_up_during_a_slow_connect(make_pool: t.Callable[..., Pool],
+                                             poolkit_server: DatabaseURL,
+                                             database_url: str) -> None:
+    with FaultProxy(poolkit_server.host, poolkit_server.port) as proxy:
+        proxy.delay(connect=0.3)
+        pool = make_pool(POOLKIT_DATABASE_URL=proxy.url(database_url))
+        done = threading.Event()
+
+        def borrow() -> None:
+            with pool.connection() as conn:
+                conn.scalar("SELECT 1")
+            done.set()
+
+        thread = threading.Thread(target=borrow)
+        thread.start()
+        seen = []
+        while not done.is_set():
+            s = pool.stats()
+            seen.append(s["connections_opened"] - s["connections_closed"] == s["size"])
+            time.sleep(0.01)
+        thread.join(10)
+        pool.close()
+    assert len(seen) > 10 and all(seen), seen.count(False)
