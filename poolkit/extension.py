@@ -15,13 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import werkzeug.local
-from flask import Flask, current_app, g, has_app_context
+from flask import Flask, appcontext_pushed, current_app, g, has_app_context
 from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.local import LocalProxy
 
 from .config import DEFAULT_BIND, PoolkitConfig, load_config
 from .discovery import register_app_commands
-from .errors import ConfigError, NoHostAvailableError, PoolTimeout
+from .errors import ConfigError, ConnectionReturnedError, NoHostAvailableError, PoolTimeout
 from .pool import Pool
 from .pool.connection import Connection, skip_frames_of
 from .routing import is_replica_pool, no_host_response, route_read
@@ -30,6 +30,7 @@ logger = logging.getLogger("poolkit")
 
 EXTENSION_KEY = "poolkit"
 _G_KEY = "_poolkit_connections"
+_TORN_DOWN_KEY = "_poolkit_torn_down"
 
 _OUTSIDE_CONTEXT = (
     "Working outside of application context: poolkit.db needs an app context to know which "
@@ -86,6 +87,13 @@ def _context_connection(bind: str = DEFAULT_BIND) -> Connection:
         raise RuntimeError(_OUTSIDE_CONTEXT)
     connections: dict[str, Connection] | None = g.get(_G_KEY)
     if connections is None:
+        if g.get(_TORN_DOWN_KEY):
+            # A thread sharing this context (copy_context().run) after teardown: a new
+            # checkout here would never be returned.
+            raise ConnectionReturnedError(
+                "db was used after its app context was torn down (a thread that shares the "
+                "request's context outlived it): give such work its own "
+                "'with poolkit.connection() as conn:' or finish it before the view returns")
         connections = g.setdefault(_G_KEY, {})
     conn = connections.get(bind)
     if conn is not None and bind == DEFAULT_BIND and not _spent(conn):
@@ -124,7 +132,14 @@ def _close_pools(pools: list[Pool]) -> None:
         pool.close()
 
 
+def _context_pushed(sender: Flask, **extra: t.Any) -> None:
+    # stream_with_context pushes the torn-down context again around the generator: db is
+    # usable there (and returned at the next teardown).
+    g.pop(_TORN_DOWN_KEY, None)
+
+
 def _teardown(exc: BaseException | None) -> None:
+    setattr(g, _TORN_DOWN_KEY, True)
     connections: dict[str, Connection] | None = g.pop(_G_KEY, None)
     if connections:
         _close_all(list(connections.values()))
@@ -178,6 +193,7 @@ class Poolkit:
         pools = {name: Pool(settings) for name, settings in config.pools.items()}
         app.extensions[EXTENSION_KEY] = PoolkitState(self, config, pools, app.root_path)
         app.teardown_appcontext(_teardown)
+        appcontext_pushed.connect(_context_pushed, app)
         if PoolTimeout not in app.error_handler_spec[None][None]:
             app.register_error_handler(PoolTimeout, _pool_timeout_response)
         if NoHostAvailableError not in app.error_handler_spec[None][None]:  # issue 14

@@ -15,10 +15,16 @@ so ``db``): its first use checks out exactly once, and each call (``query``, ``e
 the threads take turns on the one connection and its protocol stays intact. DB-API cursors
 and ``raw`` are not guarded: do not share those between threads.
 
-``cursor()`` hands out DBUtils' failover cursors. The helpers (``query``, ``execute``, …) run
-on the driver's cursor directly, which is several times cheaper, with the same failover rule:
-a statement is re-run on a fresh connection only when the driver marked the failure
-retry-safe (see :func:`poolkit.pool.drivers.is_retry_safe`).
+``cursor()`` and ``raw`` hand out objects that die with the borrow
+(:mod:`poolkit.pool.borrowed`). A borrow never moves to another server session: only the
+helpers' (``query``, ``execute``, …) first statement of a borrow is re-run on a fresh
+connection, when the driver marked its failure retry-safe (see
+:func:`poolkit.pool.drivers.is_retry_safe`); after that a lost connection raises.
+
+``transaction()`` is all or nothing: it refuses to start (:class:`TransactionError`) while
+the borrow has uncommitted writes of its own (``BEGIN`` would commit them), and a block whose
+transaction the server ended (a deadlock, a lock wait timeout that rolled back, a lost
+connection) re-raises that error at every enclosing block's end: nothing of it is committed.
 """
 
 from __future__ import annotations
@@ -34,8 +40,23 @@ import typing as t
 import warnings
 from contextlib import contextmanager, suppress
 
-from ..errors import ConnectionReturnedError
-from .drivers import Driver, is_retry_safe
+from ..errors import ConnectionReturnedError, PoolkitError
+from .borrowed import BorrowedCursor, BorrowedRaw
+from .drivers import Driver, error_code, is_retry_safe
+from .untracked import statement_changes_untracked_state
+
+_STATE_CHANGED = 0x4000  # SERVER_SESSION_STATE_CHANGED: the pool resets at return
+_IN_TRANS = 0x0001
+
+
+def _mark_changed(raw: t.Any) -> None:
+    """Count the session as changed: the pool resets it at return (mysqlclient: always)."""
+    with suppress(AttributeError):
+        raw.poolkit_changed |= _STATE_CHANGED
+
+
+class TransactionError(PoolkitError):
+    """``transaction()`` would commit work the borrow did before it; commit or roll back first."""
 
 Row = dict[str, t.Any]
 Params = t.Sequence[t.Any] | t.Mapping[str, t.Any] | None
@@ -132,7 +153,8 @@ def _give_back_deferred() -> None:
 class Connection:
     """A pooled connection, checked out lazily and returned by :meth:`close`."""
 
-    __slots__ = ("_binder", "_con", "_depth", "_lock", "_pool", "_returned", "_where", "wrote")
+    __slots__ = ("_binder", "_con", "_depth", "_dirty", "_doomed", "_lock", "_pool", "_ran",
+                 "_returned", "_where", "wrote")
 
     def __init__(self, pool: PoolLike,
                  binder: t.Callable[[str], Connection] | None = None) -> None:
@@ -140,6 +162,9 @@ class Connection:
         self._con: t.Any = None  # DBUtils' SteadyDBConnection while checked out
         self._binder = binder
         self._depth = 0
+        self._ran = False  # a statement ran: no transparent re-run on another session now
+        self._dirty = False  # statements since the last commit/rollback may have written
+        self._doomed: BaseException | None = None  # the error that ended the transaction
         self._returned = False
         self._lock = threading.Lock()
         self._where: tuple[types.CodeType, int] | None = _borrower()
@@ -223,58 +248,112 @@ class Connection:
                 ResourceWarning, stacklevel=2)
 
     # -- DB-API ---------------------------------------------------------------------------
-    def cursor(self, dict: bool = False) -> t.Any:
-        """A DB-API cursor (DBUtils failover cursor); ``dict=True`` gives rows as dicts."""
+    def cursor(self, dict: bool = False) -> BorrowedCursor:
+        """A DB-API cursor valid for this borrow; ``dict=True`` gives rows as dicts."""
         with self._lock:
             con = self._acquire()
             self.wrote = True  # issue 14: what a cursor runs is unknown: assume a write
-        if dict:
-            return con.cursor(self._pool.driver.dict_cursor)
-        return con.cursor()
+        raw = con.raw
+        cursor = raw.cursor(self._pool.driver.dict_cursor) if dict else raw.cursor()
+        return BorrowedCursor(cursor, con, self)
 
     def commit(self) -> None:
         """Commit the current transaction."""
         self.wrote = True  # issue 14
         with self._lock:
-            self._acquire().commit()
+            con = self._acquire()
+            if self._doomed is not None and self._depth:
+                raise self._doomed  # the server already rolled the transaction back
+            self._ran = True
+            con.raw.commit()  # the driver's: DBUtils' would reopen on a failure
+            con.in_transaction = False
+            self._dirty = False
 
     def rollback(self) -> None:
         """Roll back the current transaction."""
         with self._lock:
-            self._acquire().rollback()
+            con = self._acquire()
+            self._ran = True
+            try:
+                con.raw.rollback()
+            finally:
+                con.in_transaction = False
+                self._dirty = False
+
+    def ping(self) -> None:
+        """Check that the server answers (raises if the connection is lost; never reconnects:
+        a borrow keeps its session)."""
+        with self._lock:
+            self._acquire().raw.ping(False)
 
     @property
     def raw(self) -> t.Any:
-        """The driver's own connection (no failover, no bookkeeping): use with care."""
+        """The driver's own connection for this borrow (no bookkeeping): use with care."""
         with self._lock:
-            return self._acquire().raw
+            con = self._acquire()
+            self._ran = self._dirty = True
+        return BorrowedRaw(con.raw, con, self)
 
     def __getattr__(self, name: str) -> t.Any:
-        # Anything else DBUtils or the driver offers (begin, ping, insert_id, escape, …).
-        # Never private or special names: copy/pickle probes (__deepcopy__ …) must not check
+        # Anything else the driver or DBUtils offers (begin, insert_id, escape, …). Never
+        # private or special names: copy/pickle probes (__deepcopy__ …) must not check
         # out, and an unset slot must not recurse.
-        if name.startswith("_"):
+        if name.startswith("_") or name == "dbapi_connection":
             raise AttributeError(name)
         with self._lock:
             con = self._acquire()
         try:
-            return getattr(con, name)
-        except AttributeError:
             return getattr(con.raw, name)
+        except AttributeError:
+            return getattr(con, name)
+
+    # -- what handed-out objects report (see poolkit.pool.borrowed) -----------------------
+    def _statement_ran(self) -> None:
+        self._ran = self._dirty = True
+
+    def _statement_failed(self, error: BaseException) -> None:
+        """A statement failed: inside a transaction block, did the server end it?"""
+        if not self._depth or self._doomed is not None:
+            return
+        code = error_code(error)
+        if code == 1213 or self._pool.driver.is_broken(self._con.raw):
+            self._doomed = error  # a deadlock rolls back the whole transaction
+            return
+        if code in (1205, 1180, 1181, 1614, 4031):  # may have ended it: ask the server
+            with suppress(Exception):
+                cur = self._con.raw.cursor()
+                cur.execute("SELECT @@in_transaction")
+                row = cur.fetchone()
+                cur.close()
+                if row and not row[0]:
+                    self._doomed = error
 
     # -- conveniences ---------------------------------------------------------------------
     def _execute(self, sql: str, args: Params, cursor_class: t.Any = None) -> t.Any:
         # Callers hold self._lock until they are done with the cursor.
         con = self._con or self._acquire()
-        cursor = con.raw.cursor(cursor_class)
+        raw = con.raw
+        first = not self._ran
+        self._ran = True
+        # The template's verdict (cached) stands for the interpolated text: parameters are
+        # quoted literals. The driver's own check is skipped for this one statement.
+        if statement_changes_untracked_state(sql):
+            _mark_changed(raw)
+        cursor = raw.cursor(cursor_class)
+        raw.poolkit_checked = True
         try:
             cursor.execute(sql, args)
-        except con.failures as error:
+        except Exception as error:
             cursor.close()
-            if con.in_transaction or not is_retry_safe(error):
+            # Only a borrow's first statement may move to a fresh session: nothing of this
+            # one's session (USE, SET, a transaction) can be lost by then.
+            if not (first and isinstance(error, con.failures) and is_retry_safe(error)):
+                self._statement_failed(error)
                 raise
             cursor = self._reconnect(con, error).cursor(cursor_class)
             cursor.execute(sql, args)
+        finally:
+            raw.poolkit_checked = False
         con.count_use()
         return cursor
 
@@ -316,6 +395,7 @@ class Connection:
         self.wrote = True  # issue 14
         with self._lock:
             cursor = self._execute(sql, args)
+            self._dirty = True
             count = cursor.rowcount
             cursor.close()
         return int(count)
@@ -325,11 +405,20 @@ class Connection:
         params = list(seq)
         self.wrote = True  # issue 14
         with self._lock:
-            cursor = self._acquire().cursor()
+            con = self._acquire()
+            self._ran = self._dirty = True
+            if statement_changes_untracked_state(sql):
+                _mark_changed(con.raw)
+            cursor = con.raw.cursor()
             try:
-                return int(cursor.executemany(sql, params) or 0)
+                count = int(cursor.executemany(sql, params) or 0)
+            except Exception as error:
+                self._statement_failed(error)
+                raise
             finally:
                 cursor.close()
+            con.count_use()
+            return count
 
     @property
     def in_transaction(self) -> bool:
@@ -338,27 +427,24 @@ class Connection:
 
     @contextmanager
     def transaction(self) -> t.Iterator[Connection]:
-        """``BEGIN`` … ``COMMIT`` (``ROLLBACK`` if the block raises); nesting uses savepoints."""
+        """``BEGIN`` … ``COMMIT`` (``ROLLBACK`` if the block raises); nesting uses savepoints.
+
+        Raises :class:`TransactionError` when the borrow already wrote outside a block and
+        has not committed (``BEGIN`` would commit that implicitly). If the server ends the
+        transaction inside the block (deadlock …), the block re-raises that error at its end
+        even when the code inside caught it: nothing of the transaction is committed.
+        """
         with self._lock:
             con = self._acquire()
             depth = self._depth
+            if not depth and self._dirty and self._open_transaction(con.raw):
+                raise TransactionError(
+                    "db.transaction() would commit the statements this borrow ran before it "
+                    "(autocommit is off: they are an open transaction): call db.commit() or "
+                    "db.rollback() first, or put them inside the transaction() block")
             self._depth += 1
         if depth:
-            name = f"poolkit_sp_{next(_savepoints)}"
-            try:
-                self.execute(f"SAVEPOINT {name}")
-            except BaseException:
-                self._depth -= 1
-                raise
-            try:
-                yield self
-            except BaseException:
-                self.execute(f"ROLLBACK TO SAVEPOINT {name}")
-                raise
-            else:
-                self.execute(f"RELEASE SAVEPOINT {name}")
-            finally:
-                self._depth -= 1
+            yield from self._nested()
             return
         # BEGIN as a statement, not the driver's begin(): on a connection that died while idle
         # it is then re-run on a fresh one when the driver marks that retry-safe.
@@ -367,19 +453,57 @@ class Connection:
         except BaseException:
             self._depth = 0
             raise
+        con = self._con
         con.in_transaction = True  # what DBUtils' begin() marks: no failover inside
+        self._doomed = None
         try:
             yield self
+            doomed = self._doomed
+            if doomed is not None:
+                raise doomed
         except BaseException:
             self._depth = 0
+            self._doomed = None
             # A dead connection cannot roll back (the server already did); keep the caller's
             # error, not the rollback's InterfaceError. The pool discards it on return.
             with self._lock, suppress(Exception):
+                self._dirty = False
                 con.rollback()
             raise
         self._depth = 0
         with self._lock:
-            con.commit()
+            con.raw.commit()
+            con.in_transaction = False
+            self._dirty = False
+
+    def _nested(self) -> t.Iterator[Connection]:
+        name = f"poolkit_sp_{next(_savepoints)}"
+        try:
+            self.execute(f"SAVEPOINT {name}")
+        except BaseException:
+            self._depth -= 1
+            raise
+        try:
+            yield self
+            if self._doomed is not None:
+                raise self._doomed
+        except BaseException as error:
+            if self._doomed is None:
+                try:
+                    self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                except Exception:
+                    # The savepoint is gone: the server ended the whole transaction.
+                    self._doomed = error
+            raise
+        else:
+            self.execute(f"RELEASE SAVEPOINT {name}")
+        finally:
+            self._depth -= 1
+
+    @staticmethod
+    def _open_transaction(raw: t.Any) -> bool:
+        status = getattr(raw, "server_status", None)  # PyMySQL's, kept right by the pool
+        return status is None or bool(status & _IN_TRANS)
 
     def using(self, bind: str) -> Connection:
         """The connection of the named pool (POOLKIT_BINDS) in the same app context."""

@@ -36,7 +36,12 @@ class SteadyConnection(SteadyDBConnection):  # type: ignore[misc]
                  ping: t.Any, isfatal: t.Callable[[BaseException], bool]) -> None:
         self.poolkit_owner = owner  # the engine that issued it (a forked child has another)
         self.poolkit_since = 0.0
-        super().__init__(creator, maxusage, None, failures, ping, True, isfatal)
+        # Advanced by the pool at every return: objects handed out in a borrow compare it.
+        self.poolkit_gen = 0
+        # DBUtils' maxusage would reopen the connection inside a borrow (in its cursor's
+        # execute): the pool applies the limit at return instead (poolkit counts the uses).
+        del maxusage
+        super().__init__(creator, None, None, failures, ping, True, isfatal)
 
     # private: DBUtils stores every new raw connection with _store (at creation and on each
     # failover, after _close) -- without it the pool's opened/closed counters drift.

@@ -380,6 +380,7 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
             logger.warning("poolkit: pool %r: a connection was returned twice; ignored",
                            self.settings.name)
             return
+        con.poolkit_gen += 1  # every cursor and db.raw of the ended borrow is dead now
         raw = con.raw
         action = self.driver.return_action(raw)
         if action == KEEP and con.in_transaction:  # DBUtils' begin() without commit
@@ -389,6 +390,8 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         reason: str | None = None
         if con.closed:
             reason = "broken"
+        elif self._max_usage and con.usage >= self._max_usage and action < DISCARD:
+            reason = "usage"  # the limit applies here, never inside a borrow
         elif action:
             reason = self._clean(con, raw, action)
         now = raw.poolkit_last_used = time.monotonic()  # the alive-bypass window starts here

@@ -8,8 +8,8 @@ know about a connection, so :func:`tracked_connection_class` builds a subclass o
   ``SERVER_SESSION_STATE_CHANGED`` (0x4000) when a statement changed session state (with
   ``CLIENT_SESSION_TRACK`` and ``session_track_state_change=ON``), and PyMySQL keeps only the
   last status -- and drops the status of the EOF packet that ends a result set;
-* statements the server does not flag (``GET_LOCK()``, ``LOCK TABLES``, ``HANDLER``, ``CALL``,
-  ``@var :=`` inside a query, measured on MariaDB 10.11), matched by a cheap regex;
+* statements whose session effects the server may not flag (see :mod:`.untracked`: anything
+  not provably tracked counts as a change);
 * whether a disconnect may be retried, and kernel-enforced socket timeouts.
 
 Each private member used is commented with what breaks if PyMySQL changes it. The rest of
@@ -32,6 +32,7 @@ import threading
 import typing as t
 
 from .hosts import is_read_only_error
+from .untracked import changes_untracked_state
 
 #: What the pool must do with a returned connection (see :func:`return_action`): keep it,
 #: roll back, reset the session, or close it -- broken, holding an unread result, or on a
@@ -45,30 +46,6 @@ CLIENT_SESSION_TRACK = 1 << 23
 COM_INIT_DB = 0x02
 COM_QUERY = 0x03
 COM_RESET_CONNECTION = 0x1F
-
-# Session state the server does not report in SERVER_SESSION_STATE_CHANGED (MariaDB 10.11):
-# named locks, table locks, HANDLER, anything a procedure does, and user variables assigned
-# inside a query (`SELECT @v := …`, `SELECT … INTO @v`). A false match ("blocked" is not
-# matched; "lock" in a string literal is) costs one reset. Substring tests on the lowered text
-# first (~0.3 us a statement); the regex only confirms a hit. Every `:=` on a user variable
-# and every `INTO @` contains an "@".
-_UNTRACKED = r"\block\b|get_lock|\bhandler\b|\bcall\b|:=|\binto\s*@"
-_UNTRACKED_STR = re.compile(_UNTRACKED).search
-_UNTRACKED_BYTES = re.compile(_UNTRACKED.encode()).search
-_SCAN_LIMIT = 64 * 1024
-
-
-def changes_untracked_state(sql: str | bytes) -> bool:
-    """True when *sql* may change session state the server does not flag."""
-    if len(sql) > _SCAN_LIMIT:  # a bulk statement: one reset costs less than scanning it
-        return True
-    if isinstance(sql, str):
-        low = sql.lower()
-        return (("lock" in low or "handler" in low or "call" in low or "@" in low)
-                and _UNTRACKED_STR(low) is not None)
-    blow = bytes(sql).lower()
-    return ((b"lock" in blow or b"handler" in blow or b"call" in blow or b"@" in blow)
-            and _UNTRACKED_BYTES(blow) is not None)
 
 _KERNEL_TIMEOUTS = sys.platform.startswith("linux")
 
@@ -219,6 +196,8 @@ def restore_statements(raw: t.Any, session: t.Sequence[str]) -> tuple[bytes, ...
     if raw.poolkit_autocommit is not None:
         parts.append(f"SESSION autocommit={int(bool(raw.poolkit_autocommit))}")
     sql = [", ".join(parts)]
+    if raw.poolkit_role is not None:  # COM_RESET_CONNECTION keeps the current role
+        sql.append(raw.poolkit_role)
     if raw.sql_mode is not None:
         sql.append(f"SET sql_mode={raw.escape(raw.sql_mode)}")
     if raw.init_command is not None:
@@ -294,6 +273,8 @@ def tracked_connection_class(is_disconnect: t.Callable[[BaseException], bool]) -
         poolkit_reset_mode = REOPEN  # what a changed session needs: RESET where supported
         poolkit_autocommit: bool | None = None
         poolkit_restore: tuple[bytes, ...] = ()
+        poolkit_checked = False  # the next query()'s text was classified by its caller
+        poolkit_role: str | None = None  # the SQL that restores a fresh session's role
         poolkit_database = b""  # the pool's database, selected again after a reset
         poolkit_timeouts: tuple[float | None, float | None] = (None, None)
         _read_timeout: float | None  # PyMySQL's, declared for mypy (no value here)
@@ -357,7 +338,9 @@ def tracked_connection_class(is_disconnect: t.Callable[[BaseException], bool]) -
             return base._create_ssl_ctx(self, sslp)
 
         def query(self, sql: t.Any, unbuffered: bool = False) -> t.Any:
-            if changes_untracked_state(sql):
+            if self.poolkit_checked:  # poolkit's helper checked the statement's template
+                self.poolkit_checked = False
+            elif changes_untracked_state(sql):
                 self.poolkit_changed |= SERVER_SESSION_STATE_CHANGED
             # A failed statement leaves server_status as it was before the statement, so the
             # except branch can tell whether the statement began outside any transaction.
@@ -427,9 +410,10 @@ def prepare_session(raw: t.Any, session: t.Sequence[str]) -> None:
     tracks = bool(raw.server_capabilities & CLIENT_SESSION_TRACK)
     # A reset keeps the current database: a pool without one could not undo a USE.
     can_reset = reset_supported(raw.server_version) and bool(raw.db)
-    if tracks:
-        with raw.cursor() as cursor:
+    with raw.cursor() as cursor:
+        if tracks:
             cursor.execute("SET SESSION session_track_state_change=ON")
+        raw.poolkit_role = _role_statement(cursor, raw.server_version)
     if can_reset:
         database = raw.db  # bytes after connect (PyMySQL encodes it), else str
         if isinstance(database, str):
@@ -441,10 +425,26 @@ def prepare_session(raw: t.Any, session: t.Sequence[str]) -> None:
     raw.poolkit_untracked = raw.poolkit_changed = 0 if tracks else SERVER_SESSION_STATE_CHANGED
 
 
+def _role_statement(cursor: t.Any, server_version: str) -> str | None:
+    """The SQL that gives a reset session the role a fresh one has (None: no roles)."""
+    if "mariadb" not in server_version.lower():
+        return "SET ROLE DEFAULT" if _version(server_version) >= (8, 0, 0) else None
+    cursor.execute("SELECT CURRENT_ROLE()")
+    row = cursor.fetchone()
+    role = row[0] if row else None
+    if role is None:
+        return "SET ROLE NONE"
+    return "SET ROLE `" + str(role).replace("`", "``") + "`"
+
+
+def _version(server_version: str) -> tuple[int, ...]:
+    version = server_version.removeprefix("5.5.5-")  # MariaDB's old replication prefix
+    return tuple(int(n) for n in re.findall(r"\d+", version.split("-", 1)[0])[:3])
+
+
 def reset_supported(server_version: str) -> bool:
     """True when the server has COM_RESET_CONNECTION (MySQL >= 5.7.3, MariaDB >= 10.2.4)."""
-    version = server_version.removeprefix("5.5.5-")  # MariaDB's old replication prefix
-    numbers = tuple(int(n) for n in re.findall(r"\d+", version.split("-", 1)[0])[:3])
+    numbers = _version(server_version)
     if "mariadb" in server_version.lower():
         return numbers >= (10, 2, 4)
     return numbers >= (5, 7, 3)

@@ -7,6 +7,7 @@ Every case runs under ``POOLKIT_RESET`` auto and always.
 
 from __future__ import annotations
 
+import time
 import typing as t
 
 import pymysql
@@ -84,6 +85,7 @@ def test_next_transaction_isolation_is_not_handed_on(
     with pool.connection() as conn:
         conn.execute("BEGIN")
         conn.execute(f"INSERT INTO {table} VALUES (1)")  # registers the transaction
+        time.sleep(0.15)  # INNODB_TRX is a cache refreshed at most every 0.1 s
         level = conn.scalar("SELECT trx_isolation_level FROM information_schema.INNODB_TRX "
                             "WHERE trx_mysql_thread_id = CONNECTION_ID()")
         conn.rollback()
