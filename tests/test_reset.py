@@ -222,7 +222,8 @@ def test_changed_session_costs_one_round_trip(make_pool: t.Callable[..., Pool]) 
     try:
         assert len(sends) == 1  # reset, database and session SQL in one write (pipelined)
     finally:
-        del raw._write_bytes
+        with pool.connection() as again:  # the same driver connection (a pool of one);
+            del again.raw._write_bytes  # the borrow's db.raw is dead once it was returned
     assert pool.stats()["resets"] == 1
 
 

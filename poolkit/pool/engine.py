@@ -390,8 +390,6 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         reason: str | None = None
         if con.closed:
             reason = "broken"
-        elif self._max_usage and con.usage >= self._max_usage and action < DISCARD:
-            reason = "usage"  # the limit applies here, never inside a borrow
         elif action:
             reason = self._clean(con, raw, action)
         now = raw.poolkit_last_used = time.monotonic()  # the alive-bypass window starts here

@@ -411,9 +411,9 @@ def prepare_session(raw: t.Any, session: t.Sequence[str]) -> None:
     # A reset keeps the current database: a pool without one could not undo a USE.
     can_reset = reset_supported(raw.server_version) and bool(raw.db)
     with raw.cursor() as cursor:
-        if tracks:
-            cursor.execute("SET SESSION session_track_state_change=ON")
         raw.poolkit_role = _role_statement(cursor, raw.server_version)
+        if tracks:  # last: the session's last result is an OK packet, as before
+            cursor.execute("SET SESSION session_track_state_change=ON")
     if can_reset:
         database = raw.db  # bytes after connect (PyMySQL encodes it), else str
         if isinstance(database, str):

@@ -11,9 +11,10 @@ off (``SET session_track_state_change=OFF``: from then on nothing is flagged).
 
 So the decision fails safe: a statement counts as *tracked* -- its session effects all
 reported by the server -- only when it starts with a keyword of :data:`TRACKED_VERBS`,
-mentions none of :data:`_UNTRACKED_WORDS`, and calls only built-in functions
+assigns no user variable inside a query, takes no sequence value, is no
+``SET TRANSACTION``/``SET ROLE``/``SET session_track_…``, and calls only built-in functions
 (:data:`BUILTINS`; any other name may be a stored function). Everything else forces the full
-reset. A false alarm ("lock" in a string literal) costs one reset; a statement over 64 KiB
+reset. A false alarm (a function name in a string literal) costs one reset; a statement over 64 KiB
 counts as untracked unread (a bulk load: one reset is cheaper than scanning it).
 
 Not visible in the statement at all, and so not covered: triggers and column defaults that
@@ -32,34 +33,21 @@ TRACKED_VERBS = frozenset({
     "explain", "set", "use", "do", "analyze", "check", "checksum",
 })
 
-_LOCK = re.compile(r"\block\b|get_lock").search
-_CALL = re.compile(r"\bcall\b").search
 _INTO_VAR = re.compile(r"\binto\s*@").search
 _SEQUENCE = re.compile(r"\b(?:next|previous)\s+value\b").search
-_ROLE = re.compile(r"\brole\b").search
-_EXPORT = re.compile(r"for\s+export").search
 
 
-def _mentions_untracked(low: str, first: str) -> bool:
-    # Plain substring tests first (tens of ns each); a regex only confirms a hit.
-    if "@" in low and (":=" in low or _INTO_VAR(low) is not None
-                       or ("@@" in low and "transaction" in low)):
-        return True
-    if "lock" in low and _LOCK(low) is not None:
-        return True
-    if "call" in low and _CALL(low) is not None:
-        return True
-    if "val" in low and ("nextval" in low or "lastval" in low or "setval" in low):
-        return True
+def _mentions_untracked(low: str, verb: str) -> bool:
+    # Plain substring tests first (tens of ns each); a regex only confirms a hit. Functions
+    # (GET_LOCK, NEXTVAL, a stored function) are judged by _calls_unknown_function.
+    if "@" in low and (":=" in low or _INTO_VAR(low) is not None):
+        return True  # a user variable assigned inside a query
     if ("next" in low or "previous" in low) and _SEQUENCE(low) is not None:
-        return True
-    if "role" in low and _ROLE(low) is not None:
-        return True
-    if "export" in low and _EXPORT(low) is not None:
-        return True
-    if first == "set" and "transaction" in low:  # SET TRANSACTION: the next one only
-        return True
-    return "handler" in low or "session_track" in low or "backup" in low
+        return True  # NEXT VALUE FOR s: the session's LASTVAL
+    # SET TRANSACTION (the next transaction only), SET ROLE, SET session_track_…=OFF (the
+    # server stops reporting), SET STATEMENT … FOR: the server reports none of these.
+    return verb == "set" and ("transaction" in low or "role" in low
+                              or "session_track" in low or "statement" in low)
 
 
 #: Native functions of MariaDB and MySQL that change no session state (a stored function
@@ -93,7 +81,7 @@ timediff timestamp timestampadd timestampdiff to_base64 to_char to_days to_secon
 truncate ucase uncompress uncompressed_length unhex unix_timestamp updatexml upper
 user utc_date utc_time utc_timestamp uuid uuid_short values var_pop var_samp variance
 version week weekday weekofyear weight_string year yearweek natural_sort_key
-st_astext st_geomfromtext st_distance point polygon linestring
+current_role st_astext st_geomfromtext st_distance point polygon linestring
 in exists any all some not and or xor on using over as key index primary unique foreign
 references partition by from where join table into set char varchar decimal numeric
 binary int integer signed unsigned double float date datetime enum check constraint
