@@ -395,6 +395,8 @@ def tracked_connection_class(is_disconnect: t.Callable[[BaseException], bool]) -
             if status is not None:
                 self.server_status = status
                 self.poolkit_changed |= status
+            if result.insert_id:  # LAST_INSERT_ID() changed: unflagged session state
+                self.poolkit_changed |= SERVER_SESSION_STATE_CHANGED
             return result.affected_rows
 
     return TrackedConnection

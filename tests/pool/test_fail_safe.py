@@ -149,6 +149,18 @@ def test_user_variable_set_in_a_stored_function_is_not_handed_on(
         assert conn.scalar("SELECT @hidden") is None
 
 
+@RESETS
+def test_last_insert_id_is_not_handed_on(make_pool: t.Callable[..., Pool], admin: t.Any,
+                                         reset: str) -> None:
+    scratch_table(admin, "failsafe_ai", "id INT AUTO_INCREMENT PRIMARY KEY, v INT")
+    pool = one(make_pool, reset)
+    with pool.connection() as conn:
+        conn.execute("INSERT INTO failsafe_ai (v) VALUES (1)")
+        conn.commit()
+    with pool.connection() as conn:
+        assert conn.scalar("SELECT LAST_INSERT_ID()") == 0
+
+
 # -- roles (a private server: roles and accounts are server-wide) ---------------------------
 @RESETS
 def test_set_role_is_not_handed_on(make_pool: t.Callable[..., Pool], role_server: t.Any,
