@@ -118,6 +118,11 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
             self.stats.connections_opened += 1
             if replaced:  # DBUtils' failover closed a broken connection and opened another
                 self.stats.discarded += 1
+            else:
+                # A checkout's new connection: its reserved slot becomes a lent connection in
+                # the same step that counts it opened (opened - closed == size - opening).
+                self._opening -= 1
+                self._lent.add(con)
         if replaced and signals.connection_discarded.receivers:
             signals.send(signals.connection_discarded, self.owner, reason="broken")
 
@@ -259,12 +264,8 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
                 dead, con = con, None
                 self._close_con(dead, "broken")
             if must_open:
-                fresh = self.steady_connection()
-                with self._mutex:
-                    self._opening -= 1
-                    must_open = False
-                    self._lent.add(fresh)
-                con = fresh
+                con = self.steady_connection()  # now lent (see _raw_stored)
+                must_open = False
         except BaseException:
             self._give_up(con, must_open)
             raise
