@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import werkzeug.local
-from flask import Flask, appcontext_pushed, current_app, g, has_app_context
+from flask import Flask, appcontext_pushed, current_app, g, has_app_context, stream_with_context
 from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.local import LocalProxy
 
@@ -31,6 +31,7 @@ logger = logging.getLogger("poolkit")
 EXTENSION_KEY = "poolkit"
 _G_KEY = "_poolkit_connections"
 _TORN_DOWN_KEY = "_poolkit_torn_down"
+_PINNED_KEY = "_poolkit_pinned"  # binds kept for a streamed body (stream_with_db)
 
 _OUTSIDE_CONTEXT = (
     "Working outside of application context: poolkit.db needs an app context to know which "
@@ -141,8 +142,62 @@ def _context_pushed(sender: Flask, **extra: t.Any) -> None:
 def _teardown(exc: BaseException | None) -> None:
     setattr(g, _TORN_DOWN_KEY, True)
     connections: dict[str, Connection] | None = g.pop(_G_KEY, None)
-    if connections:
-        _close_all(list(connections.values()))
+    if not connections:
+        return
+    pinned: dict[str, Connection] = g.get(_PINNED_KEY) or {}
+    if pinned:  # a streamed body still runs on these: it returns them (stream_with_db)
+        g.setdefault(_G_KEY, {}).update(pinned)
+    closing = [c for c in connections.values() if c not in pinned.values()]
+    if closing:
+        _close_all(closing)
+
+
+class _StreamedBody:
+    """A response body on a connection checked out before the response started."""
+
+    def __init__(self, body: t.Iterator[t.Any], bind: str, conn: Connection) -> None:
+        self._body = body
+        self._bind = bind
+        self._conn = conn
+
+    def __iter__(self) -> _StreamedBody:
+        return self
+
+    def __next__(self) -> t.Any:
+        return next(self._body)
+
+    def close(self) -> None:
+        """The WSGI server calls this when the body ended or the client went away."""
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if has_app_context():
+                (g.get(_PINNED_KEY) or {}).pop(self._bind, None)
+            self._conn.close()
+
+
+def stream_with_db(body: t.Iterator[t.Any], bind: str = DEFAULT_BIND) -> t.Iterable[t.Any]:
+    """A streamed response body that uses ``db``, checked out *now*, in the view.
+
+    ``Response(stream_with_db(rows()))``: a busy pool raises ``PoolTimeout`` in the view,
+    which answers ``503`` with ``Retry-After`` before any byte is sent (a checkout inside the
+    body would come after the ``200`` and its headers). The body runs in the request's
+    context (``stream_with_context``) on that same connection, returned when the body ends
+    or the client goes away.
+    """
+    conn = _context_connection(bind).acquire()
+    pinned = g.get(_PINNED_KEY)
+    if pinned is None:
+        pinned = g.setdefault(_PINNED_KEY, {})
+    pinned[bind] = conn
+    try:
+        streamed = stream_with_context(body)
+    except BaseException:
+        pinned.pop(bind, None)
+        raise
+    return _StreamedBody(iter(streamed), bind, conn)
 
 
 def _close_all(connections: list[Connection]) -> None:

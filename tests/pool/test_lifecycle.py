@@ -10,10 +10,11 @@ import urllib.error
 import urllib.request
 
 import pytest
-from flask import Flask, Response, stream_with_context
+from flask import Flask, Response
 from werkzeug.serving import make_server
 
 from poolkit import Pool, db
+from poolkit.extension import stream_with_db
 from poolkit.errors import ConnectionReturnedError
 from poolkit.testing.faultproxy import FaultProxy
 from poolkit.url import DatabaseURL
@@ -52,15 +53,17 @@ def test_db_after_teardown_in_a_context_sharing_thread_raises(
 def http_app(make_app: t.Callable[..., Flask]) -> t.Iterator[tuple[Flask, str]]:
     app = make_app(POOLKIT_MAX_CONNECTIONS=1, POOLKIT_TIMEOUT=0.3)
 
+    def rows() -> t.Iterator[str]:
+        for row in db.query("SELECT CONNECTION_ID() AS a UNION ALL SELECT 2"):
+            yield f"{row['a']}\n"
+
     @app.get("/export")
-    def export() -> Response:
-        db.acquire()  # the documented way: check out before the body starts
+    def export() -> Response:  # the documented way: check out before the body starts
+        seen.append(db.scalar("SELECT CONNECTION_ID()"))
+        return Response(stream_with_db(rows()), mimetype="text/csv")
 
-        def rows() -> t.Iterator[str]:
-            for row in db.query("SELECT 1 AS a UNION ALL SELECT 2"):
-                yield f"{row['a']}\n"
-
-        return Response(stream_with_context(rows()), mimetype="text/csv")
+    seen: list[int] = []
+    app.config["seen"] = seen
 
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -75,14 +78,37 @@ def http_app(make_app: t.Callable[..., Flask]) -> t.Iterator[tuple[Flask, str]]:
 def test_pool_timeout_in_a_streamed_response_is_a_503(http_app: tuple[Flask, str]) -> None:
     app, base = http_app
     with urllib.request.urlopen(base + "/export", timeout=10) as answer:
-        assert (answer.status, answer.read()) == (200, b"1\n2\n")
+        body = answer.read()
+        assert answer.status == 200
+    assert body == f"{app.config['seen'][0]}\n2\n".encode()  # the view's connection
     pool: Pool = app.extensions["poolkit"].pool()
     with pool.connection() as held:
         held.scalar("SELECT 1")
         with pytest.raises(urllib.error.HTTPError) as busy:
             urllib.request.urlopen(base + "/export", timeout=10)
+        assert pool.stats()["in_use"] == 1
+    busy.value.close()
     assert busy.value.code == 503
     assert busy.value.headers["Retry-After"] == "1"
+    assert pool.stats()["in_use"] == 0
+
+
+def test_a_client_that_goes_away_returns_the_streams_connection(
+        http_app: tuple[Flask, str]) -> None:
+    import http.client
+
+    app, base = http_app
+    host, port = base.removeprefix("http://").split(":")
+    client = http.client.HTTPConnection(host, int(port), timeout=10)
+    client.request("GET", "/export")
+    answer = client.getresponse()
+    assert answer.status == 200
+    answer.close()  # before reading the body
+    client.close()
+    pool: Pool = app.extensions["poolkit"].pool()
+    deadline = time.monotonic() + 5
+    while pool.stats()["in_use"] and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert pool.stats()["in_use"] == 0
 
 
