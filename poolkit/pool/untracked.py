@@ -52,7 +52,7 @@ def _mentions_untracked(low: str, verb: str) -> bool:
 
 #: Native functions of MariaDB and MySQL that change no session state (a stored function
 #: cannot take one of these names unqualified). GET_LOCK and friends are matched above.
-BUILTINS = frozenset("""
+_NATIVE = """
 abs acos adddate addtime aes_decrypt aes_encrypt any_value ascii asin atan atan2 avg
 benchmark bin bit_and bit_count bit_length bit_or bit_xor cast ceil ceiling char char_length
 character_length charset chr coalesce coercibility collation compress concat concat_ws
@@ -85,8 +85,10 @@ current_role st_astext st_geomfromtext st_distance point polygon linestring
 in exists any all some not and or xor on using over as key index primary unique foreign
 references partition by from where join table into set char varchar decimal numeric
 binary int integer signed unsigned double float date datetime enum check constraint
-row is like rlike union intersect except regexp between case when then else end distinct returning lateral
-""".split())
+row is like rlike union intersect except regexp between case when then else end distinct
+returning lateral
+"""
+BUILTINS = frozenset(re.findall(r"\S+", _NATIVE))
 
 _WORD = re.compile(r"[a-z]+").match
 _LEADING = re.compile(r"\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*|#[^\n]*\n\s*|\(\s*)*([a-z]+)",
@@ -106,12 +108,8 @@ def _calls_unknown_function(low: str) -> bool:
         if found is None:
             continue
         name = found.group()[::-1].replace("`", "")
-        if "." in name:
-            qualified = True
-        elif name in BUILTINS:
+        if "." not in name and name in BUILTINS:  # db.f(): another database's function
             continue
-        else:
-            qualified = False
         head = before[:len(before) - found.end()].rstrip()
         if head.endswith(("into", "table", "exists")):
             continue  # INSERT INTO t (…), CREATE TABLE t (…): a column list

@@ -33,7 +33,7 @@ def test_max_usage_never_loses_a_requests_rows(make_app: t.Callable[..., Flask],
             db.execute(f"INSERT INTO {table} (v) VALUES (%s)", (n * 10 + i,))
         db.executemany(f"INSERT INTO {table} (v) VALUES (%s)", [(n,), (n,), (n,)])
         cur = db.cursor()
-        for i in range(3):
+        for _ in range(3):
             cur.execute(f"INSERT INTO {table} (v) VALUES (%s)", (n,))
         cur.close()
         db.commit()
@@ -52,10 +52,9 @@ def test_transaction_inside_an_implicit_one_never_commits_it(
     pool = make_pool(POOLKIT_MAX_CONNECTIONS=1)
     with pool.connection() as conn:
         conn.execute(f"INSERT INTO {table} (v) VALUES (1)")  # autocommit off: implicit trx
-        with pytest.raises(PoolkitError, match="commit"):
-            with conn.transaction():
-                conn.execute(f"INSERT INTO {table} (v) VALUES (2)")
-                raise RuntimeError("the request fails")
+        with pytest.raises(PoolkitError, match="commit"), conn.transaction():
+            conn.execute(f"INSERT INTO {table} (v) VALUES (2)")
+            raise RuntimeError("the request fails")
     assert server_count(admin, f"SELECT COUNT(*) FROM {table}") == 0
 
 

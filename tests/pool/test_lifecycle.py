@@ -14,8 +14,8 @@ from flask import Flask, Response
 from werkzeug.serving import make_server
 
 from poolkit import Pool, db
-from poolkit.extension import stream_with_db
 from poolkit.errors import ConnectionReturnedError
+from poolkit.extension import stream_with_db
 from poolkit.testing.faultproxy import FaultProxy
 from poolkit.url import DatabaseURL
 

@@ -72,7 +72,13 @@ OTHER = (
     "INSERT INTO fuzz_ai (v) VALUES (1)", "SELECT COUNT(*) FROM fuzz_t",
     "START TRANSACTION READ ONLY", "SELECT 1/0", "SELECT 1",
 )
-DRIVER = ("autocommit(True)", "set_character_set('latin1')", "select_db('information_schema')")
+#: Driver calls that change the session without a statement of the borrower's.
+DRIVER_CALLS: dict[str, t.Callable[[t.Any], None]] = {
+    "autocommit(True)": lambda raw: raw.autocommit(True),
+    "set_character_set('latin1')": lambda raw: raw.set_character_set("latin1"),
+    "select_db('information_schema')": lambda raw: raw.select_db("information_schema"),
+}
+DRIVER = tuple(DRIVER_CALLS)
 
 
 def borrower(rng: random.Random) -> list[str]:
@@ -82,10 +88,8 @@ def borrower(rng: random.Random) -> list[str]:
 
 
 def act(conn: t.Any, statement: str) -> None:
-    if statement in DRIVER:
-        name, _, arg = statement.partition("(")
-        value = eval(arg.rstrip(")"))  # noqa: S307 - our own literals above
-        getattr(conn.raw, name)(value)
+    if statement in DRIVER_CALLS:
+        DRIVER_CALLS[statement](conn.raw)
         return
     try:
         cur = conn.raw.cursor()
