@@ -178,6 +178,35 @@ class Poolkit(Contender):
         self.pool.close()
 
 
+class PoolkitAlwaysReset(Poolkit):
+    """POOLKIT_RESET="always": no skip decision, a full reset at every return (what a pool
+    that cannot prove a session clean must pay)."""
+
+    name = "poolkit, reset always"
+
+    def __init__(self, url: DatabaseURL, threads: int, conns: int, full_url: str = "") -> None:
+        settings = load_config({"POOLKIT_DATABASE_URL": full_url, "POOLKIT_RESET": "always",
+                                "POOLKIT_MAX_CONNECTIONS": conns}).pools["default"]
+        self.pool = Pool(settings)
+
+
+class PoolkitCursor(Poolkit):
+    """The same borrow through ``conn.cursor()``: a borrow-bound cursor, and the fail-safe
+    check scans the interpolated statement (the helpers' check is cached per template)."""
+
+    name = "poolkit via conn.cursor()"
+
+    def worker(self, index: int) -> Query:
+        pool = self.pool
+
+        def run(nonce: int) -> None:
+            with pool.connection() as conn:
+                cur = conn.cursor()
+                select_on(cur, nonce)
+                cur.close()
+        return run
+
+
 class PoolkitPrometheus(Poolkit):
     """poolkit with POOLKIT_METRICS = "prometheus": one histogram observation per checkout and
     per return, from the pool's observer (no signal dispatch; the plain "poolkit" row's pool
@@ -237,7 +266,8 @@ def percentile(values: list[float], q: float) -> float:
 def bench_shape(url: DatabaseURL, full_url: str, threads: int, conns: int, rounds: int,
                 seconds: float) -> None:
     kinds: list[type[Contender]] = [Dedicated, BareLifo, DBUtilsDefaults, SQLAlchemyQueuePool,
-                                    Poolkit, PoolkitPrometheus]
+                                    Poolkit, PoolkitCursor, PoolkitAlwaysReset,
+                                    PoolkitPrometheus]
     contenders = [k(url, threads, conns, full_url) if issubclass(k, Poolkit)
                   else k(url, threads, conns) for k in kinds]
     ops: dict[str, list[int]] = {c.name: [] for c in contenders}
