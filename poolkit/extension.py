@@ -23,7 +23,8 @@ from .config import DEFAULT_BIND, PoolkitConfig, load_config
 from .discovery import register_app_commands
 from .errors import ConfigError, ConnectionReturnedError, NoHostAvailableError, PoolTimeout
 from .pool import Pool
-from .pool.connection import Connection, skip_frames_of
+from .pool.connection import Connection
+from .pool.handles import skip_frames_of
 from .routing import is_replica_pool, no_host_response, route_read
 
 logger = logging.getLogger("poolkit")
