@@ -10,9 +10,19 @@ session. Neither fails over: a lost connection raises (the pool discards it on r
 
 from __future__ import annotations
 
+import contextlib
 import typing as t
 
 from ..errors import ConnectionReturnedError
+from .untracked import statement_changes_untracked_state
+
+_STATE_CHANGED = 0x4000  # SERVER_SESSION_STATE_CHANGED: the pool resets at return
+
+
+def mark_changed(raw: t.Any) -> None:
+    """Count the session as changed: the pool resets it at return (mysqlclient: always)."""
+    with contextlib.suppress(AttributeError):
+        raw.poolkit_changed |= _STATE_CHANGED
 
 
 class Borrow(t.Protocol):
@@ -48,11 +58,20 @@ class BorrowedCursor:
     def execute(self, query: t.Any, args: t.Any = None) -> t.Any:
         cursor = self._live()
         self._borrow._statement_ran()
+        raw = self._con.raw
+        if isinstance(query, str):
+            # The template's remembered verdict stands for the interpolated text (parameters
+            # are quoted literals); the driver skips its own scan of this one statement.
+            if statement_changes_untracked_state(query):
+                mark_changed(raw)
+            raw.poolkit_checked = True
         try:
             result = cursor.execute(query, args)
         except Exception as error:
             self._borrow._statement_failed(error)
             raise
+        finally:
+            raw.poolkit_checked = False
         self._con.count_use()
         return result
 

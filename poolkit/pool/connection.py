@@ -38,7 +38,7 @@ import warnings
 from contextlib import contextmanager, suppress
 
 from ..errors import ConnectionReturnedError, PoolkitError
-from .borrowed import BorrowedCursor, BorrowedRaw
+from .borrowed import BorrowedCursor, BorrowedRaw, mark_changed
 from .drivers import error_code, is_retry_safe
 from .handles import (
     PoolLike,
@@ -51,14 +51,7 @@ from .handles import (
 )
 from .untracked import statement_changes_untracked_state
 
-_STATE_CHANGED = 0x4000  # SERVER_SESSION_STATE_CHANGED: the pool resets at return
 _IN_TRANS = 0x0001
-
-
-def _mark_changed(raw: t.Any) -> None:
-    """Count the session as changed: the pool resets it at return (mysqlclient: always)."""
-    with suppress(AttributeError):
-        raw.poolkit_changed |= _STATE_CHANGED
 
 
 class TransactionError(PoolkitError):
@@ -258,7 +251,7 @@ class Connection:
         # The template's verdict (cached) stands for the interpolated text: parameters are
         # quoted literals. The driver's own check is skipped for this one statement.
         if statement_changes_untracked_state(sql):
-            _mark_changed(raw)
+            mark_changed(raw)
         cursor = raw.cursor(cursor_class)
         raw.poolkit_checked = True
         try:
@@ -328,7 +321,7 @@ class Connection:
             con = self._acquire()
             self._ran = self._dirty = True
             if statement_changes_untracked_state(sql):
-                _mark_changed(con.raw)
+                mark_changed(con.raw)
             cursor = con.raw.cursor()
             try:
                 count = int(cursor.executemany(sql, params) or 0)
