@@ -85,9 +85,12 @@ def test_next_transaction_isolation_is_not_handed_on(
     with pool.connection() as conn:
         conn.execute("BEGIN")
         conn.execute(f"INSERT INTO {table} VALUES (1)")  # registers the transaction
-        time.sleep(0.15)  # INNODB_TRX is a cache refreshed at most every 0.1 s
-        level = conn.scalar("SELECT trx_isolation_level FROM information_schema.INNODB_TRX "
-                            "WHERE trx_mysql_thread_id = CONNECTION_ID()")
+        level = None
+        deadline = time.monotonic() + 2.0
+        while level is None and time.monotonic() < deadline:
+            time.sleep(0.11)  # INNODB_TRX is a cache refreshed at most every 0.1 s
+            level = conn.scalar("SELECT trx_isolation_level FROM information_schema.INNODB_TRX "
+                                "WHERE trx_mysql_thread_id = CONNECTION_ID()")
         conn.rollback()
     assert level == fresh.replace("-", " ")
 

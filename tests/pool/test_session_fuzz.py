@@ -116,6 +116,17 @@ def _error(raw: t.Any, sql: str) -> int | str:
     return "ok"
 
 
+def _isolation(raw: t.Any) -> list[tuple[t.Any, ...]]:
+    # INNODB_TRX is a cache refreshed at most every 0.1 s: wait (bounded) for our row.
+    deadline = time.monotonic() + 2.0
+    while True:
+        time.sleep(0.11)
+        rows = _rows(raw, "SELECT trx_isolation_level FROM information_schema.INNODB_TRX "
+                          "WHERE trx_mysql_thread_id = CONNECTION_ID()")
+        if rows or time.monotonic() > deadline:
+            return rows
+
+
 def fingerprint(conn: t.Any, db: str) -> dict[str, t.Any]:
     """Everything the server shows of this session (read first thing in a borrow)."""
     raw = conn.raw
@@ -134,10 +145,7 @@ def fingerprint(conn: t.Any, db: str) -> dict[str, t.Any]:
     print_["locked"] = _error(raw, f"SELECT COUNT(*) FROM {db}.fuzz_other")  # 1100 if LOCKed
     # The next transaction's characteristics: access mode and isolation, as InnoDB sees them.
     print_["next_trx_write"] = _error(raw, f"INSERT INTO {db}.fuzz_ai (v) VALUES (-1)")
-    time.sleep(0.11)  # INNODB_TRX is a cache refreshed at most every 0.1 s
-    print_["next_trx_isolation"] = _rows(
-        raw, "SELECT trx_isolation_level FROM information_schema.INNODB_TRX "
-             "WHERE trx_mysql_thread_id = CONNECTION_ID()")
+    print_["next_trx_isolation"] = _isolation(raw)
     _rows(raw, "ROLLBACK")
     print_["backup"] = _error(raw, "BACKUP STAGE START")
     _error(raw, "BACKUP STAGE END")
