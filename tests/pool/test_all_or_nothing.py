@@ -159,3 +159,23 @@ def test_first_statement_of_a_borrow_is_still_rerun(
     time.sleep(0.1)
     with pool.connection() as conn:  # the alive-bypass skipped the ping: the re-run heals it
         assert conn.scalar("SELECT CONNECTION_ID()") != first
+
+
+def test_a_cursor_never_fails_over_in_mid_borrow(make_pool: t.Callable[..., Pool],
+                                                 admin: t.Any, table: str) -> None:
+    pool = make_pool(POOLKIT_MAX_CONNECTIONS=1)
+    with pool.connection() as conn:
+        conn.execute("SET @tenant = 'b'")
+        victim = conn.scalar("SELECT CONNECTION_ID()")
+        with admin.cursor() as cur:
+            cur.execute(f"KILL CONNECTION {int(victim)}")
+        time.sleep(0.05)
+        cur = conn.cursor()  # DBUtils' cursor would reopen and re-run on a fresh session
+        with pytest.raises(pymysql.err.OperationalError) as lost:
+            cur.execute(f"INSERT INTO {table} (v) VALUES (@tenant)")
+    assert lost.value.args[0] in (2006, 2013)
+    with pool.connection() as conn:
+        assert conn.scalar("SELECT CONNECTION_ID()") != victim
+    stats = pool.stats()
+    assert stats["connections_opened"] - stats["connections_closed"] == stats["size"] == 1
+    assert server_count(admin, f"SELECT COUNT(*) FROM {table}") == 0
