@@ -52,3 +52,24 @@ def role_server() -> t.Iterator[PrivateServer]:
 
 def role_url(server: PrivateServer, user: str = READER, password: str = READER_PASSWORD) -> str:
     return f"mysql://{user}:{password}@127.0.0.1:{server.port}/app"
+
+
+@pytest.fixture(scope="session")
+def rollback_on_timeout_server() -> t.Iterator[PrivateServer]:
+    """A private server whose lock wait timeout (1 s) rolls back the whole transaction."""
+    if not binaries_available():
+        if os.environ.get("POOLKIT_TEST_REQUIRE_DB") == "1":
+            pytest.fail("mariadbd / mariadb-install-db are needed")
+        pytest.skip("mariadbd is not installed")
+    server = PrivateServer(22, prefix="poolkit-rot-", options=(
+        "--innodb-rollback-on-timeout=ON", "--innodb-lock-wait-timeout=1"))
+    try:
+        server.install()
+        server.start()
+        server.execute("CREATE DATABASE app",
+                       "CREATE TABLE app.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)",
+                       "CREATE TABLE app.hot (id INT PRIMARY KEY, n INT)",
+                       "INSERT INTO app.hot VALUES (1, 0)")
+        yield server
+    finally:
+        server.destroy()

@@ -179,3 +179,36 @@ def test_a_cursor_never_fails_over_in_mid_borrow(make_pool: t.Callable[..., Pool
     stats = pool.stats()
     assert stats["connections_opened"] - stats["connections_closed"] == stats["size"] == 1
     assert server_count(admin, f"SELECT COUNT(*) FROM {table}") == 0
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["in the block", "in a nested block"])
+def test_lock_wait_timeout_that_rolled_back_commits_nothing(
+        make_pool: t.Callable[..., Pool], rollback_on_timeout_server: t.Any,
+        nested: bool) -> None:
+    server = rollback_on_timeout_server
+    server.execute("TRUNCATE app.t")
+    pool = make_pool(POOLKIT_DATABASE_URL=f"mysql://root:@127.0.0.1:{server.port}/app")
+    holder = server.connect(database="app")
+    caught: list[BaseException] = []
+    try:
+        with holder.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("UPDATE hot SET n = n + 1 WHERE id = 1")
+        with (pytest.raises(pymysql.err.OperationalError) as outer, pool.connection() as conn,
+              conn.transaction()):
+            conn.execute("INSERT INTO t (v) VALUES (1)")
+            try:
+                if nested:
+                    with conn.transaction():
+                        conn.execute("UPDATE hot SET n = n + 1 WHERE id = 1")
+                else:
+                    conn.execute("UPDATE hot SET n = n + 1 WHERE id = 1")
+            except pymysql.err.OperationalError as error:
+                caught.append(error)
+            conn.execute("INSERT INTO t (v) VALUES (2)")  # a new implicit transaction
+    finally:
+        holder.rollback()
+        holder.close()
+    assert [e.args[0] for e in caught] == [1205]
+    assert outer.value.args[0] == 1205
+    assert server.execute("SELECT COUNT(*) FROM app.t") == [(0,)]
