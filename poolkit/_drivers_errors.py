@@ -1,4 +1,4 @@
-"""Which driver modules get poolkit's PEP 249 names (see :func:`poolkit.errors.adopt_driver_errors`).
+"""The drivers whose errors take poolkit's PEP 249 names (:func:`.errors.adopt_driver_errors`).
 
 PyMySQL is a dependency and always adopted. mysqlclient is optional: adopted when installed
 (importing it costs about 10 ms, once per process).

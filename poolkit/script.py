@@ -15,6 +15,7 @@ After a failure, what the script wrote since its last DDL statement is rolled ba
 
 from __future__ import annotations
 
+import contextlib
 import typing as t
 from pathlib import Path
 
@@ -83,7 +84,5 @@ def _run(connection: t.Any, statements: t.Iterable[Statement], name: str,
 
 
 def _rollback(raw: t.Any) -> None:
-    try:
+    with contextlib.suppress(Exception):  # a connection that is gone was rolled back
         raw.rollback()
-    except Exception:  # the connection is gone: the server rolled back already
-        pass
