@@ -16,4 +16,4 @@ def current_connection() -> Connection:
     """
     from .extension import db
 
-    return t.cast(Connection, db._get_current_object())  # type: ignore[attr-defined]
+    return t.cast(Connection, db._get_current_object())
