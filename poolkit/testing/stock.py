@@ -16,6 +16,7 @@ administrator made the way the MariaDB manual advises (``'poolkit_admin'@'localh
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import typing as t
 
@@ -53,6 +54,12 @@ class StockServer(PrivateServer):
         """Root through the unix socket (its stock login); anyone else over TCP."""
         if user == "root" and not password:
             import pymysql
+
+            # PyMySQL leaks the socket of a failed unix-socket connect (a ResourceWarning in
+            # some later test): while the server starts, ask the socket first.
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.settimeout(2)
+                probe.connect(self.socket)
 
             extra.setdefault("connect_timeout", 2)
             return pymysql.connect(unix_socket=self.socket, user="root", database=database,
