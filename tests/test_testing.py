@@ -158,3 +158,14 @@ def test_a_stock_server_keeps_its_anonymous_accounts(tmp_path: Path) -> None:
                             text=True, timeout=180, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+def test_the_database_helpers_import_without_pytest() -> None:
+    # Benchmarks and scripts use them where pytest is not installed.
+    code = ("import sys\nsys.modules['pytest'] = None  # import pytest -> ImportError\n"
+            "from poolkit.testing import Databases, admin_connect, full_url\n"
+            "print(Databases.__module__, admin_connect.__module__)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["poolkit.testing.databases"] * 2
