@@ -462,8 +462,9 @@ def register_app_commands(app: Flask, folders: t.Sequence[str] | None = None) ->
 
 
 
+@lru_cache(maxsize=1)
 def builtin_commands() -> dict[str, click.Command]:
-    """poolkit's own commands, as its ``flask.commands`` entry points name them."""
+    """poolkit's own commands, as its ``flask.commands`` entry points name them (read once)."""
     return {ep.name: ep.load()
             for ep in importlib.metadata.entry_points(group="flask.commands")
             if ep.value.startswith("poolkit.commands")}
