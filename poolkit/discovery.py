@@ -44,16 +44,13 @@ from pathlib import Path
 import click
 from flask import Flask, current_app
 
-from .errors import Error, PoolkitError
+from .app_commands import run_as_app_command
 
 logger = logging.getLogger("poolkit")
 
 #: Flask's own commands: FlaskGroup resolves them before any app command, so a file of that
 #: name can never run through ``flask`` (only through ``app.cli``).
 FLASK_COMMANDS = frozenset({"run", "shell", "routes"})
-
-#: ``app.extensions`` key of poolkit's state (the extension's EXTENSION_KEY).
-EXTENSION_KEY = "poolkit"
 
 #: Set on the packages this module creates: the folder they stand for.
 _MARK = "__poolkit_commands_folder__"
@@ -190,68 +187,8 @@ class CommandsFolder:
             source = f"Defined in {shown_path(path)}{note}."
             command.epilog = f"{command.epilog}\n\n{source}" if command.epilog else source
             command._poolkit_source = str(path)  # type: ignore[attr-defined]
-            _run_as_app_command(command, shown_path(path))
+            run_as_app_command(command, shown_path(path))
         return command
-
-
-_TRACEBACK = "poolkit.traceback"
-
-
-def _remember_traceback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    if value:
-        ctx.meta[_TRACEBACK] = True
-
-
-def _run_as_app_command(command: click.Command, where: str) -> None:
-    """Give *command* ``--traceback``, one-line errors and a transaction committed on success."""
-    if not any("--traceback" in getattr(p, "opts", ()) for p in command.params):
-        command.params.append(click.Option(
-            ["--traceback"], is_flag=True, expose_value=False, is_eager=True,
-            callback=_remember_traceback,
-            help="On a database or poolkit error, print the stack, not just the one line."))
-    invoke = command.invoke
-
-    def invoke_in_transaction(ctx: click.Context) -> t.Any:
-        try:
-            result = invoke(ctx)
-        except click.exceptions.Exit as stop:
-            if stop.exit_code == 0:
-                _commit(ctx, where)
-            raise
-        except (PoolkitError, Error) as error:
-            raise _one_line(ctx, where, error) from None
-        _commit(ctx, where)
-        return result
-
-    command.invoke = invoke_in_transaction  # type: ignore[method-assign]
-
-
-def _commit(ctx: click.Context, where: str) -> None:
-    """Commit what the command did on ``db`` (nothing happens when it never used it)."""
-    if not current_app or EXTENSION_KEY not in current_app.extensions:
-        return
-    from .current import current_connection
-
-    try:
-        connection = current_connection()
-        if connection.checked_out and not connection.returned:
-            connection.commit()
-    except (PoolkitError, Error) as error:
-        raise _one_line(ctx, where, error) from None
-
-
-def _one_line(ctx: click.Context, where: str, error: BaseException) -> click.ClickException:
-    if ctx.meta.get(_TRACEBACK):
-        click.echo("".join(traceback.format_exception(error)), err=True, nl=False)
-    return click.ClickException(f"{where}: {describe_error(error)}")
-
-
-def describe_error(error: BaseException) -> str:
-    """``1146 Table 'shop.session' doesn't exist`` for a driver error, else its message."""
-    args: tuple[t.Any, ...] = tuple(getattr(error, "args", ()))
-    if isinstance(error, Error) and len(args) == 2 and isinstance(args[0], int):
-        return f"{args[0]} {args[1]}"
-    return str(error) or type(error).__name__
 
 
 def _serves(module: t.Any, folder: Path) -> bool:

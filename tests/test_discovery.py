@@ -431,9 +431,12 @@ WRITES = """
     @click.command()
     @click.option("--fail", is_flag=True)
     @click.option("--exit", "code", type=int)
-    def writes(fail, code):
+    @click.option("--interrupt", is_flag=True)
+    def writes(fail, code, interrupt):
         \"\"\"Insert a row.\"\"\"
         db.execute("INSERT INTO cmd_writes (note) VALUES ('x')")
+        if interrupt:
+            raise KeyboardInterrupt
         if code is not None:
             click.get_current_context().exit(code)
         if fail:
@@ -478,6 +481,9 @@ def test_an_app_command_commits_on_success_and_rolls_back_on_failure(
     assert server_count(admin, "SELECT COUNT(*) FROM cmd_writes") == 2  # exit 0 commits
     assert runner.invoke(args=["writes", "--exit", "3"]).exit_code == 3
     assert server_count(admin, "SELECT COUNT(*) FROM cmd_writes") == 2  # exit 3 does not
+    interrupted = runner.invoke(args=["writes", "--interrupt"])
+    assert (interrupted.exit_code, interrupted.output) == (130, "Aborted!\n")
+    assert server_count(admin, "SELECT COUNT(*) FROM cmd_writes") == 2  # Ctrl-C rolls back
 
 
 BUILTINS = {"initdb": "Apply the project's .sql files", "pool-stress": "Measure a global",
