@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import subprocess
 import typing as t
@@ -72,7 +73,8 @@ def test_it_reads_exactly_what_the_mariadb_client_reads(tmp_path: Path, database
     script.write_text(SCHEMA)
     with script.open("rb") as stdin:
         subprocess.run(["mariadb", "-h", other.host, "-P", str(other.port), "-u", other.user,
-                        other.database], stdin=stdin, check=True, timeout=60)
+                        other.database], stdin=stdin, check=True, timeout=60,
+                       env={**os.environ, "MYSQL_PWD": other.password})
     assert posts(database_url) == posts(other)
 
 
