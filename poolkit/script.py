@@ -20,9 +20,10 @@ import typing as t
 from pathlib import Path
 
 from .errors import Error, SqlFileError
-from .sqlimport.outcome import StatementError, locate
-from .sqlimport.split import split_bytes, split_file
-from .sqlimport.statement import Statement
+
+if t.TYPE_CHECKING:  # the splitter is imported on first use: `import poolkit` stays light
+    from .sqlimport.outcome import StatementError
+    from .sqlimport.statement import Statement
 
 #: Shown as the script's name in messages when none is given.
 DEFAULT_NAME = "<script>"
@@ -45,6 +46,8 @@ def executescript(connection: t.Any, sql: str | bytes, *, name: str | None = Non
     connection. *name* is what messages call the script (a file name); ``source FILE`` lines
     resolve beside it. *commit*: ``None`` commits unless inside ``connection.transaction()``.
     """
+    from .sqlimport.split import split_bytes
+
     data = sql.encode("utf-8") if isinstance(sql, str) else sql
     path = Path(name) if name is not None else None
     statements = split_bytes(data, path=path)
@@ -53,11 +56,15 @@ def executescript(connection: t.Any, sql: str | bytes, *, name: str | None = Non
 
 def executefile(connection: t.Any, path: str | Path, *, commit: bool | None = None) -> int:
     """Run the SQL file at *path* (``.gz``/``.bz2``/``.xz`` too), streaming; returns the count."""
+    from .sqlimport.split import split_file
+
     return _run(connection, split_file(path), str(path), commit)
 
 
 def _run(connection: t.Any, statements: t.Iterable[Statement], name: str,
          commit: bool | None) -> int:
+    from .sqlimport.outcome import locate
+
     raw = getattr(connection, "raw", connection)  # a poolkit Connection, or the driver's own
     if commit is None:
         commit = not getattr(connection, "in_transaction", False)
