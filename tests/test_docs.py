@@ -348,3 +348,15 @@ def test_every_make_target_the_docs_name_exists() -> None:
     texts = [p.read_text() for p in DOCS] + [(REPO / "pyproject.toml").read_text()]
     named = {m for text in texts for m in re.findall(r"\bmake ([a-z][\w-]*)", text)}
     assert named - targets == set()
+
+
+def test_the_quoted_no_client_error_of_dbshell(example_app: Flask, tmp_path: Path) -> None:
+    doc = " ".join((REPO / "docs" / "commands.md").read_text().split())
+    quoted = re.search(r"No client on PATH: `(Error: [^`]+)`, exit (\d)", doc)
+    assert quoted, "docs/commands.md no longer quotes dbshell's missing-client error"
+    url = example_app.config["POOLKIT_DATABASE_URL"]
+    env = {**os.environ, "POOLKIT_DATABASE_URL": url, "PATH": str(tmp_path)}  # no client here
+    done = subprocess.run([FLASK, "--app", "examples.app", "dbshell"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, " ".join(done.stderr.split())) == (int(quoted.group(2)),
+                                                                 quoted.group(1))
