@@ -102,36 +102,45 @@ def write_sweep(report: SweepReport, path: str, plt: t.Any) -> None:
     right.plot([s for s, v in zip(sizes, p99, strict=True) if v is not None],
                [v for v in p99 if v is not None], marker="o", color="#1f4e99",
                label="p99 of successful requests")
+    # A white box under each label: a marker line through a point never crosses its figure.
+    box = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none",
+           "alpha": 0.85}
     for size, value, bad in zip(sizes, ok, failed, strict=True):
         left.annotate(_label(value) + (f"\n{bad:,} failed" if bad else ""), (size, value),
-                      textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+                      textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8,
+                      bbox=box, zorder=5)
     for size, value in zip(sizes, p99, strict=True):
         if value is not None:
             right.annotate(_label(value), (size, value), textcoords="offset points",
-                           xytext=(0, 6), ha="center", fontsize=8)
+                           xytext=(0, 7), ha="center", fontsize=8, bbox=box, zorder=5)
     advised = data["recommended_pool_size"]
+    by_throughput_only = data["throughput_only"]
     thumb = data["rule_of_thumb"]["pool_size"]
     workers = report.options.workers
     for axis in (left, right):
         if advised is not None:
             axis.axvline(advised, color="#2a9d4b", linestyle="--",
-                         label=f"recommended: {advised}")
+                         label=f"recommended: {advised}" + (
+                             " (by throughput alone: no size also had a near-best p99)"
+                             if by_throughput_only else ""))
         if thumb is not None:
             per_worker = thumb / workers
             axis.axvline(per_worker, color="#999999", linestyle=":",
                          label=f"HikariCP rule of thumb: {per_worker:g}"
                          + (" per worker" if workers > 1 else ""))
         axis.set_xscale("log", base=2)
+        # Room beside the first and last size, so their labels stay inside the axes.
+        axis.set_xlim(min(sizes) / 1.5, max(sizes) * 1.5)
         axis.set_xticks(sizes, [str(s) for s in sizes])
         axis.set_xlabel("pool size (connections per worker)" if workers > 1
                         else "pool size (connections)")
         axis.grid(alpha=0.3)
         # Below the axes: a curve may pass anywhere inside them.
-        axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+        axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1,
                     frameon=False)
         axis.set_ylim(bottom=0)
-    left.set_ylim(top=max([*ok, 1.0]) * 1.2)
-    right.set_ylim(top=max([v for v in p99 if v is not None] + [1.0]) * 1.2)
+    left.set_ylim(top=max([*ok, 1.0]) * 1.25)
+    right.set_ylim(top=max([v for v in p99 if v is not None] + [1.0]) * 1.25)
     left.set_title("throughput (higher is better)")
     left.set_ylabel("successful requests per second")
     right.set_title("p99 latency (lower is better)")

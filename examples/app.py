@@ -1,7 +1,7 @@
 """A small Flask app that uses poolkit the way a user would.
 
-    export POOLKIT_DATABASE_URL=mysql://root:@127.0.0.1:3306/test
-    flask --app examples.app initdb      # load sql/*.sql
+    export POOLKIT_DATABASE_URL=mysql://root:@127.0.0.1:3306/poolkit_demo
+    flask --app examples.app initdb --create-database   # load sql/*.sql
     flask --app examples.app run         # GET /employees
     gunicorn -c examples/gunicorn.conf.py -w 4 'examples.app:create_app()'
 
@@ -23,7 +23,7 @@ class Config:
     """Class-style config, as Flask users write it; the URL comes from the environment."""
 
     POOLKIT_DATABASE_URL = os.environ.get(
-        "POOLKIT_DATABASE_URL", "mysql://root:@127.0.0.1:3306/test?charset=utf8mb4")
+        "POOLKIT_DATABASE_URL", "mysql://root:@127.0.0.1:3306/poolkit_demo?charset=utf8mb4")
     POOLKIT_MAX_CONNECTIONS = 8
     POOLKIT_SQL_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "sql")
 

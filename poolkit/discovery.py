@@ -6,6 +6,16 @@ them either way: ``from ._util import x`` or ``from commands._util import x``. M
 starts with ``_`` are helpers, not commands. One file is one command, named after the file
 (``nightly_cleanup.py`` → ``flask nightly-cleanup``), as in Django's ``management/commands``.
 
+A command runs in the app context, and its work on ``db`` is one transaction: committed when
+the command returns (or exits with status 0), rolled back when it fails. A database or poolkit
+error it does not handle is one line, ``Error: commands/cleanup.py: 1146 Table 'shop.session'
+doesn't exist``, exit status 1; ``--traceback`` (added to every app command, as in Django)
+prints the stack first. Other exceptions are bugs and keep their traceback.
+
+:func:`register_commands` puts poolkit's built-ins on ``app.cli`` too (where Flask's test
+runner looks), under the same rule as the ``flask`` entry points: one command per name, and
+the app's own command of a name wins over the built-in.
+
 Nothing is imported at ``init_app``: each file becomes a :class:`LazyCommand` that imports its
 module when the command is listed or run, so web workers do not pay for the CLI and a module that
 fails to import is reported, by file name, only by its own command; the others keep working.
@@ -22,7 +32,9 @@ import importlib.util
 import keyword
 import logging
 import re
+import site
 import sys
+import sysconfig
 import traceback
 import typing as t
 import weakref
@@ -31,6 +43,8 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
+
+from .app_commands import run_as_app_command
 
 logger = logging.getLogger("poolkit")
 
@@ -173,6 +187,7 @@ class CommandsFolder:
             source = f"Defined in {shown_path(path)}{note}."
             command.epilog = f"{command.epilog}\n\n{source}" if command.epilog else source
             command._poolkit_source = str(path)  # type: ignore[attr-defined]
+            run_as_app_command(command, shown_path(path))
         return command
 
 
@@ -217,7 +232,9 @@ def _broken_command(name: str, path: Path, error: BaseException) -> click.Comman
             click.echo(_user_traceback(error), err=True, nl=False)
         raise click.ClickException(summary)
 
-    kind = "no command" if isinstance(error, LookupError) else type(error).__name__
+    kind = (type(error).__name__ if not isinstance(error, LookupError)
+            else "several commands" if str(error).startswith("defines several")
+            else "no command")
     return click.Command(
         name, callback=explain, help=f"(broken) {summary}",
         short_help=f"(broken: {kind} in {path.name})",
@@ -259,18 +276,38 @@ def default_folders(app: Flask) -> list[Path]:
     """``commands/`` beside the app; for an app inside a package without one, beside the package.
 
     For ``flask --app shop.app`` that is ``shop/commands/``, else ``commands/`` in the folder
-    that holds ``shop/`` (the project root). Only the first that exists is used.
+    that holds ``shop/`` (the project root) — unless that folder is where installed packages
+    live (``site-packages``: any distribution may own a ``commands`` package there). The
+    working directory is never looked at. Only the first folder that exists is used.
     """
     candidates = [Path(app.root_path) / "commands"]
     top = sys.modules.get(app.import_name.partition(".")[0])
     package_file = getattr(top, "__file__", None)
     if package_file and hasattr(top, "__path__"):
-        candidates.append(Path(package_file).resolve().parent.parent / "commands")
+        root = Path(package_file).resolve().parent.parent
+        if not is_install_location(root):
+            candidates.append(root / "commands")
     for folder in candidates:
         folder = folder.resolve()
         if folder.is_dir() and not _is_poolkit_commands(folder):
             return [folder]
     return []
+
+
+def is_install_location(folder: Path) -> bool:
+    """Whether *folder* is where installed distributions live (site-packages, dist-packages).
+
+    Such a folder holds ``*.dist-info`` metadata or is one of the interpreter's site folders;
+    a project root is neither.
+    """
+    folder = folder.resolve()
+    sites = {*site.getsitepackages(), site.getusersitepackages(),
+             *(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))}
+    if any(Path(p).resolve() == folder for p in sites if p):
+        return True
+    if folder.name in ("site-packages", "dist-packages"):
+        return True
+    return next(folder.glob("*.dist-info"), None) is not None
 
 
 def _configured_folders(app: Flask, folders: t.Sequence[str]) -> list[Path]:
@@ -360,3 +397,26 @@ def register_app_commands(app: Flask, folders: t.Sequence[str] | None = None) ->
             added.append(name)
     return added
 
+
+
+@lru_cache(maxsize=1)
+def builtin_commands() -> dict[str, click.Command]:
+    """poolkit's own commands, as its ``flask.commands`` entry points name them (read once)."""
+    return {ep.name: ep.load()
+            for ep in importlib.metadata.entry_points(group="flask.commands")
+            if ep.value.startswith("poolkit.commands")}
+
+
+def register_commands(app: Flask, folders: t.Sequence[str] | None = None) -> list[str]:
+    """Put the app's commands (:func:`register_app_commands`) and poolkit's on ``app.cli``.
+
+    ``app.cli`` is what Flask's test runner (``app.test_cli_runner().invoke(args=[...])``)
+    and ``flask`` both see. One command per name: a command already on ``app.cli`` or in the
+    app's folders wins over the built-in of the same name. Returns the names added.
+    """
+    added = register_app_commands(app, folders)
+    for name, command in builtin_commands().items():
+        if name not in app.cli.commands:
+            app.cli.add_command(command, name)
+            added.append(name)
+    return added

@@ -47,7 +47,7 @@ def make_app(database_url: str) -> t.Iterator[t.Callable[..., Flask]]:
 
     def factory(extension: Poolkit | None = None, **config: t.Any) -> Flask:
         app = Flask("poolkit_test_app")
-        app.config.update(POOLKIT_DATABASE_URL=database_url, **config)
+        app.config.update({"POOLKIT_DATABASE_URL": database_url, **config})
         extension = extension or Poolkit()
         extension.init_app(app)
         made.append(extension)

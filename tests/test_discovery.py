@@ -18,7 +18,13 @@ import pytest
 from flask import Flask
 
 from poolkit import Poolkit
-from poolkit.discovery import LazyCommand, default_folders
+from poolkit.commands._cli import BuiltinCommand
+from poolkit.discovery import (
+    LazyCommand,
+    default_folders,
+    is_install_location,
+    register_commands,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 FLASK = str(Path(sys.executable).with_name("flask"))
@@ -249,6 +255,9 @@ def test_a_broken_module_is_reported_by_file_and_the_others_still_work(
     assert "(broken: SyntaxError in broken.py)" in listing
     assert "(broken: ImportError in explodes.py)" in listing
     assert "(broken: no command in empty.py)" in listing
+    write(project, {"commands/pair.py": "import click\n@click.command()\ndef a(): pass\n"
+                    "@click.command()\ndef b(): pass\n"})
+    assert "(broken: several commands in pair.py)" in ok(run(project, database_url, "--help"))
     broken = run(project, database_url, "broken", "--any", "args")
     assert broken.returncode == 1
     assert broken.stderr.splitlines()[-1].startswith(
@@ -341,7 +350,9 @@ def test_poolkits_own_commands_folder_is_never_a_user_folder(tmp_path: Path) -> 
                       POOLKIT_COMMANDS_DIRS=[str(REPO / "commands")])
     extension = Poolkit(app)
     try:
-        assert not {"initdb", "pool-stress", "pool-status", "dbshell"} & set(app.cli.commands)
+        register_commands(app, [str(REPO / "commands")])
+        for name in ("initdb", "pool-stress", "pool-status", "dbshell"):
+            assert isinstance(app.cli.commands[name], BuiltinCommand)  # not a folder's file
     finally:
         extension.close()
     # A copy of the checkout beside an installed poolkit is recognised too.
@@ -383,3 +394,155 @@ def test_a_folder_never_shadows_another_module(make_app: t.Callable[..., Flask],
     with caplog.at_level("WARNING", logger="poolkit"):
         make_app(POOLKIT_COMMANDS_DIRS=[str(folder)])
     assert "the name 'json' is taken by" in caplog.text
+
+
+def test_an_installed_app_never_loads_site_packages_commands(tmp_path: Path,
+                                                            database_url: str) -> None:
+    # An app installed beside another distribution's top-level 'commands' package.
+    site = write(tmp_path / "venv" / "lib" / "site-packages", {
+        "shop/__init__.py": "", "shop/app.py": APP.replace(
+            "from commands._util import LABEL", "LABEL = 'x'"),
+        "shop-1.0.dist-info/METADATA": "Name: shop\n",
+        "commands/__init__.py": "",
+        "commands/evil.py": "open(__file__ + '.ran', 'w').close()\n"})
+    elsewhere = write(tmp_path / "cwd", {"commands/evil2.py": "raise SystemExit('ran')\n"})
+    assert is_install_location(site) and not is_install_location(elsewhere)
+    done = run(elsewhere, database_url, "--app", "shop.app", "--help", PYTHONPATH=str(site))
+    listing = ok(done)
+    assert "evil" not in listing and "initdb" in listing
+    assert not (site / "commands" / "evil.py.ran").exists()
+
+
+ERRORS = """
+    import click
+    from poolkit import db
+
+    @click.command()
+    @click.option("--table", default="no_such_table")
+    def cleanup(table):
+        \"\"\"Delete old sessions.\"\"\"
+        click.echo(f"{db.execute(f'DELETE FROM {table} WHERE 1 = 0')} deleted")
+"""
+
+WRITES = """
+    import click
+    from poolkit import db
+
+    @click.command()
+    @click.option("--fail", is_flag=True)
+    @click.option("--exit", "code", type=int)
+    @click.option("--interrupt", is_flag=True)
+    def writes(fail, code, interrupt):
+        \"\"\"Insert a row.\"\"\"
+        db.execute("INSERT INTO cmd_writes (note) VALUES ('x')")
+        if interrupt:
+            raise KeyboardInterrupt
+        if code is not None:
+            click.get_current_context().exit(code)
+        if fail:
+            db.execute("SELECT * FROM no_such_table")
+        click.echo("1 row inserted")
+"""
+
+
+def test_a_database_error_in_an_app_command_is_one_line_and_traceback_shows_the_stack(
+        make_app: t.Callable[..., Flask], tmp_path: Path) -> None:
+    folder = write(tmp_path / "errs", {"cleanup.py": ERRORS})
+    app = make_app(POOLKIT_COMMANDS_DIRS=[str(folder)])
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["cleanup"])
+    database = app.config["POOLKIT_DATABASE_URL"].rsplit("/", 1)[1]
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {folder / 'cleanup.py'}: 1146 Table "
+                             f"'{database}.no_such_table' doesn't exist\n")
+    shown = runner.invoke(args=["cleanup", "--traceback"])
+    assert shown.exit_code == 1
+    assert "Traceback (most recent call last)" in shown.output
+    assert 'cleanup.py", line 9, in cleanup' in shown.output
+    assert shown.output.endswith(f"Error: {folder / 'cleanup.py'}: 1146 Table "
+                                 f"'{database}.no_such_table' doesn't exist\n")
+    assert "--traceback" in runner.invoke(args=["cleanup", "--help"]).output
+
+
+def test_an_app_command_commits_on_success_and_rolls_back_on_failure(
+        make_app: t.Callable[..., Flask], tmp_path: Path, admin: t.Any) -> None:
+    from conftest import scratch_table, server_count
+
+    scratch_table(admin, "cmd_writes", "id INT AUTO_INCREMENT PRIMARY KEY, note TEXT")
+    folder = write(tmp_path / "writes", {"writes.py": WRITES})
+    app = make_app(POOLKIT_COMMANDS_DIRS=[str(folder)])
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["writes"]).output == "1 row inserted\n"
+    assert server_count(admin, "SELECT COUNT(*) FROM cmd_writes") == 1
+    failed = runner.invoke(args=["writes", "--fail"])
+    assert failed.exit_code == 1 and "1146" in failed.output
+    assert server_count(admin, "SELECT COUNT(*) FROM cmd_writes") == 1  # rolled back
+    assert runner.invoke(args=["writes", "--exit", "0"]).exit_code == 0
+    assert server_count(admin, "SELECT COUNT(*) FROM cmd_writes") == 2  # exit 0 commits
+    assert runner.invoke(args=["writes", "--exit", "3"]).exit_code == 3
+    assert server_count(admin, "SELECT COUNT(*) FROM cmd_writes") == 2  # exit 3 does not
+    interrupted = runner.invoke(args=["writes", "--interrupt"])
+    assert (interrupted.exit_code, interrupted.output) == (130, "Aborted!\n")
+    assert server_count(admin, "SELECT COUNT(*) FROM cmd_writes") == 2  # Ctrl-C rolls back
+
+
+BUILTINS = {"initdb": "Apply the project's .sql files", "pool-stress": "Measure a global",
+            "pool-status": "Show each pool's settings", "dbshell": "Open the mariadb/mysql"}
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_each_built_in_runs_through_flasks_test_runner(
+        make_app: t.Callable[..., Flask], name: str) -> None:
+    app = make_app()
+    register_commands(app)  # what Poolkit.init_app does once the lead wires it in
+    runner = app.test_cli_runner()
+    shown = runner.invoke(args=[name, "--help"])
+    assert shown.exit_code == 0, shown.output
+    assert BUILTINS[name] in " ".join(shown.output.split())
+
+
+def test_built_ins_really_run_through_the_test_runner(make_app: t.Callable[..., Flask],
+                                                      tmp_path: Path) -> None:
+    sql = write(tmp_path / "sql", {"10_t.sql": "CREATE TABLE runner_t (id INT);\n"
+                                               "INSERT INTO runner_t VALUES (1), (2);\n"})
+    app = make_app(POOLKIT_SQL_DIR=str(sql))
+    register_commands(app)
+    runner = app.test_cli_runner()
+    applied = runner.invoke(args=["initdb"])
+    assert applied.exit_code == 0, applied.output
+    with app.app_context():
+        from poolkit import db
+
+        assert db.scalar("SELECT COUNT(*) FROM runner_t") == 2
+    status = runner.invoke(args=["pool-status", "--json"])
+    assert status.exit_code == 0 and '"max_connections": 10' in status.output
+
+
+def test_an_app_file_overrides_the_built_in_on_app_cli(make_app: t.Callable[..., Flask],
+                                                       tmp_path: Path) -> None:
+    folder = write(tmp_path / "over", {"initdb.py": """
+        import click
+
+        @click.command()
+        def initdb():
+            click.echo("the app's initdb")
+    """})
+    app = make_app(POOLKIT_COMMANDS_DIRS=[str(folder)])
+    register_commands(app, [str(folder)])
+
+    @app.cli.command("pool-status")
+    def mine() -> None:
+        click.echo("the app's pool-status")
+
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["initdb"]).output == "the app's initdb\n"
+    assert runner.invoke(args=["pool-status"]).output == "the app's pool-status\n"
+    assert "Open the mariadb" in runner.invoke(args=["dbshell", "--help"]).output
+
+
+@pytest.mark.xfail(strict=True, reason="needs the lead's one line in Poolkit.init_app: "
+                   "register_commands(app, config.commands_dirs)")
+def test_poolkit_app_alone_puts_the_built_ins_on_app_cli(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app()
+    assert set(BUILTINS) <= set(app.cli.commands)
+    assert app.test_cli_runner().invoke(args=["initdb", "--help"]).exit_code == 0

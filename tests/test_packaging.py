@@ -8,14 +8,19 @@ packages, so the test needs no network and takes seconds.
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
+import typing as t
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from poolkit.testing import full_url
 
 REPO = Path(__file__).resolve().parents[1]
 BUILT_INS = ("initdb", "pool_stress", "pool_status", "dbshell")
@@ -127,3 +132,35 @@ def test_a_users_commands_folder_is_the_users(venv: Path, tmp_path: Path,
     assert _run(python, "-m", "flask", "hello", cwd=project) == "hello from the project\n"
     shown = _run(python, "-m", "flask", "initdb", "--help", cwd=project)
     assert "--sql-dir" in shown
+
+
+FLASKR = REPO / "examples" / "flaskr"
+
+
+def test_a_tutorial_app_passes_its_own_tests_on_the_installed_wheel(
+        venv: Path, tmp_path: Path, poolkit_server: t.Any) -> None:
+    """examples/flaskr, copied away from the checkout, tested with the wheel's poolkit only.
+
+    Its init-db command runs through ``app.test_cli_runner()``, its schema through
+    ``executefile``, its test data through ``executescript``, and it catches
+    ``poolkit.IntegrityError``: all public names (checked below), no import of the checkout.
+    """
+    app = tmp_path / "flaskr"
+    shutil.copytree(FLASKR, app, ignore=shutil.ignore_patterns("__pycache__", ".*_cache"))
+    sources = "\n".join(p.read_text() for p in app.rglob("*.py"))
+    assert "_get_current_object" not in sources
+    assert not re.search(r"from poolkit(\.\w+)*\._|import poolkit\.\w*\._|poolkit\.\w+\._",
+                         sources)
+    assert re.search(r"from poolkit import .*IntegrityError", sources)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("POOLKIT_", "PYTEST_"))}
+    environ.update(POOLKIT_TEST_DATABASE_URL=full_url(poolkit_server), POOLKIT_TEST_REQUIRE_DB="1")
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pytest", "-p", "no:cacheprovider", "-q",
+         "-W", "error"], cwd=app, env=environ, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = done.stdout.splitlines()[-1]
+    assert re.fullmatch(r"\d+ passed in [\d.]+s", summary), done.stdout  # nothing skipped
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import poolkit; print(poolkit.__file__)"],
+        cwd=app, env=environ, capture_output=True, text=True, timeout=60, check=True)
+    assert where.stdout.startswith(str(venv))

@@ -43,6 +43,7 @@ def test_recommend_the_smallest_size_near_both_bests() -> None:
     advice = recommend(points)
     assert advice.pool_size == 2  # 960 ≥ 95 % of 1000 and 10.5 ≤ 110 % of 10
     assert (advice.best_ok_per_s_size, advice.best_p99_size) == (4, 4)
+    assert not advice.throughput_only
     assert advice.best_ok_per_s == pytest.approx(1000)
     assert "within 5 % of the best throughput and 10 % of the best p99" in advice.reason
 
@@ -52,6 +53,7 @@ def test_recommend_leaves_out_sizes_with_errors_and_falls_back_to_throughput() -
               _point(8, 700, 9)]
     advice = recommend(points)
     assert advice.pool_size == 2  # 1 timed out; no size is near both 1000 req/s and 9 ms
+    assert advice.throughput_only
     assert "no size was also within 10 % of the best p99" in advice.reason
     assert recommend([]).pool_size is None
 

@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 from conftest import server_count
 
-from poolkit.testing.plugin import ENV_REQUIRE, ENV_URL, Databases, _full
+from poolkit.testing.plugin import (
+    ENV_PREFIX,
+    ENV_REQUIRE,
+    ENV_SERVER,
+    ENV_URL,
+    Databases,
+    _full,
+)
+from poolkit.testing.servers import binaries_available
 from poolkit.url import parse_url
 
 INNER = """
@@ -26,9 +34,10 @@ INNER = """
 """
 
 
-def run_session(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def run_session(tmp_path: Path, ini: str = "", **env: str) -> subprocess.CompletedProcess[str]:
     """Run a tiny pytest session in a subprocess, with only the given poolkit variables."""
     (tmp_path / "test_inner.py").write_text(textwrap.dedent(INNER))
+    (tmp_path / "pytest.ini").write_text(f"[pytest]\n{ini}\n")
     environ = {k: v for k, v in os.environ.items()
                if not k.startswith(("POOLKIT_", "DOCKER_", "PYTEST_"))}
     environ["DOCKER_HOST"] = f"unix://{tmp_path}/no-docker.sock"  # no engine answers
@@ -42,7 +51,8 @@ def test_without_a_server_the_test_is_skipped_with_the_reason(tmp_path: Path) ->
     result = run_session(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 skipped" in result.stdout
-    assert f"no database server for the tests: set {ENV_URL}=" in result.stdout
+    assert f"no database server for the tests: {ENV_URL} is not set and no Docker engine " \
+        "answers" in " ".join(result.stdout.split())
     assert "docker compose up -d --wait" in result.stdout
     assert not (tmp_path / "databases.txt").exists()
 
@@ -96,3 +106,66 @@ def test_full_url_round_trips_special_characters() -> None:
 @pytest.mark.parametrize("fixture", ["poolkit_server", "database_url", "make_database"])
 def test_plugin_fixtures_are_registered(request: pytest.FixtureRequest, fixture: str) -> None:
     assert request.getfixturevalue(fixture)
+
+
+def test_a_given_server_that_does_not_answer_says_so(tmp_path: Path) -> None:
+    url = "mysql://root:s3cret@127.0.0.1:1/test"  # nothing listens on port 1
+    skipped = run_session(tmp_path, **{ENV_URL: url})
+    assert "1 skipped" in skipped.stdout, skipped.stdout
+    assert f"the server of {ENV_URL} (mysql://root:***@127.0.0.1:1/test) did not accept " \
+        "the login" in " ".join(skipped.stdout.split())
+    assert "docker compose" not in skipped.stdout and "s3cret" not in skipped.stdout
+    failed = run_session(tmp_path, **{ENV_URL: url, ENV_REQUIRE: "1"})
+    assert failed.returncode == 1 and "1 error" in failed.stdout
+
+
+@pytest.mark.parametrize("how", ["env", "ini"])
+def test_the_database_prefix_is_configurable(tmp_path: Path, poolkit_server: t.Any,
+                                             how: str) -> None:
+    env = {ENV_URL: _full(poolkit_server), ENV_REQUIRE: "1"}
+    if how == "env":
+        env[ENV_PREFIX] = "shop_env_test"
+        result = run_session(tmp_path, ini="poolkit_database_prefix = ignored", **env)
+        expected = "shop_env_test_"
+    else:
+        result = run_session(tmp_path, ini="poolkit_database_prefix = shop_ini_test", **env)
+        expected = "shop_ini_test_"
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = (tmp_path / "databases.txt").read_text().split()
+    assert all(n.startswith(expected) and len(n) == len(expected) + 8 for n in names), names
+
+
+@pytest.mark.skipif(not binaries_available(), reason="mariadbd is not installed")
+def test_a_stock_server_keeps_its_anonymous_accounts(tmp_path: Path) -> None:
+    (tmp_path / "test_stock.py").write_text(textwrap.dedent("""
+        from poolkit.testing import admin_connect
+        from poolkit.url import parse_url
+
+        def test_stock(poolkit_server, database_url):
+            con = admin_connect(poolkit_server)
+            cur = con.cursor()
+            cur.execute("SELECT user, host FROM mysql.user WHERE user = ''")
+            assert ("", "localhost") in cur.fetchall()
+            cur.execute("SELECT CURRENT_USER()")
+            assert cur.fetchone()[0] == "poolkit_admin@localhost"
+            con.close()
+            assert parse_url(database_url).port == poolkit_server.port != 3306
+    """))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("POOLKIT_", "PYTEST_"))}
+    environ.update({ENV_SERVER: "stock", ENV_REQUIRE: "1"})
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                             "test_stock.py"], cwd=tmp_path, env=environ, capture_output=True,
+                            text=True, timeout=180, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+
+
+def test_the_database_helpers_import_without_pytest() -> None:
+    # Benchmarks and scripts use them where pytest is not installed.
+    code = ("import sys\nsys.modules['pytest'] = None  # import pytest -> ImportError\n"
+            "from poolkit.testing import Databases, admin_connect, full_url\n"
+            "print(Databases.__module__, admin_connect.__module__)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["poolkit.testing.databases"] * 2

@@ -308,7 +308,7 @@ def _per_view_verdict(result: StrategyResult) -> Verdict:
             f"{load.requests:,} requests{_server_note(result)}), mean connect "
             f"{_ms(result.connect_time_mean_ms)}"
             + (f" ({_ms(cpu)} of it CPU)" if cpu is not None else "")
-            + f", {result.req_per_s:,.0f} req/s — every request pays a full connect")
+            + f", {result.ok_per_s:,.0f} ok/s — every request pays a full connect")
     holds = load.requests > 0 and min(opened, result.server.connections) >= load.requests
     return Verdict("per-view", holds, text)
 
@@ -324,8 +324,8 @@ def _pooled_verdict(result: StrategyResult, workers: int, per_view: StrategyResu
             f"{result.pool_size}" + (f" × {workers} workers" if workers > 1 else "")
             + (", the rest opened during the warm-up" if warmup else "")
             + f"{_server_note(result)})")
-    if per_view is not None and per_view.req_per_s > 0:
-        text += f", {result.req_per_s / per_view.req_per_s:,.0f}× the per-view throughput"
+    if per_view is not None and per_view.ok_per_s > 0:
+        text += f", {result.ok_per_s / per_view.ok_per_s:,.0f}× the per-view throughput"
     holds = bad == 0 and opened <= bound
     if holds:
         text += " — reuse a bounded set of connections"

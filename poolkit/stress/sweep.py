@@ -93,6 +93,8 @@ class Recommendation:
     best_p99_ms: float | None
     best_p99_size: int | None
     reason: str
+    #: No size was near both bests: the advice follows throughput alone.
+    throughput_only: bool = False
 
 
 def _p99(result: StrategyResult) -> float | None:
@@ -120,7 +122,7 @@ def recommend(points: t.Sequence[StrategyResult]) -> Recommendation:
               if both else "the smallest pool within 5 % of the best throughput (no size was "
               "also within 10 % of the best p99)")
     return Recommendation(chosen.pool_size, best.ok_per_s, best.pool_size, best_p99,
-                          fastest.pool_size, reason)
+                          fastest.pool_size, reason, throughput_only=not both)
 
 
 @dataclass
@@ -157,6 +159,7 @@ class SweepReport:
                 "points": points,
                 "recommended_pool_size": advice.pool_size,
                 "reason": advice.reason,
+                "throughput_only": advice.throughput_only,
                 "best_ok_per_s": round(advice.best_ok_per_s, 1),
                 "best_ok_per_s_pool_size": advice.best_ok_per_s_size,
                 "best_p99_ms": advice.best_p99_ms,

@@ -1,31 +1,51 @@
 """Pytest fixtures for apps that use poolkit: a real server, throwaway databases.
 
-The server is found in this order: ``POOLKIT_TEST_DATABASE_URL`` (a server URL; databases
-``poolkit_test_<random>`` are created on it and dropped afterwards), else a testcontainers
-``MySqlContainer`` when a Docker engine answers, else the test is skipped with a reason —
-or fails, when ``POOLKIT_TEST_REQUIRE_DB=1`` (as on CI).
+Registered by poolkit's ``pytest11`` entry point: installing poolkit is enough. The server is
+found in this order:
+
+1. ``POOLKIT_TEST_SERVER=stock``: a private ``mariadbd`` installed by ``mariadb-install-db``
+   with its defaults (anonymous ``''@localhost`` accounts kept, as on a developer's laptop),
+   on a free loopback port, removed at the end (:mod:`poolkit.testing.stock`);
+2. ``POOLKIT_TEST_DATABASE_URL`` (a server URL; its database part is only used to log in);
+3. a testcontainers ``MySqlContainer`` when a Docker engine answers;
+4. else every test that needs it is skipped with the reason — or fails, when
+   ``POOLKIT_TEST_REQUIRE_DB=1`` (as on CI). A given server that does not answer is the same.
+
+Each database is ``<prefix>_<8 hex>``, created empty (utf8mb4) and dropped at the end of the
+session; the prefix is ``poolkit_test`` unless ``POOLKIT_TEST_DATABASE_PREFIX`` or the ini
+option ``poolkit_database_prefix`` says otherwise.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import typing as t
-from urllib.parse import quote
 
 import pytest
 
-from ..pool.drivers import get_driver
 from ..url import DatabaseURL, parse_url
+from .databases import DEFAULT_PREFIX, Databases, full_url
+from .databases import admin_connect as admin_connect  # re-exported: tests import it here
 
 ENV_URL = "POOLKIT_TEST_DATABASE_URL"
 ENV_REQUIRE = "POOLKIT_TEST_REQUIRE_DB"
 ENV_IMAGE = "POOLKIT_TEST_IMAGE"
+ENV_SERVER = "POOLKIT_TEST_SERVER"
+ENV_PREFIX = "POOLKIT_TEST_DATABASE_PREFIX"
+INI_PREFIX = "poolkit_database_prefix"
 DEFAULT_IMAGE = "mysql:8.4"
 
-_HOW = (f"no database server for the tests: set {ENV_URL}=mysql://root:@127.0.0.1:3306/test, "
-        "or start one with 'docker compose up -d --wait' (or run a Docker engine for "
-        "testcontainers)")
+_HOW = (f"no database server for the tests: {ENV_URL} is not set and no Docker engine answers "
+        f"(for testcontainers). Set {ENV_URL}=mysql://USER:PASSWORD@127.0.0.1:3306/test, or "
+        f"{ENV_SERVER}=stock to start a private mariadbd (needs mariadb-server), or start "
+        "one with 'docker compose up -d --wait'")
+
+_full = full_url  # the name the suite's older tests use
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(INI_PREFIX, f"prefix of poolkit's throwaway test databases (default "
+                  f"{DEFAULT_PREFIX}; {ENV_PREFIX} overrides it)", default=DEFAULT_PREFIX)
 
 
 def _docker_answers() -> bool:
@@ -46,54 +66,36 @@ def _docker_answers() -> bool:
         client.close()  # a failed ping leaves its socket open (ResourceWarning → error)
 
 
-def admin_connect(url: DatabaseURL, **extra: t.Any) -> t.Any:
-    """A plain driver connection to *url* (autocommit), for test set-up and checks."""
-    kwargs = url.connect_kwargs()
-    kwargs.update(extra)
-    kwargs.setdefault("autocommit", True)
-    driver = get_driver(url.driver)
-    if driver.name == "mysqldb":
-        kwargs = {{"password": "passwd", "database": "db"}.get(k, k): v for k, v in kwargs.items()}
-    return driver.module.connect(**kwargs)
+def _unavailable(reason: str) -> t.NoReturn:
+    if os.environ.get(ENV_REQUIRE) == "1":
+        pytest.fail(f"{ENV_REQUIRE}=1 but {reason}")
+    pytest.skip(reason)
 
 
-class Databases:
-    """Creates throwaway databases on one server and drops them all at the end."""
-
-    def __init__(self, server: DatabaseURL) -> None:
-        self.server = server
-        self.created: list[str] = []
-
-    def create(self, prefix: str = "poolkit_test") -> DatabaseURL:
-        """A new empty database on the server; returns its URL."""
-        name = f"{prefix}_{secrets.token_hex(4)}"
-        con = admin_connect(self.server)
-        try:
-            con.cursor().execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-        finally:
-            con.close()
-        self.created.append(name)
-        return self.server.with_database(name)
-
-    def drop_all(self) -> None:
-        """Drop every database this object created."""
-        if not self.created:
-            return
-        con = admin_connect(self.server)
-        try:
-            for name in self.created:
-                con.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
-        finally:
-            con.close()
-        self.created.clear()
+def _answering(url: DatabaseURL) -> DatabaseURL:
+    """*url* once its server accepted a login; else the skip (or failure) that says why."""
+    try:
+        admin_connect(url.with_database(""), connect_timeout=5).close()
+    except Exception as error:
+        _unavailable(f"the server of {ENV_URL} ({url}) did not accept the login: {error}")
+    return url
 
 
 @pytest.fixture(scope="session")
 def poolkit_server() -> t.Iterator[DatabaseURL]:
     """The URL of a real MySQL/MariaDB server (see the module doc for how it is found)."""
+    if os.environ.get(ENV_SERVER) == "stock":
+        from .stock import StockServer
+
+        server = StockServer()
+        try:
+            yield parse_url(server.setup())
+        finally:
+            server.destroy()
+        return
     url = os.environ.get(ENV_URL)
     if url:
-        yield parse_url(url, ENV_URL)
+        yield _answering(parse_url(url, ENV_URL))
         return
     if _docker_answers():
         from testcontainers.mysql import MySqlContainer
@@ -105,34 +107,32 @@ def poolkit_server() -> t.Iterator[DatabaseURL]:
             port = container.get_exposed_port(3306)
             yield parse_url(f"mysql://root:poolkit@{host}:{port}/test")
         return
-    if os.environ.get(ENV_REQUIRE) == "1":
-        pytest.fail(f"{ENV_REQUIRE}=1 but {_HOW}")
-    pytest.skip(_HOW)
+    _unavailable(_HOW)
 
 
 @pytest.fixture(scope="session")
-def poolkit_databases(poolkit_server: DatabaseURL) -> t.Iterator[Databases]:
+def poolkit_database_prefix(pytestconfig: pytest.Config) -> str:
+    """The prefix of the session's throwaway databases (env, then ini, then the default)."""
+    return os.environ.get(ENV_PREFIX) or str(pytestconfig.getini(INI_PREFIX))
+
+
+@pytest.fixture(scope="session")
+def poolkit_databases(poolkit_server: DatabaseURL,
+                      poolkit_database_prefix: str) -> t.Iterator[Databases]:
     """Creates throwaway databases; all are dropped at the end of the session."""
-    databases = Databases(poolkit_server)
+    databases = Databases(poolkit_server, poolkit_database_prefix)
     yield databases
     databases.drop_all()
 
 
 @pytest.fixture(scope="session")
 def database_url(poolkit_databases: Databases) -> str:
-    """The URL (password included) of a fresh database for this test session."""
-    url = poolkit_databases.create()
-    return _full(url)
+    """The URL (password included) of one fresh, empty database for the whole session."""
+    return full_url(poolkit_databases.create())
 
 
 @pytest.fixture(scope="session")
 def make_database(poolkit_databases: Databases) -> t.Callable[[], str]:
-    """A factory of further throwaway database URLs (dropped at the end of the session)."""
-    return lambda: _full(poolkit_databases.create())
-
-
-def _full(url: DatabaseURL) -> str:
-    auth = quote(url.user, safe="") + ":" + quote(url.password, safe="")
-    query = "&".join(f"{k}={v}" for k, v in url.options.items())
-    return (f"{url.scheme}://{auth}@{url.host}:{url.port}/{url.database}"
-            + (f"?{query}" if query else ""))
+    """A factory: each call creates another empty database and returns its URL (password
+    included); all are dropped at the end of the session."""
+    return lambda: full_url(poolkit_databases.create())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from click.testing import Result
 from flask import Flask
 
 from poolkit import Poolkit
-from poolkit.commands.pool_stress import format_progress, pool_stress_command
+from poolkit.commands.pool_stress import format_progress, format_table, pool_stress_command
 from poolkit.stress.runner import Progress
 
 
@@ -59,10 +60,23 @@ def test_plot_without_matplotlib_says_what_to_install(app: Flask, tmp_path: Path
 def test_progress_line_format() -> None:
     line = format_progress(Progress(elapsed=3.02, strategy="pooled", threads=16, workers=1,
                                     req_per_s=4210.4, p95_ms=4.08, err_per_s=0.0))
-    assert line == "[  3s ] pooled   thr 16  req/s 4,210  p95 4.1 ms  err/s 0"
+    assert line == "[  3s ] pooled   thr 16  ok/s 4,210  p95 4.1 ms  err/s 0"
     line = format_progress(Progress(elapsed=1.0, strategy="global", threads=8, workers=2,
                                     req_per_s=10.0, p95_ms=1.0, err_per_s=3.0))
-    assert "thr 2×8" in line
+    assert line == "[  1s ] global   thr 2×8  ok/s 7  p95 1.0 ms  err/s 3"
+
+
+def test_table_counts_successful_requests_per_second_apart_from_failures() -> None:
+    # The run: global answered 462 req/s of which 92 % failed; per-view 53 ok/s.
+    from test_stress import _report, _result
+
+    report = _report(_result("global", 924, errors=850), _result("per-view", 106),
+                     _result("pooled", 8000, pool_size=8))
+    header, glob, per_view, pooled = format_table(report)[:4]
+    assert header.split()[:4] == ["strategy", "requests", "ok/s", "failed"]
+    assert glob.split()[:4] == ["global", "924", "37", "92%"]
+    assert per_view.split()[:4] == ["per-view", "106", "53", "0"]
+    assert pooled.split()[:4] == ["pooled", "8,000", "4,000", "0"]
 
 
 @pytest.mark.stress
@@ -72,7 +86,7 @@ def test_table_verdicts_json_and_plot(app: Flask, tmp_path: Path) -> None:
                  "--json", str(out_json), "--plot", str(out_png))
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split()[:3] == ["strategy", "requests", "req/s"]
+    assert lines[0].split()[:4] == ["strategy", "requests", "ok/s", "failed"]
     assert [line.split()[0] for line in lines[1:4]] == ["global", "per-view", "pooled"]
     assert any(line.startswith("global: ") for line in lines)
     assert any(line.startswith("per-view: ") for line in lines)
@@ -127,7 +141,9 @@ def test_quiet_prints_only_the_verdicts(app: Flask) -> None:
 
 def test_password_is_never_printed(database_url: str) -> None:
     app = Flask("wrong_password")
-    app.config["POOLKIT_DATABASE_URL"] = database_url.replace("root:@", "root:s3cret@")
+    user = database_url.split("://", 1)[1].split(":", 1)[0]
+    app.config["POOLKIT_DATABASE_URL"] = re.sub(r"://[^@]*@", f"://{user}:s3cret@", database_url,
+                                                count=1)
     extension = Poolkit(app)
     try:
         result = run(app, "--strategy", "pooled", "--seconds", "0.2", "-v")
@@ -135,4 +151,4 @@ def test_password_is_never_printed(database_url: str) -> None:
         extension.close()
     assert result.exit_code == 1
     assert "s3cret" not in result.output
-    assert result.output.startswith("Error: cannot connect to mysql://root:***@")
+    assert result.output.startswith(f"Error: cannot connect to mysql://{user}:***@")

@@ -1,0 +1,1 @@
+"""flaskr's own flask commands (one per file, found by poolkit)."""
