@@ -10,16 +10,16 @@ DB_URL  = $$($(PY) scripts/find_database.py)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install -q -e '.[dev]'
 	@# mysqlclient (the optional mysql+mysqldb:// driver) builds against libmariadb/libmysqlclient.
 	@if pkg-config --exists libmariadb || pkg-config --exists mysqlclient; then \
-	  $(PY) -m pip install -q -e '.[mysqlclient]'; \
+	  PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install -q -e '.[mysqlclient]'; \
 	else echo "note: mysqlclient not installed (no libmariadb-dev); its tests will skip"; fi
 	touch $@
 
 ## demo: load the example app's sql/ into the database, then measure the three strategies.
 demo: $(VENV)/.installed
-	@url=$(DB_URL) || exit 1; export POOLKIT_DATABASE_URL="$$url"; \
+	@url=$$($(PY) scripts/find_database.py --database poolkit_demo) || exit 1; export POOLKIT_DATABASE_URL="$$url"; \
 	$(FLASK) initdb --create-database && \
 	$(FLASK) headcount && \
 	$(FLASK) pool-stress --seconds 3 --plot pool-stress.png

@@ -25,8 +25,10 @@ from .errors import PoolkitError as PoolkitError
 from .errors import PoolTimeout as PoolTimeout
 from .errors import ProgrammingError as ProgrammingError
 from .errors import SqlFileError as SqlFileError
+from .errors import TransactionError as TransactionError
 from .extension import Poolkit as Poolkit
 from .extension import db as db
+from .extension import stream_with_db as stream_with_db
 from .pool import Pool as Pool
 from .pool.connection import Connection as Connection
 from .script import executefile as executefile

@@ -48,6 +48,10 @@ class ConnectionReturnedError(PoolkitError):
     """A connection handle was used after it was returned to its pool."""
 
 
+class TransactionError(PoolkitError):
+    """``transaction()`` would commit work the borrow did before it; commit or roll back first."""
+
+
 # -- the database's errors, whichever driver raised them (PEP 249 names) ------------------------
 class Error(Exception):
     """Base of every error the database driver raises (PyMySQL's or mysqlclient's)."""

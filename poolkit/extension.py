@@ -14,13 +14,15 @@ import weakref
 from contextlib import contextmanager
 from pathlib import Path
 
+import click
 import werkzeug.local
 from flask import Flask, appcontext_pushed, current_app, g, has_app_context, stream_with_context
+from flask.cli import NoAppException, ScriptInfo
 from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.local import LocalProxy
 
 from .config import DEFAULT_BIND, PoolkitConfig, load_config
-from .discovery import register_app_commands
+from .discovery import register_commands
 from .errors import ConfigError, ConnectionReturnedError, NoHostAvailableError, PoolTimeout
 from .pool import Pool
 from .pool.connection import Connection
@@ -224,7 +226,34 @@ def _pool_timeout_response(error: PoolTimeout) -> t.Any:
         "The database is busy right now. Please try again shortly.",
         retry_after=max(1, math.ceil(timeout)))
     unavailable.original_exception = error  # type: ignore[attr-defined]  # as Flask's 500
-    return app.handle_http_exception(unavailable)
+    response = app.make_response(app.handle_http_exception(unavailable))
+    # An app's own 503 handler builds its page; the client still learns when to come back.
+    response.headers.setdefault("Retry-After", str(unavailable.retry_after))
+    return response
+
+
+class AppConfigError(ConfigError, NoAppException):
+    """A POOLKIT_* config error raised while ``flask`` loads the app: one line, exit 1.
+
+    As a ``NoAppException`` Flask's CLI prints it as ``Error: …`` instead of a traceback (and
+    still lists the commands under ``--help``); as a ``ConfigError`` code that catches those
+    keeps working.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        NoAppException.__init__(self, message)
+
+
+def _load_config(app: Flask) -> PoolkitConfig:
+    try:
+        return load_config(app.config)
+    except ConfigError as error:
+        context = click.get_current_context(silent=True)
+        if context is not None and context.find_object(ScriptInfo) is not None:
+            raise AppConfigError(str(error)) from None
+        raise
 
 
 #: The current app context's connection of the default pool (``db.using(name)`` for others).
@@ -245,7 +274,7 @@ class Poolkit:
             raise RuntimeError(
                 "A 'Poolkit' instance has already been registered on this Flask app. Import "
                 "and use that instance instead.")
-        config = load_config(app.config)
+        config = _load_config(app)
         pools = {name: Pool(settings) for name, settings in config.pools.items()}
         app.extensions[EXTENSION_KEY] = PoolkitState(self, config, pools, app.root_path)
         app.teardown_appcontext(_teardown)
@@ -256,7 +285,7 @@ class Poolkit:
             app.register_error_handler(NoHostAvailableError, no_host_response)
         # An app that is dropped (tests, app factories) must not leave its connections open.
         weakref.finalize(app, _close_pools, list(pools.values()))
-        register_app_commands(app, config.commands_dirs)
+        register_commands(app, config.commands_dirs)
         for pool in pools.values():
             pool.prefill()
         if config.metrics:

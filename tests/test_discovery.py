@@ -540,8 +540,6 @@ def test_an_app_file_overrides_the_built_in_on_app_cli(make_app: t.Callable[...,
     assert "Open the mariadb" in runner.invoke(args=["dbshell", "--help"]).output
 
 
-@pytest.mark.xfail(strict=True, reason="needs the lead's one line in Poolkit.init_app: "
-                   "register_commands(app, config.commands_dirs)")
 def test_poolkit_app_alone_puts_the_built_ins_on_app_cli(make_app: t.Callable[..., Flask]) -> None:
     app = make_app()
     assert set(BUILTINS) <= set(app.cli.commands)

@@ -36,8 +36,9 @@ import types
 import typing as t
 import warnings
 from contextlib import contextmanager, suppress
+from pathlib import Path
 
-from ..errors import ConnectionReturnedError, PoolkitError
+from ..errors import ConnectionReturnedError, TransactionError
 from .borrowed import BorrowedCursor, BorrowedRaw, mark_changed
 from .drivers import error_code, is_retry_safe
 from .handles import (
@@ -53,9 +54,6 @@ from .untracked import statement_changes_untracked_state
 
 _IN_TRANS = 0x0001
 
-
-class TransactionError(PoolkitError):
-    """``transaction()`` would commit work the borrow did before it; commit or roll back first."""
 
 Row = dict[str, t.Any]
 Params = t.Sequence[t.Any] | t.Mapping[str, t.Any] | None
@@ -332,6 +330,24 @@ class Connection:
                 cursor.close()
             con.count_use()
             return count
+
+    def executescript(self, sql: str | bytes, *, name: str | None = None) -> int:
+        """Run every statement of *sql* as the ``mariadb`` client would; returns how many ran.
+
+        initdb's splitter reads it (``DELIMITER``, comments, strings); a failure raises with
+        ``name:line``. Committed at the end unless inside :meth:`transaction`.
+        """
+        from ..script import executescript  # the splitter is imported on first use
+
+        self.wrote = True
+        return executescript(self, sql, name=name)
+
+    def executefile(self, path: str | Path) -> int:
+        """:meth:`executescript` on a file (``.gz``/``.bz2``/``.xz`` too), streamed."""
+        from ..script import executefile
+
+        self.wrote = True
+        return executefile(self, path)
 
     @property
     def in_transaction(self) -> bool:

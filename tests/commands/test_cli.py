@@ -67,8 +67,6 @@ def test_a_config_error_in_a_built_in_is_one_line(tmp_path: Path) -> None:
     assert (done.returncode, done.stderr) == (1, CONFIG_ERROR + "\n")
 
 
-@pytest.mark.xfail(strict=True, reason="needs the lead's change to Poolkit.init_app "
-                   "(AppConfigError under the flask CLI; the report has the diff)")
 @pytest.mark.parametrize("args", [["hello"], ["--help"], ["run"]], ids=" ".join)
 def test_a_config_error_while_flask_loads_the_app_is_one_line(tmp_path: Path,
                                                                args: list[str]) -> None:
