@@ -109,6 +109,7 @@ class HostState:
     failed: float = float("-inf")  # when a connect to this host last failed
     node_state: str | None = None  # a Galera node's wsrep_local_state_comment; None: not Galera
     ready: bool = True  # a Galera node's wsrep_ready
+    node_seen: float = float("-inf")  # when node_state was read
     checked: float = float("-inf")  # when at_borrow last read this host's state
     refused: str | None = None  # why at_borrow's last check turned this host down, or None
     connections: weakref.WeakSet[t.Any] = field(default_factory=weakref.WeakSet)
@@ -204,12 +205,17 @@ class HostSelector:
         hosts = list(self.hosts)
         if self.url.load_balance == "random":
             random.shuffle(hosts)
-        # Hosts last seen in the wanted role first, hosts that failed to connect moments ago
-        # last (a black-holed host costs connect_timeout per try); a stable sort.
+        # Hosts last seen in another role after the others (not yet seen: maybe the wanted
+        # role, so load_balance=random spreads over them from the start); hosts that failed
+        # to connect moments ago last (a black-holed host costs connect_timeout per try), and
+        # Galera nodes seen in a state they may not serve in (in URL order again after the
+        # grace: a node that resynced is used again); a stable sort.
         now = time.monotonic()
         hosts.sort(key=lambda state: (now - state.failed < DOWN_HOST_GRACE,
-                                      self._node_refusal(state) is not None,
-                                      self.target != "any" and state.role != self.target))
+                                      now - state.node_seen < DOWN_HOST_GRACE
+                                      and self._node_refusal(state) is not None,
+                                      self.target != "any" and state.role is not None
+                                      and state.role != self.target))
         return hosts
 
     def _try(self, driver: t.Any, kwargs: dict[str, t.Any], session: t.Sequence[str],
@@ -290,6 +296,7 @@ class HostSelector:
     @staticmethod
     def _note_role(state: HostState, found: Role) -> None:
         state.node_state, state.ready = found.node_state, found.ready
+        state.node_seen = time.monotonic()
 
     def _node_refusal(self, state: HostState) -> str | None:
         """Why *state*'s Galera node may not serve (its last known state), or None."""
