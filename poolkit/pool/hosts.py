@@ -341,6 +341,7 @@ class HostSelector:
         code = error_code(error)
         if self.target == "replica" and code in READ_ONLY_CODES:
             return  # a write through a replica bind: refused, as it should be
+        served = state.role != "replica" and self._node_refusal(state) is None
         why = self._changed(raw, state)
         if why is None:
             # The borrower's own READ ONLY transaction (1792), --secure-file-priv (1290) …:
@@ -350,12 +351,13 @@ class HostSelector:
                          state.address, _reason(error))
             return
         self.count("read_only_errors")
-        logger.warning("poolkit: %s %s (%s): retiring its %d connection(s)", state.address,
-                       why, _reason(error), len(state.connections))
+        if served:  # the change itself (later refusals of the same change: retired already)
+            logger.warning("poolkit: %s %s (%s): retiring its %d connection(s)", state.address,
+                           why, _reason(error), len(state.connections))
         self.retire(state)
 
     def _changed(self, raw: t.Any, state: HostState) -> str | None:
-        """What changed about *state*, read back on *raw* (None: it still serves this pool)."""
+        """Why *state* no longer serves this pool, read back on *raw* (None: it still does)."""
         raw.poolkit_rechecking = True
         try:
             found = self._read_role(raw)
@@ -367,7 +369,7 @@ class HostSelector:
         why = self._node_refusal(state)
         if why is not None:
             return f"is {why}"
-        if found.read_only and self.target != "replica" and state.role != "replica":
+        if found.read_only and self.target != "replica":
             if state.role == "primary":
                 state.demoted = time.monotonic()  # a switchover: new connects wait for one
             state.role = "replica"
@@ -542,9 +544,11 @@ class HostSelector:
         return [state.describe() for state in self.hosts]
 
     def inspect(self) -> list[dict[str, t.Any]]:
-        """Ask every host now (one short connection each): role, lag and server facts.
+        """Ask every host now (one short connection each): role, lag, Galera state, facts.
 
-        For ``flask pool-status``; an unreachable host gets ``error`` instead of facts.
+        For ``flask pool-status``: a host that does not answer gets ``error``; one that
+        answers but whose lag cannot be read (no ``SLAVE MONITOR``: 1227) keeps its role and
+        facts, with the reason in ``lag_error``.
         """
         report = []
         for state in self.hosts:
@@ -556,32 +560,42 @@ class HostSelector:
                 report.append(state.describe())
                 continue
             try:
-                cursor = raw.cursor()
-                cursor.execute(_FACTS_SQL)
-                version, max_connections, read_only = cursor.fetchone()
-                # SHOW, not information_schema.GLOBAL_STATUS: MySQL 8 has no such table.
-                cursor.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
-                row = cursor.fetchone()
-                threads = row[1] if row else 0
-                cursor.close()
-                state.role = "replica" if read_only else "primary"
-                state.error = None
-                if read_only:
-                    state.lag, state.lag_error = self._read_lag(raw)
-                    state.lag_checked = time.monotonic()
-                entry = state.describe()
-                entry.update(version=str(version), max_connections=int(max_connections),
-                             threads_connected=int(threads or 0))
+                report.append(self._inspect_one(raw, state))
             except Exception as error:
                 entry = state.describe()
                 entry["error"] = _reason(error)
+                report.append(entry)
             finally:
                 _close(raw)
-            report.append(entry)
         return report
 
+    def _inspect_one(self, raw: t.Any, state: HostState) -> dict[str, t.Any]:
+        found = self._read_role(raw)
+        self._note_role(state, found)
+        cursor = raw.cursor()
+        try:
+            cursor.execute(_FACTS_SQL)
+            version, max_connections = cursor.fetchone()
+            # SHOW, not information_schema.GLOBAL_STATUS: MySQL 8 has no such table.
+            cursor.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        state.role = "replica" if found.read_only else "primary"
+        state.error = None
+        if found.read_only:
+            try:
+                state.lag, state.lag_error = self._read_lag(raw)
+            except Exception as error:  # 1227: the user may not read the replica status
+                state.lag, state.lag_error = None, _reason(error)
+            state.lag_checked = time.monotonic()
+        entry = state.describe()
+        entry.update(version=str(version), max_connections=int(max_connections),
+                     threads_connected=int(row[1] if row else 0))
+        return entry
 
-_FACTS_SQL = "SELECT VERSION(), @@GLOBAL.max_connections, @@GLOBAL.read_only"
+
+_FACTS_SQL = "SELECT VERSION(), @@GLOBAL.max_connections"
 
 
 def _close(raw: t.Any) -> None:
