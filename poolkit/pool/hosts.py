@@ -113,7 +113,8 @@ class HostState:
     checked: float = float("-inf")  # when at_borrow last read this host's state
     refused: str | None = None  # why at_borrow's last check turned this host down, or None
     connections: weakref.WeakSet[t.Any] = field(default_factory=weakref.WeakSet)
-    probing: threading.Lock = field(default_factory=threading.Lock)
+    probing: threading.Lock = field(default_factory=threading.Lock)  # one lag reader
+    checking: threading.Lock = field(default_factory=threading.Lock)  # one at_borrow check
 
     @property
     def address(self) -> str:
@@ -394,12 +395,12 @@ class HostSelector:
         if state is None:
             return True
         now = time.monotonic()
-        if now - state.checked >= LAG_CHECK_INTERVAL and state.probing.acquire(blocking=False):
+        if now - state.checked >= LAG_CHECK_INTERVAL and state.checking.acquire(blocking=False):
             try:
                 state.refused = self._borrow_verdict(raw, state)
             finally:
                 state.checked = time.monotonic()
-                state.probing.release()
+                state.checking.release()
         if state.refused is None:
             return True
         self.retire(state)
