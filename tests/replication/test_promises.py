@@ -162,15 +162,23 @@ def test_pool_status_keeps_a_replica_whose_lag_it_cannot_read(
 
 def test_pool_status_prints_a_multi_host_error_whole(
         items: ReplicationPair, make_app: t.Callable[..., Flask]) -> None:
-    dead = f"127.0.0.1:{free_port()}"
-    url = (f"mysql://{APP_USER}:{APP_PASSWORD}@{items.replica.address},{dead}/{DATABASE}"
-           "?target=primary")
-    app = make_app(items, POOLKIT_DATABASE_URL=url, POOLKIT_BINDS={},
-                   POOLKIT_FAILOVER_TIMEOUT=0)
-    result = app.test_cli_runner().invoke(pool_status_command, [])
+    stranger = PrivateServer(62, prefix="poolkit-stranger-")  # no app user: 1045 'user'@'host'
+    try:
+        stranger.install()
+        stranger.start()
+        dead = f"127.0.0.1:{free_port()}"
+        hosts = f"{items.replica.address},{stranger.address},{dead}"
+        url = f"mysql://{APP_USER}:{APP_PASSWORD}@{hosts}/{DATABASE}?target=primary"
+        app = make_app(items, POOLKIT_DATABASE_URL=url, POOLKIT_BINDS={},
+                       POOLKIT_FAILOVER_TIMEOUT=0)
+        result = app.test_cli_runner().invoke(pool_status_command, [])
+    finally:
+        stranger.destroy()
     assert result.exit_code == 1
     out = result.output
     assert APP_PASSWORD not in out
-    assert f"NoHostAvailableError: no host of mysql://{APP_USER}:***@{items.replica.address}," \
-           f"{dead}/{DATABASE}?target=primary is a primary" in out, out
-    assert f"{items.replica.address}: read-only" in out and f"{dead}: cannot connect" in out
+    assert (f"NoHostAvailableError: no host of mysql://{APP_USER}:***@{hosts}/{DATABASE}"
+            "?target=primary is a primary") in out, out
+    assert f"{items.replica.address}: read-only" in out
+    assert f"{stranger.address}: cannot connect (1045 Access denied for user '{APP_USER}'@" in out
+    assert f"{dead}: cannot connect (2003" in out
