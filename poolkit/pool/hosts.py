@@ -27,8 +27,9 @@ per host; a lagging replica, or one that does not replicate, is skipped.
 A Galera node (``wsrep_on``) gets new connections only in an allowed state
 (:attr:`HostSelector.allowed_states`, default ``{"Synced"}``; add ``"Donor"`` to use
 desynced donors) with ``wsrep_ready=ON``, whatever the target; the state comes with the role
-query. :meth:`HostSelector.at_borrow` re-checks a borrowed connection's host -- its Galera
-state, and a replica's lag under ``max_replica_lag`` -- at most once a second per host.
+query. :meth:`HostSelector.at_borrow` re-checks a borrowed connection's host at most once a
+second per host: a Galera node's state; for a replica pool, that the host is still a replica
+(a promoted one is left) and its lag under ``max_replica_lag``.
 """
 
 from __future__ import annotations
@@ -380,9 +381,10 @@ class HostSelector:
     # -- at borrow ------------------------------------------------------------------------
     @property
     def checks_at_borrow(self) -> bool:
-        """True when :meth:`at_borrow` may turn a connection down (lag limit or Galera)."""
-        return ((self.target == "replica" and self.max_replica_lag is not None)
-                or any(state.node_state is not None for state in self.hosts))
+        """True when :meth:`at_borrow` may turn a connection down: a replica pool (a promoted
+        replica, the lag limit) or a pool that has seen a Galera node."""
+        return self.target == "replica" or any(state.node_state is not None
+                                               for state in self.hosts)
 
     def at_borrow(self, raw: t.Any) -> bool:
         """False (and the host's connections retired) when *raw*'s host may not serve now.
@@ -407,16 +409,24 @@ class HostSelector:
         return False
 
     def _borrow_verdict(self, raw: t.Any, state: HostState) -> str | None:
-        if state.node_state is not None:
+        replica = self.target == "replica"
+        if state.node_state is not None or replica:
             try:
-                self._note_role(state, self._read_role(raw))
+                found = self._read_role(raw)
             except Exception as error:
                 return f"role query failed ({_reason(error)})"
+            self._note_role(state, found)
             why = self._node_refusal(state)
             if why is not None:
                 self.count("node_state_skips")
                 return why
-        if self.target == "replica" and self.max_replica_lag is not None:
+            if replica and not found.read_only:
+                state.role = "primary"
+                logger.warning("poolkit: %s is writable now (promoted): retiring the replica "
+                               "pool's %d connection(s) to it", state.address,
+                               len(state.connections))
+                return "writable (promoted: the primary, not a replica)"
+        if replica and self.max_replica_lag is not None:
             state.lag_checked = float("-inf")  # read now, on this connection
             if not self._lag_ok(state, raw):
                 self.count("lag_skips")

@@ -182,3 +182,27 @@ def test_pool_status_prints_a_multi_host_error_whole(
     assert f"{items.replica.address}: read-only" in out
     assert f"{stranger.address}: cannot connect (1045 Access denied for user '{APP_USER}'@" in out
     assert f"{dead}: cannot connect (2003" in out
+
+
+def test_a_replica_pool_leaves_a_replica_that_was_promoted(
+        items: ReplicationPair, make_app: t.Callable[..., Flask]) -> None:
+    import time
+
+    app = make_app(items)
+    pool = app.extensions["poolkit"].pool("replica")
+    checkout = pool.hosts.guard(pool._checkout, pool._checkin)
+    con = checkout()
+    assert con.raw.port == items.replica.port
+    pool._checkin(con)
+    items.replica.execute("SET GLOBAL read_only = 0")  # promoted (replication left running)
+    try:
+        time.sleep(1.05)  # a host's role is read again at most once a second at borrow
+        with pytest.raises(NoHostAvailableError, match="writable"):
+            checkout()
+        assert pool.stats()["idle"] == 0  # the pooled connection to it was retired
+    finally:
+        items.replica.execute("SET GLOBAL read_only = 1")
+    time.sleep(1.05)
+    con = checkout()  # a replica again: used again
+    assert con.raw.port == items.replica.port
+    pool._checkin(con)
