@@ -174,6 +174,8 @@ class HostSelector:
         self.allowed_states = frozenset(allowed_states)
         self._status_sql: list[str] = ["SHOW REPLICA STATUS", "SHOW SLAVE STATUS"]
         self._role_sql = list(_ROLE_SQL)  # the forms this server knows (see _read_role)
+        # at_borrow applies: a replica pool, or once a Galera node was seen (never unset).
+        self._check_borrows = self.target == "replica"
         self._lock = threading.Lock()
 
     # -- connecting -----------------------------------------------------------------------
@@ -295,10 +297,11 @@ class HostSelector:
         node_state, _, ready = str(galera).rpartition(",")
         return Role(bool(int(read_only)), node_state or "?", ready.upper() == "ON")
 
-    @staticmethod
-    def _note_role(state: HostState, found: Role) -> None:
+    def _note_role(self, state: HostState, found: Role) -> None:
         state.node_state, state.ready = found.node_state, found.ready
         state.node_seen = time.monotonic()
+        if found.node_state is not None:
+            self._check_borrows = True
 
     def _node_refusal(self, state: HostState) -> str | None:
         """Why *state*'s Galera node may not serve (its last known state), or None."""
@@ -383,8 +386,7 @@ class HostSelector:
     def checks_at_borrow(self) -> bool:
         """True when :meth:`at_borrow` may turn a connection down: a replica pool (a promoted
         replica, the lag limit) or a pool that has seen a Galera node."""
-        return self.target == "replica" or any(state.node_state is not None
-                                               for state in self.hosts)
+        return self._check_borrows
 
     def at_borrow(self, raw: t.Any) -> bool:
         """False (and the host's connections retired) when *raw*'s host may not serve now.
@@ -396,8 +398,8 @@ class HostSelector:
         state: HostState | None = getattr(raw, "poolkit_host", None)
         if state is None:
             return True
-        now = time.monotonic()
-        if now - state.checked >= LAG_CHECK_INTERVAL and state.checking.acquire(blocking=False):
+        if (time.monotonic() - state.checked >= LAG_CHECK_INTERVAL
+                and state.checking.acquire(blocking=False)):
             try:
                 state.refused = self._borrow_verdict(raw, state)
             finally:
@@ -447,9 +449,10 @@ class HostSelector:
         def checked_checkout() -> t.Any:
             for _ in range(tries):
                 con = checkout()
+                if not self._check_borrows:
+                    return con
                 try:
-                    raw = con.raw
-                    if not self.checks_at_borrow or self.at_borrow(raw):
+                    if self.at_borrow(con.raw):
                         return con
                 except BaseException:
                     checkin(con)
