@@ -99,13 +99,17 @@ class PrivateServer:
         install = _find("mariadb-install-db")
         if install is None:
             raise ServerError("mariadb-install-db is not installed (apt install mariadb-server)")
-        result = subprocess.run(
-            [install, "--no-defaults", "--auth-root-authentication-method=normal",
-             f"--datadir={self.datadir}", "--skip-test-db", "--user=" + self.user],
-            capture_output=True, timeout=timeout, check=False)
-        if result.returncode != 0:
-            raise ServerError("mariadb-install-db failed: "
-                              + result.stderr.decode(errors="replace")[-2000:])
+        for _attempt in range(2):
+            result = subprocess.run(
+                [install, "--no-defaults", "--auth-root-authentication-method=normal",
+                 f"--datadir={self.datadir}", "--skip-test-db", "--user=" + self.user],
+                capture_output=True, timeout=timeout, check=False)
+            if result.returncode == 0:
+                return
+            # A bootstrap that crashed (seen once under heavy load): once more, from scratch.
+            shutil.rmtree(self.datadir, ignore_errors=True)
+        raise ServerError("mariadb-install-db failed twice: "
+                          + result.stderr.decode(errors="replace")[-2000:])
 
     def start(self, timeout: float = 30.0) -> None:
         """Start ``mariadbd`` on a free port and wait (bounded) until it answers."""
