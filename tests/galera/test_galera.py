@@ -275,3 +275,27 @@ def test_read_your_writes_across_nodes_with_wsrep_sync_wait(
         assert seen == 1, f"write {n} not visible on node {port} right after its commit"
     print(f"\n150 writes on one node, {elsewhere} read back on another node: all seen")
     assert elsewhere >= 30
+
+
+def test_pool_status_shows_each_nodes_state(galera: GaleraCluster) -> None:
+    from flask import Flask
+
+    from poolkit import Poolkit
+    from poolkit.commands.pool_status import pool_status_command
+
+    donor = galera.nodes[2]
+    donor.desync()
+    donor.wait_state("Donor/Desynced", 10)
+    app = Flask("poolkit_galera_status")
+    app.config["POOLKIT_DATABASE_URL"] = galera.url()
+    extension = Poolkit(app)
+    try:
+        result = app.test_cli_runner().invoke(pool_status_command, [])
+    finally:
+        extension.close()
+    assert result.exit_code == 0, result.output
+    lines = {node.address: next(line for line in result.output.splitlines()
+                                if line.strip().startswith(f"host      {node.address}"))
+             for node in galera.nodes}
+    assert "primary (galera Synced, wsrep_ready ON)" in lines[galera.nodes[0].address]
+    assert "(galera Donor/Desynced, wsrep_ready ON)" in lines[donor.address], result.output
