@@ -16,6 +16,15 @@ Printed per contender, as medians over the runs: failed requests, the most failu
 thread (poolkit's goal: at most 1 per connection in use), and the time from the demotion (the
 ``SET GLOBAL read_only=1`` returned) to the first write that succeeded after it, beside the time
 the promotion itself took (catch-up plus promotion; no pool can be faster than that).
+
+    python benchmarks/bench_failover.py --borrow-checks  # the cost of the state checks
+
+``--borrow-checks`` starts a private 3-node Galera cluster instead and measures what one
+borrow and return costs, all in one run, each contender doing the same calls (check out, give
+back, no query): DBUtils ``PooledDB`` on one node (the anchor), poolkit's engine without the
+checks, poolkit with :meth:`~poolkit.pool.hosts.HostSelector.guard` (the verdict of the last
+once-a-second check: the cost every borrow pays), and the guard forced to re-read the node's
+state on every borrow (what the one borrow per second and host that does the check pays).
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from poolkit.testing.servers import (
     APP_USER,
     DATABASE,
     ReplicationPair,
+    start_galera_cluster,
     start_replication_pair,
 )
 
@@ -129,13 +139,72 @@ def one_run(threads: int, after: float) -> dict[str, tuple[int, int, float | Non
         pair.destroy()
 
 
+def _per_borrow(borrow: Checkout, give_back: t.Callable[[t.Any], None], count: int) -> float:
+    started = time.perf_counter()
+    for _ in range(count):
+        give_back(borrow())
+    return (time.perf_counter() - started) / count
+
+
+def borrow_checks(rounds: int, count: int) -> None:
+    """Median seconds per borrow+return of each contender, interleaved round by round."""
+    cluster = start_galera_cluster()
+    try:
+        node = cluster.nodes[0]
+        pool = Pool(load_config({"POOLKIT_DATABASE_URL": cluster.url()}).pools["default"])
+        anchor = PooledDB(pymysql, maxconnections=1, host="127.0.0.1", port=node.port,
+                          user=APP_USER, password=APP_PASSWORD, database=DATABASE)
+        engine = pool._engine  # the engine itself: what Pool calls without the guard
+        guarded = pool.hosts.guard(engine.checkout, engine.checkin)
+        state = pool.hosts.hosts[0]
+
+        def forced() -> t.Any:
+            state.checked = float("-inf")  # as if the last check were a second old
+            return guarded()
+
+        contenders: dict[str, tuple[Checkout, t.Callable[[t.Any], None]]] = {
+            "DBUtils PooledDB (anchor)": (anchor.connection, lambda con: con.close()),
+            "poolkit engine, no checks": (engine.checkout, engine.checkin),
+            "poolkit + guard (cached)": (guarded, engine.checkin),
+            "poolkit + guard, state read": (forced, engine.checkin),
+        }
+        timings: dict[str, list[float]] = {name: [] for name in contenders}
+        for borrow, give_back in contenders.values():  # warm: one connection each
+            _per_borrow(borrow, give_back, 100)
+        for _ in range(rounds):
+            for name, (borrow, give_back) in contenders.items():
+                slow = name.endswith("state read")
+                timings[name].append(_per_borrow(borrow, give_back, count // 20 if slow
+                                                 else count))
+        assert state.node_state == "Synced"
+        anchor_time = statistics.median(timings["DBUtils PooledDB (anchor)"])
+        plain = statistics.median(timings["poolkit engine, no checks"])
+        print(f"borrow + return on a 3-node Galera pool, {rounds} rounds of {count} "
+              "(medians; per borrow)")
+        for name, values in timings.items():
+            median = statistics.median(values)
+            print(f"  {name:30s} {median * 1e6:8.2f} µs  {median / anchor_time:5.2f}x anchor  "
+                  f"{(median - plain) * 1e6:+8.2f} µs vs no checks")
+        pool.close()
+        anchor.close()
+    finally:
+        cluster.destroy()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--after", type=float, default=2.0,
                         help="seconds of load after the promotion")
+    parser.add_argument("--borrow-checks", action="store_true",
+                        help="measure the per-borrow cost of the host state checks instead")
+    parser.add_argument("--count", type=int, default=20000,
+                        help="borrows per round with --borrow-checks")
     args = parser.parse_args()
+    if args.borrow_checks:
+        borrow_checks(max(args.runs, 3), args.count)
+        return
     results: dict[str, list[tuple[int, int, float | None, float]]] = {}
     for number in range(args.runs):
         for name, figures in one_run(args.threads, args.after).items():

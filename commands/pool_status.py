@@ -17,13 +17,18 @@ import typing as t
 
 import click
 
+from poolkit.errors import PoolkitError
 from poolkit.url import mask_url
 
 from ._cli import poolkit_state, with_poolkit_app
 
-_SERVER_SQL = ("SELECT VERSION() AS version, @@GLOBAL.max_connections AS mc, "
-               "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
-               "WHERE VARIABLE_NAME = 'THREADS_CONNECTED') AS tc")
+# MariaDB and MySQL 5.7 have information_schema.GLOBAL_STATUS; MySQL 8 only
+# performance_schema.global_status (1109 for the first): tried in this order.
+_SERVER_SQL = tuple(
+    "SELECT VERSION() AS version, @@GLOBAL.max_connections AS mc, (SELECT VARIABLE_VALUE "
+    f"FROM {table} WHERE VARIABLE_NAME = 'THREADS_CONNECTED') AS tc"
+    for table in ("information_schema.GLOBAL_STATUS", "performance_schema.global_status"))
+_NO_STATUS_TABLE = frozenset({1109, 1146})  # unknown table in information_schema / missing
 _SHORT_STATS = ("size", "idle", "in_use", "waiting", "checkouts", "timeouts", "discarded")
 
 
@@ -31,12 +36,31 @@ def _server_facts(pool: t.Any) -> dict[str, t.Any]:
     """Ask the pool's server about itself through one pooled connection."""
     try:
         with pool.connection() as conn:
-            row = conn.query_one(_SERVER_SQL)
+            row = _query_facts(conn)
     except Exception as error:  # the status page must show a down server, not crash
-        return {"error": mask_url(f"{type(error).__name__}: {error}")}
-    assert row is not None
+        return {"error": _error_text(error)}
     return {"version": str(row["version"]), "max_connections": int(row["mc"]),
             "threads_connected": int(row["tc"] or 0)}
+
+
+def _query_facts(conn: t.Any) -> dict[str, t.Any]:
+    for sql in _SERVER_SQL:
+        try:
+            row = conn.query_one(sql)
+        except Exception as error:
+            code = error.args[0] if error.args else None
+            if code not in _NO_STATUS_TABLE or sql == _SERVER_SQL[-1]:
+                raise
+            continue
+        assert row is not None
+        return t.cast(dict[str, t.Any], row)
+    raise AssertionError("unreachable")
+
+
+def _error_text(error: BaseException) -> str:
+    """One line for *error*: poolkit's own errors are masked already, whole; others masked."""
+    text = f"{type(error).__name__}: {error}"
+    return text if isinstance(error, PoolkitError) else mask_url(text)
 
 
 def _capacity(pools: dict[str, t.Any], report: dict[str, t.Any],
@@ -110,7 +134,9 @@ def _host_line(host: dict[str, t.Any]) -> str:
     if host.get("error"):
         return f"{host['host']}  unreachable: {host['error']}"
     role = host["role"] or "?"
-    if role == "replica":
+    if host.get("node_state") is not None:  # a Galera node: its state beside the role
+        role += f" (galera {host['node_state']}, wsrep_ready {'ON' if host['ready'] else 'OFF'})"
+    if role.startswith("replica"):
         lag = ("lag ?" + (f" ({host['lag_error']})" if host["lag_error"] else "")
                if host["lag"] is None else f"lag {host['lag']:g} s")
     else:

@@ -4,21 +4,27 @@ A bind whose URL says ``target=replica`` is a *replica bind*. Its reads go to th
 except when
 
 * the request already wrote on the default pool and ``POOLKIT_READ_YOUR_WRITES`` is on (the
-  default): the replica may not have the write yet, so the read goes to the primary;
+  default): the replica may not have the write yet, so the read goes to the primary. "The
+  request wrote" is a fact of the app context, not of one handle: a handle closed early
+  (``db.close()``) hands it on through :func:`carry_write`, so the next handle's reads still
+  go to the primary;
 * no replica is in bounds: every replica lags more than ``POOLKIT_MAX_REPLICA_LAG`` seconds,
   does not replicate, or cannot be reached. The read goes to the primary and the replica
   pool's ``stats()["replica_fallbacks"]`` counts it.
 
-"The primary" is the app's default pool (``POOLKIT_DATABASE_URL``).
+"The primary" is the app's default pool (``POOLKIT_DATABASE_URL``). When the default pool is
+itself a replica pool there is nothing to fall back to: no replica in bounds is
+:class:`~poolkit.errors.NoHostAvailableError` (a 503 in a view), as for any other target.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import typing as t
 
-from flask import current_app
+from flask import current_app, g, has_app_context
 from werkzeug.exceptions import ServiceUnavailable
 
 from .config import DEFAULT_BIND
@@ -29,6 +35,57 @@ if t.TYPE_CHECKING:
     from .pool.connection import Connection
 
 logger = logging.getLogger("poolkit")
+
+#: flask.g key: True once a handle of the default pool in this app context wrote.
+_WROTE_KEY = "_poolkit_wrote"
+
+
+# A statement through the row-returning helpers (query, query_one, scalar) is a read only when
+# it begins with one of these words after whitespace and plain comments …
+_READ_START = re.compile(r"(?:\s+|/\*(?![!M])[\s\S]*?\*/|(?:--\s|#)[^\n]*(?:\n|$))*"
+                         r"(?:SELECT|SHOW|DESC|DESCRIBE|EXPLAIN|WITH|VALUES|TABLE)\b", re.I)
+# … and has none of these anywhere (in a string literal too: a false "write" only sends the
+# request's next replica read to the primary; a false "read" would break read-your-writes).
+_WRITE_MARK = re.compile(r"\bRETURNING\b|\bNEXTVAL\b|\bNEXT\s+VALUE\b|\bSETVAL\b"
+                         r"|\bFOR\s+UPDATE\b|\bLOCK\s+IN\b|\bINTO\b|\bGET_LOCK\b"
+                         r"|/\*[!M]", re.I)
+
+
+_MARK_TOKENS = ("RETURNING", "NEXT", "SETVAL", "UPDATE", "INTO", "LOCK", "/*!", "/*M")
+
+
+def may_write(sql: str | bytes) -> bool:
+    """False only for a statement that is certainly a read (``SELECT …`` without
+    ``RETURNING``, ``NEXTVAL``, ``SETVAL``, ``FOR UPDATE``, ``INTO`` …): what the read helpers
+    run counts as a write for read-your-writes otherwise.
+
+    The server does not say whether a statement that returns rows wrote (its result ends
+    with an EOF packet that carries no such fact), so this is decided from the text, in the
+    safe direction. A stored function that writes, called from a plain ``SELECT``, is not
+    seen: run such calls with ``execute``.
+    """
+    text = sql.decode(errors="replace") if isinstance(sql, bytes) else sql
+    if _READ_START.match(text) is None:
+        return True
+    upper = text.upper()
+    # Every mark contains one of these: the regex (slow: ~15 µs) runs only when one is there.
+    if not any(token in upper for token in _MARK_TOKENS):
+        return False
+    return _WRITE_MARK.search(text) is not None
+
+
+def carry_write(conn: t.Any) -> None:
+    """Remember in the app context that *conn* (a handle about to be replaced) wrote."""
+    if getattr(conn, "wrote", False) and has_app_context():
+        setattr(g, _WROTE_KEY, True)
+
+
+def request_wrote(connections: t.Mapping[str, t.Any]) -> bool:
+    """True when this app context wrote on the default pool, through any of its handles."""
+    main = connections.get(DEFAULT_BIND)
+    if main is not None and getattr(main, "wrote", False):  # stress stand-ins: no flag
+        return True
+    return bool(has_app_context() and g.get(_WROTE_KEY, False))
 
 
 def is_replica_pool(pool: Pool) -> bool:
@@ -44,10 +101,10 @@ def route_read(pool: Pool, connections: t.Mapping[str, Connection],
     *connections* are the request's connections so far, *primary* gives the default pool's
     and *replica* the replica bind's (both created on demand).
     """
-    if read_your_writes:
-        main = connections.get(DEFAULT_BIND)
-        if main is not None and getattr(main, "wrote", False):  # stress stand-ins: no flag
-            return main
+    if pool.name == DEFAULT_BIND:
+        return _default_replica(pool, replica)
+    if read_your_writes and request_wrote(connections):
+        return primary()
     current = connections.get(pool.name)
     if current is not None and getattr(current, "checked_out", True):
         return current  # one replica connection for the rest of the request
@@ -61,6 +118,19 @@ def route_read(pool: Pool, connections: t.Mapping[str, Connection],
     except NoHostAvailableError as error:
         conn.close()
         return _fall_back(pool, primary, str(error))
+    return conn
+
+
+def _default_replica(pool: Pool, replica: t.Callable[[], Connection]) -> Connection:
+    # The default pool reads from replicas: no primary to fall back on. Check out now, so that
+    # "no replica" is NoHostAvailableError (503) here, never a fall back into this function.
+    conn = replica()
+    if not getattr(conn, "checked_out", True):
+        try:
+            conn.acquire()
+        except NoHostAvailableError:
+            conn.close()
+            raise
     return conn
 
 

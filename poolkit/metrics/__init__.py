@@ -6,7 +6,8 @@ module and is imported only when chosen: with the key unset, neither this packag
 ``prometheus_client`` nor ``opentelemetry`` is imported.
 
 Both backends report the same figures per pool (``pool_name`` is the bind name and the
-server, ``default@127.0.0.1:3306``):
+server, ``default@127.0.0.1:3306``; for a pool with several hosts the whole host list,
+``default@db1:3306,db2:3306``, since its connections may be on any of them):
 
 * gauges read from :meth:`poolkit.Pool.stats` when the metrics are collected (nothing is paid
   per checkout): connections by state (idle, used), max, idle max, idle min, pending requests;
@@ -15,7 +16,10 @@ server, ``default@127.0.0.1:3306``):
   pool (:meth:`poolkit.Pool.add_observer`, not :mod:`poolkit.signals`: no blinker dispatch, and
   pools that are not instrumented pay nothing): the time to open a connection
   (``opened``), to obtain one (``checked_out``, the idle-cache fast path included: 0 s) and
-  how long it was held (``returned``).
+  how long it was held (``returned``);
+* for a pool with several hosts or a ``target``, the open connections on each host, labelled
+  with the host and its last known role (``poolkit_host_connections`` /
+  ``poolkit.host.connections``): after a failover it shows where the connections really are.
 """
 
 from __future__ import annotations
@@ -35,7 +39,20 @@ def pool_name(pool: Pool) -> str:
     """``<bind>@<host>:<port>`` (or ``<bind>@<unix socket>``): unique per server in an app."""
     url = pool.settings.url
     socket = url.options.get("unix_socket")
-    return f"{pool.name}@{socket}" if socket else f"{pool.name}@{url.host}:{url.port}"
+    if socket:
+        return f"{pool.name}@{socket}"
+    if len(url.hosts) > 1:
+        return f"{pool.name}@{url.host_list()}"
+    return f"{pool.name}@{url.host}:{url.port}"
+
+
+def host_connections(pool: Pool) -> list[tuple[str, str, int]]:
+    """``(host, role, open connections)`` per host of a routed pool (no I/O); ``[]`` otherwise."""
+    hosts = pool.hosts
+    if not hosts.routed:
+        return []
+    return [(entry["host"], entry["role"] or "unknown", int(entry["connections"]))
+            for entry in hosts.describe()]
 
 
 def gauges(pool: Pool) -> dict[str, float]:

@@ -32,13 +32,15 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from ..pool.observer import Observer
-from . import BUCKETS, gauges, pool_name
+from . import BUCKETS, gauges, host_connections, pool_name
 
 if t.TYPE_CHECKING:
     from ..pool import Pool
 
 POOL_NAME = "db.client.connection.pool.name"
 STATE = "db.client.connection.state"
+HOST = "server.address"  # OpenTelemetry's name for the server a client talks to
+ROLE = "poolkit.host.role"
 
 #: Instrument name → (unit, description, key in :func:`poolkit.metrics.gauges`).
 _UP_DOWN = {
@@ -106,6 +108,10 @@ class _Instruments:
         for name, (unit, text, key) in _UP_DOWN.items():
             meter.create_observable_up_down_counter(
                 name, callbacks=[self._gauge(key)], unit=unit, description=text)
+        meter.create_observable_up_down_counter(
+            "poolkit.host.connections", callbacks=[self._hosts], unit="{connection}",
+            description="Open connections of a pool with several hosts on each host, by the "
+                        "host's last known role.")
         meter.create_observable_counter(
             "db.client.connection.timeouts", callbacks=[self._timeouts], unit="{timeout}",
             description="The number of connection timeouts that have occurred trying to obtain "
@@ -139,6 +145,11 @@ class _Instruments:
             for pool, attributes in self._live():
                 yield Observation(gauges(pool)[key], attributes)
         return callback
+
+    def _hosts(self, options: CallbackOptions) -> t.Iterable[Observation]:
+        for pool, attributes in self._live():
+            for host, role, connections in host_connections(pool):
+                yield Observation(connections, {**attributes, HOST: host, ROLE: role})
 
     def _timeouts(self, options: CallbackOptions) -> t.Iterable[Observation]:
         for pool, attributes in self._live():

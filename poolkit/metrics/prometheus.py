@@ -26,6 +26,8 @@ so that a worker that exited leaves the gauges (see docs/deploy.md).
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 import threading
 import typing as t
@@ -46,7 +48,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..pool.observer import Observer
-from . import BUCKETS, gauges, pool_name
+from . import BUCKETS, gauges, host_connections, pool_name
 
 if t.TYPE_CHECKING:
     from ..pool import Pool
@@ -64,6 +66,10 @@ _GAUGES = {
     "db_client_connection_pending_requests": (
         "The number of current pending requests for an open connection.", "pending_requests"),
 }
+_HOSTS = "poolkit_host_connections"
+_HOSTS_HELP = ("Open connections of a pool with several hosts on each host, by the host's last "
+               "known role.")
+_ROLES = ("primary", "replica", "unknown")
 _COUNT = "db_client_connection_count"
 _COUNT_HELP = "The number of connections that are currently in the state given by 'state'."
 
@@ -128,6 +134,7 @@ class _Metrics:
                                 "to obtain a connection from the pool.", ["pool_name"])
         # Keyed by id(pool); weakref.finalize drops the entry when the pool goes.
         self.pools: dict[int, _Instrumented] = {}
+        self.gone: collections.deque[str] = collections.deque()  # names of pools gone
         self.lock = threading.Lock()
         self.publisher: _Publisher | None = None
         if multiprocess_mode():
@@ -136,6 +143,8 @@ class _Metrics:
             REGISTRY.register(PoolCollector(self))
 
     def add(self, pool: Pool) -> None:
+        if self.gone:
+            self._remove_gone()
         with self.lock:
             if id(pool) in self.pools:
                 return
@@ -146,8 +155,26 @@ class _Metrics:
                 n += 1
                 name = f"{base}#{n}"
             entry = self.pools[id(pool)] = _Instrumented(pool, name, self)
-            weakref.finalize(pool, self.pools.pop, id(pool), None)
+            weakref.finalize(pool, self._forget, id(pool), name)
         pool.add_observer(entry)
+
+    def _forget(self, key: int, name: str) -> None:
+        # A finalizer, which may run at any allocation (inside add(), or inside
+        # prometheus_client under its own plain lock): it only notes the name; add() removes
+        # the series later, outside any lock.
+        self.pools.pop(key, None)
+        self.gone.append(name)
+
+    def _remove_gone(self) -> None:
+        # A pool that is gone takes its series along: a later pool given the same name (an
+        # app built again, a test) starts from zero instead of inheriting the old counts.
+        while self.gone:
+            name = self.gone.popleft()
+            if any(entry.name == name for entry in list(self.pools.values())):
+                continue
+            for metric in (self.create, self.wait, self.use, self.timeouts):
+                with contextlib.suppress(KeyError):
+                    metric.remove(name)
 
     def live(self) -> list[tuple[str, Pool]]:
         out = []
@@ -164,25 +191,29 @@ class PoolCollector(Collector):
     def __init__(self, metrics: _Metrics) -> None:
         self._metrics = metrics
 
-    def _families(self) -> tuple[GaugeMetricFamily, dict[str, GaugeMetricFamily]]:
+    def _families(self) -> tuple[GaugeMetricFamily, dict[str, GaugeMetricFamily],
+                                 GaugeMetricFamily]:
         count = GaugeMetricFamily(_COUNT, _COUNT_HELP, labels=["pool_name", "state"])
         others = {name: GaugeMetricFamily(name, text, labels=["pool_name"])
                   for name, (text, _) in _GAUGES.items()}
-        return count, others
+        hosts = GaugeMetricFamily(_HOSTS, _HOSTS_HELP, labels=["pool_name", "host", "role"])
+        return count, others, hosts
 
     def describe(self) -> t.Iterable[Metric]:
-        count, others = self._families()
-        return [count, *others.values()]
+        count, others, hosts = self._families()
+        return [count, *others.values(), hosts]
 
     def collect(self) -> t.Iterable[Metric]:
-        count, others = self._families()
+        count, others, hosts = self._families()
         for name, pool in self._metrics.live():
             now = gauges(pool)
             count.add_metric([name, "idle"], now["count.idle"])
             count.add_metric([name, "used"], now["count.used"])
             for metric, (_, key) in _GAUGES.items():
                 others[metric].add_metric([name], now[key])
-        return [count, *others.values()]
+            for host, role, connections in host_connections(pool):
+                hosts.add_metric([name, host, role], connections)
+        return [count, *others.values(), hosts]
 
 
 class _Publisher:
@@ -194,6 +225,8 @@ class _Publisher:
                            multiprocess_mode="livesum")
         self.gauges = {name: Gauge(name, text, ["pool_name"], multiprocess_mode="livesum")
                        for name, (text, _) in _GAUGES.items()}
+        self.hosts = Gauge(_HOSTS, _HOSTS_HELP, ["pool_name", "host", "role"],
+                           multiprocess_mode="livesum")
         self.pending = True  # no thread yet in this process
         self._lock = threading.Lock()
         os.register_at_fork(after_in_child=self._after_fork)
@@ -225,6 +258,11 @@ class _Publisher:
             self.count.labels(name, "used").set(now["count.used"])
             for metric, (_, key) in _GAUGES.items():
                 self.gauges[metric].labels(name).set(now[key])
+            for host, role, connections in host_connections(pool):
+                # Every role written (0 but the current one): the files of multiprocess
+                # mode keep a series until it is overwritten, and a role change moves it.
+                for each in _ROLES:
+                    self.hosts.labels(name, host, each).set(connections if each == role else 0)
 
 
 _metrics: _Metrics | None = None

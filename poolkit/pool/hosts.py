@@ -9,16 +9,27 @@ qualifies, :class:`~poolkit.errors.NoHostAvailableError` names every host and wh
 passed over.
 
 A role change (a switchover: the primary turns read-only, a replica is promoted) shows as
-error 1290, 1836 or 1792 on a write. :meth:`HostSelector.note_read_only` -- called by the
-driver for such an error -- marks that connection and every other one to the same host
-broken: the engine discards them at their next checkout or return instead of handing them out
-again, and the next connect finds the new primary. After a demotion that poolkit saw, a connect
-that finds no primary waits for the promotion, at most ``failover_timeout`` seconds; a primary
-that is simply gone fails at once.
+error 1290, 1836 or 1792 on a write; a Galera node that leaves the primary component answers
+1047 (or 1180 on a commit). :meth:`HostSelector.note_read_only` -- called by the driver for
+such an error -- reads the role back on that connection (the role query, one round trip) and
+believes a change only when the server confirms it: ``read_only`` now 1 where a writable host
+was wanted, or a Galera node no longer in an allowed state. A 1792 of the borrower's own
+``START TRANSACTION READ ONLY`` or a 1290 of ``--secure-file-priv`` leaves the host alone.
+A confirmed change marks that connection and every other one to the same host broken: the
+engine discards them at their next checkout or return instead of handing them out again,
+and the next connect finds the new primary (or a synced node). After a demotion that poolkit
+saw, a connect that finds no primary waits for the promotion, at most ``failover_timeout``
+seconds; a primary that is simply gone fails at once.
 
 With ``max_replica_lag``, replica lag (``Seconds_Behind_Master``) is read at most once a second
-per host; a lagging replica, or one that does not replicate, is skipped. A Galera node
-(``wsrep_on``) that is not ready (``wsrep_ready`` is not ON) is skipped whatever the target.
+per host; a lagging replica, or one that does not replicate, is skipped.
+
+A Galera node (``wsrep_on``) gets new connections only in an allowed state
+(:attr:`HostSelector.allowed_states`, default ``{"Synced"}``; add ``"Donor"`` to use
+desynced donors) with ``wsrep_ready=ON``, whatever the target; the state comes with the role
+query. :meth:`HostSelector.at_borrow` re-checks a borrowed connection's host at most once a
+second per host: a Galera node's state; for a replica pool, that the host is still a replica
+(a promoted one is left) and its lag under ``max_replica_lag``.
 """
 
 from __future__ import annotations
@@ -44,6 +55,18 @@ READ_ONLY_CODES = frozenset({
     1836,  # ER_READ_ONLY_MODE
 })
 
+#: Errors of a Galera node that is not (or no longer) in the primary component.
+NODE_STATE_CODES = frozenset({
+    1047,  # ER_UNKNOWN_COM_ERROR: WSREP has not yet prepared node for application use
+    1180,  # ER_ERROR_DURING_COMMIT: … (provider status: Not connected to Primary Component)
+})
+
+#: Errors after which the host's role or state is read back (see HostSelector.note_read_only).
+REFUSAL_CODES = READ_ONLY_CODES | NODE_STATE_CODES
+
+#: Galera states a new connection may use unless told otherwise (wsrep_local_state_comment).
+DEFAULT_ALLOWED_STATES = frozenset({"Synced"})
+
 #: Replica lag is read at most this often per host (seconds).
 LAG_CHECK_INTERVAL = 1.0
 
@@ -51,7 +74,8 @@ LAG_CHECK_INTERVAL = 1.0
 DOWN_HOST_GRACE = 5.0
 
 #: Counters a routed pool adds to ``stats()`` (stable keys, present from the start).
-ROUTING_COUNTER_KEYS = ("read_only_errors", "replica_fallbacks", "lag_skips")
+ROUTING_COUNTER_KEYS = ("read_only_errors", "replica_fallbacks", "lag_skips",
+                        "node_state_skips", "refusals_explained")
 
 
 def error_code(error: BaseException) -> int | None:
@@ -60,8 +84,9 @@ def error_code(error: BaseException) -> int | None:
 
 
 def is_read_only_error(error: BaseException) -> bool:
-    """True when *error* says the server refuses writes (a demoted primary, a replica)."""
-    return error_code(error) in READ_ONLY_CODES
+    """True when *error* may mean the host changed role or state: the drivers then call
+    ``poolkit_on_read_only``, which reads the role back before believing it."""
+    return error_code(error) in REFUSAL_CODES
 
 
 def _reason(error: BaseException) -> str:
@@ -83,8 +108,14 @@ class HostState:
     lag_checked: float = float("-inf")
     demoted: float = float("-inf")  # when this host was seen turning from primary to read-only
     failed: float = float("-inf")  # when a connect to this host last failed
+    node_state: str | None = None  # a Galera node's wsrep_local_state_comment; None: not Galera
+    ready: bool = True  # a Galera node's wsrep_ready
+    node_seen: float = float("-inf")  # when node_state was read
+    checked: float = float("-inf")  # when at_borrow last read this host's state
+    refused: str | None = None  # why at_borrow's last check turned this host down, or None
     connections: weakref.WeakSet[t.Any] = field(default_factory=weakref.WeakSet)
-    probing: threading.Lock = field(default_factory=threading.Lock)
+    probing: threading.Lock = field(default_factory=threading.Lock)  # one lag reader
+    checking: threading.Lock = field(default_factory=threading.Lock)  # one at_borrow check
 
     @property
     def address(self) -> str:
@@ -94,14 +125,40 @@ class HostState:
         """Plain values for ``flask pool-status``."""
         return {"host": self.address, "role": self.role, "lag": self.lag,
                 "lag_error": self.lag_error, "error": self.error,
-                "connections": len(self.connections)}
+                "connections": len(self.connections), "node_state": self.node_state,
+                "ready": self.ready if self.node_state is not None else None}
+
+
+class Role(t.NamedTuple):
+    """What the role query read: ``read_only``, and a Galera node's state (None: not Galera)."""
+
+    read_only: bool
+    node_state: str | None = None
+    ready: bool = True
+
+
+# The role in one round trip. A Galera node's state is a status variable, read through a
+# subquery that only runs on a node with wsrep_on (information_schema stays readable on a
+# node cut off from the cluster); MySQL 8 has it in performance_schema only; MySQL without
+# Galera has no @@wsrep_on at all (1193): read_only alone.
+_STATE_OF = ("(SELECT GROUP_CONCAT(VARIABLE_VALUE ORDER BY VARIABLE_NAME SEPARATOR ',') FROM {} "
+             "WHERE VARIABLE_NAME IN ('WSREP_LOCAL_STATE_COMMENT', 'WSREP_READY'))")
+_ROLE_SQL = [
+    "SELECT @@GLOBAL.read_only, IF(@@GLOBAL.wsrep_on, "
+    + _STATE_OF.format("information_schema.GLOBAL_STATUS") + ", NULL)",
+    "SELECT @@GLOBAL.read_only, IF(@@GLOBAL.wsrep_on, "
+    + _STATE_OF.format("performance_schema.global_status") + ", NULL)",
+    "SELECT @@GLOBAL.read_only, NULL",
+]
+_NO_SUCH_THING = frozenset({1109, 1146, 1193})  # unknown table / table missing / variable
 
 
 class HostSelector:
     """Opens connections for one pool on the URL's hosts (see the module docstring)."""
 
     def __init__(self, url: DatabaseURL, driver: t.Any, kwargs: dict[str, t.Any], *,
-                 max_replica_lag: float | None = None, failover_timeout: float = 5.0) -> None:
+                 max_replica_lag: float | None = None, failover_timeout: float = 5.0,
+                 allowed_states: t.Iterable[str] = DEFAULT_ALLOWED_STATES) -> None:
         self.url = url
         self.driver = driver
         self.kwargs = kwargs
@@ -111,9 +168,15 @@ class HostSelector:
         self.failover_timeout = failover_timeout
         self.hosts = [HostState(host, port) for host, port in url.hosts]
         self.counters = dict.fromkeys(ROUTING_COUNTER_KEYS, 0)
+        #: Galera states (``wsrep_local_state_comment`` up to its "/") new and borrowed
+        #: connections may use: ``{"Synced"}`` by default, ``{"Synced", "Donor"}`` to use
+        #: desynced donors too (Connector/J's galeraAllowedState).
+        self.allowed_states = frozenset(allowed_states)
         self._status_sql: list[str] = ["SHOW REPLICA STATUS", "SHOW SLAVE STATUS"]
+        self._role_sql = list(_ROLE_SQL)  # the forms this server knows (see _read_role)
+        # at_borrow applies: a replica pool, or once a Galera node was seen (never unset).
+        self._check_borrows = self.target == "replica"
         self._lock = threading.Lock()
-        self._galera_known = True  # the server has @@wsrep_on (MariaDB); False after a 1193
 
     # -- connecting -----------------------------------------------------------------------
     def connect(self, session: t.Sequence[str] = ()) -> t.Any:
@@ -146,11 +209,17 @@ class HostSelector:
         hosts = list(self.hosts)
         if self.url.load_balance == "random":
             random.shuffle(hosts)
-        # Hosts last seen in the wanted role first, hosts that failed to connect moments ago
-        # last (a black-holed host costs connect_timeout per try); a stable sort.
+        # Hosts last seen in another role after the others (not yet seen: maybe the wanted
+        # role, so load_balance=random spreads over them from the start); hosts that failed
+        # to connect moments ago last (a black-holed host costs connect_timeout per try), and
+        # Galera nodes seen in a state they may not serve in (in URL order again after the
+        # grace: a node that resynced is used again); a stable sort.
         now = time.monotonic()
         hosts.sort(key=lambda state: (now - state.failed < DOWN_HOST_GRACE,
-                                      self.target != "any" and state.role != self.target))
+                                      now - state.node_seen < DOWN_HOST_GRACE
+                                      and self._node_refusal(state) is not None,
+                                      self.target != "any" and state.role is not None
+                                      and state.role != self.target))
         return hosts
 
     def _try(self, driver: t.Any, kwargs: dict[str, t.Any], session: t.Sequence[str],
@@ -181,11 +250,14 @@ class HostSelector:
 
     def _unwanted(self, raw: t.Any, state: HostState) -> str | None:
         """Why *raw* (just opened on *state*) does not serve this pool, or None."""
-        read_only, galera = self._read_role(raw)
-        if galera and _galera_not_ready(raw):
-            # A Galera node that is not synced refuses queries or serves stale reads.
-            return "a Galera node that is not ready (wsrep_ready=OFF)"
-        role = "replica" if read_only else "primary"
+        found = self._read_role(raw)
+        self._note_role(state, found)
+        why = self._node_refusal(state)
+        if why is not None:
+            # A node that is not synced refuses queries (1047) or serves stale reads.
+            self.count("node_state_skips")
+            return why
+        role = "replica" if found.read_only else "primary"
         if state.role == "primary" and role == "replica":
             state.demoted = time.monotonic()
             logger.warning("poolkit: %s turned read-only (it was the primary)", state.address)
@@ -200,25 +272,51 @@ class HostSelector:
                 return self._lag_text(state)
         return None
 
-    def _read_role(self, raw: t.Any) -> tuple[bool, bool]:
-        """``(read_only, wsrep_on)`` in one round trip (MySQL has no wsrep_on: read_only only)."""
-        if self._galera_known:
-            cursor = raw.cursor()
-            try:
-                cursor.execute("SELECT @@GLOBAL.read_only, @@GLOBAL.wsrep_on")
-                read_only, wsrep_on = cursor.fetchone()
-                return bool(read_only), bool(wsrep_on)
-            except Exception as error:
-                if error_code(error) != 1193:  # unknown system variable
-                    raise
-                self._galera_known = False
-            finally:
-                cursor.close()
-        return bool(_scalar(raw, "SELECT @@GLOBAL.read_only")), False
+    def _read_role(self, raw: t.Any) -> Role:
+        """``read_only`` and a Galera node's state, in one round trip."""
+        cursor = raw.cursor()
+        try:
+            while True:
+                sql = self._role_sql[0]
+                try:
+                    cursor.execute(sql)
+                    break
+                except Exception as error:
+                    if error_code(error) not in _NO_SUCH_THING or len(self._role_sql) < 2:
+                        raise
+                    with self._lock:
+                        if self._role_sql[0] == sql:  # another thread may have done it
+                            self._role_sql.pop(0)
+            read_only, galera = cursor.fetchone()
+        finally:
+            cursor.close()
+        if galera is None:
+            return Role(bool(int(read_only)))
+        if isinstance(galera, bytes):
+            galera = galera.decode()
+        node_state, _, ready = str(galera).rpartition(",")
+        return Role(bool(int(read_only)), node_state or "?", ready.upper() == "ON")
+
+    def _note_role(self, state: HostState, found: Role) -> None:
+        state.node_state, state.ready = found.node_state, found.ready
+        state.node_seen = time.monotonic()
+        if found.node_state is not None:
+            self._check_borrows = True
+
+    def _node_refusal(self, state: HostState) -> str | None:
+        """Why *state*'s Galera node may not serve (its last known state), or None."""
+        node_state = state.node_state
+        if node_state is None:
+            return None
+        if state.ready and node_state.partition("/")[0] in self.allowed_states:
+            return None
+        allowed = ", ".join(sorted(self.allowed_states))
+        return (f"a Galera node that is {node_state} (wsrep_ready="
+                f"{'ON' if state.ready else 'OFF'}; allowed: {allowed})")
 
     def _adopt(self, raw: t.Any, state: HostState) -> None:
         raw.poolkit_host = state
-        raw.poolkit_on_read_only = self.note_read_only if self.target != "replica" else None
+        raw.poolkit_on_read_only = self.note_read_only
         with self._lock:  # a WeakSet must not grow while retire() walks it
             state.connections.add(raw)
 
@@ -236,21 +334,135 @@ class HostSelector:
 
     # -- role changes ---------------------------------------------------------------------
     def note_read_only(self, raw: t.Any, error: BaseException) -> None:
-        """A statement on *raw* failed with a read-only error: retire its host's connections.
+        """A statement on *raw* failed with a refusal (:data:`REFUSAL_CODES`): read the role
+        back on *raw* and, if the host's role or Galera state really changed, retire its
+        connections.
 
         The failed statement is not re-run (it is not retry-safe); the caller sees the error.
         """
         state: HostState | None = getattr(raw, "poolkit_host", None)
-        self.count("read_only_errors")
-        if state is None:
+        if state is None or getattr(raw, "poolkit_rechecking", False):
+            return  # not ours, or the read-back below failing in its turn
+        code = error_code(error)
+        if self.target == "replica" and code in READ_ONLY_CODES:
+            return  # a write through a replica bind: refused, as it should be
+        served = state.role != "replica" and self._node_refusal(state) is None
+        why = self._changed(raw, state)
+        if why is None:
+            # The borrower's own READ ONLY transaction (1792), --secure-file-priv (1290) …:
+            # the server still has the role this pool wants; nothing to retire.
+            self.count("refusals_explained")
+            logger.debug("poolkit: %s refused a statement (%s) but still serves",
+                         state.address, _reason(error))
             return
-        if state.role == "primary":
-            state.demoted = time.monotonic()  # a switchover: new connections wait for a primary
-        if state.role != "replica":
-            logger.warning("poolkit: %s refuses writes (%s): retiring its %d connection(s)",
-                           state.address, _reason(error), len(state.connections))
-        state.role = "replica"
+        self.count("read_only_errors")
+        if served:  # the change itself (later refusals of the same change: retired already)
+            logger.warning("poolkit: %s %s (%s): retiring its %d connection(s)", state.address,
+                           why, _reason(error), len(state.connections))
         self.retire(state)
+
+    def _changed(self, raw: t.Any, state: HostState) -> str | None:
+        """Why *state* no longer serves this pool, read back on *raw* (None: it still does)."""
+        raw.poolkit_rechecking = True
+        try:
+            found = self._read_role(raw)
+        except Exception as error:
+            return f"no longer answers the role query ({_reason(error)})"
+        finally:
+            raw.poolkit_rechecking = False
+        self._note_role(state, found)
+        why = self._node_refusal(state)
+        if why is not None:
+            return f"is {why}"
+        if found.read_only and self.target != "replica":
+            if state.role == "primary":
+                state.demoted = time.monotonic()  # a switchover: new connects wait for one
+            state.role = "replica"
+            return "turned read-only"
+        return None
+
+    # -- at borrow ------------------------------------------------------------------------
+    @property
+    def checks_at_borrow(self) -> bool:
+        """True when :meth:`at_borrow` may turn a connection down: a replica pool (a promoted
+        replica, the lag limit) or a pool that has seen a Galera node."""
+        return self._check_borrows
+
+    def at_borrow(self, raw: t.Any) -> bool:
+        """False (and the host's connections retired) when *raw*'s host may not serve now.
+
+        Re-reads the host's Galera state, and a replica's lag under ``max_replica_lag``, on
+        *raw* at most once a second per host; in between, one clock read and the last
+        verdict.
+        """
+        state: HostState | None = getattr(raw, "poolkit_host", None)
+        if state is None:
+            return True
+        if (time.monotonic() - state.checked >= LAG_CHECK_INTERVAL
+                and state.checking.acquire(blocking=False)):
+            try:
+                state.refused = self._borrow_verdict(raw, state)
+            finally:
+                state.checked = time.monotonic()
+                state.checking.release()
+        if state.refused is None:
+            return True
+        self.retire(state)
+        return False
+
+    def _borrow_verdict(self, raw: t.Any, state: HostState) -> str | None:
+        replica = self.target == "replica"
+        if state.node_state is not None or replica:
+            try:
+                found = self._read_role(raw)
+            except Exception as error:
+                return f"role query failed ({_reason(error)})"
+            self._note_role(state, found)
+            why = self._node_refusal(state)
+            if why is not None:
+                self.count("node_state_skips")
+                return why
+            if replica and not found.read_only:
+                state.role = "primary"
+                logger.warning("poolkit: %s is writable now (promoted): retiring the replica "
+                               "pool's %d connection(s) to it", state.address,
+                               len(state.connections))
+                return "writable (promoted: the primary, not a replica)"
+        if replica and self.max_replica_lag is not None:
+            state.lag_checked = float("-inf")  # read now, on this connection
+            if not self._lag_ok(state, raw):
+                self.count("lag_skips")
+                return self._lag_text(state)
+        return None
+
+    def guard(self, checkout: t.Callable[[], t.Any],
+              checkin: t.Callable[[t.Any], None]) -> t.Callable[[], t.Any]:
+        """*checkout* with :meth:`at_borrow` applied: a turned-down connection is given back
+        (and discarded: it is marked broken) and another one taken, a bounded number of times.
+
+        For a pool whose checks may apply; otherwise *checkout* itself (no cost).
+        """
+        if not self.routed:
+            return checkout
+        tries = 2 * len(self.hosts) + 2
+
+        def checked_checkout() -> t.Any:
+            for _ in range(tries):
+                con = checkout()
+                if not self._check_borrows:
+                    return con
+                try:
+                    if self.at_borrow(con.raw):
+                        return con
+                except BaseException:
+                    checkin(con)
+                    raise
+                checkin(con)
+            reasons = "; ".join(f"{state.address}: {state.refused}" for state in self.hosts
+                                if state.refused)
+            raise NoHostAvailableError(self._no_host_message([reasons or "turned down"]))
+
+        return checked_checkout
 
     def retire(self, state: HostState) -> None:
         """Mark every connection to *state* broken: discarded at its next checkout or return."""
@@ -346,9 +558,11 @@ class HostSelector:
         return [state.describe() for state in self.hosts]
 
     def inspect(self) -> list[dict[str, t.Any]]:
-        """Ask every host now (one short connection each): role, lag and server facts.
+        """Ask every host now (one short connection each): role, lag, Galera state, facts.
 
-        For ``flask pool-status``; an unreachable host gets ``error`` instead of facts.
+        For ``flask pool-status``: a host that does not answer gets ``error``; one that
+        answers but whose lag cannot be read (no ``SLAVE MONITOR``: 1227) keeps its role and
+        facts, with the reason in ``lag_error``.
         """
         report = []
         for state in self.hosts:
@@ -360,52 +574,42 @@ class HostSelector:
                 report.append(state.describe())
                 continue
             try:
-                cursor = raw.cursor()
-                cursor.execute(_FACTS_SQL)
-                version, max_connections, read_only = cursor.fetchone()
-                # SHOW, not information_schema.GLOBAL_STATUS: MySQL 8 has no such table.
-                cursor.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
-                row = cursor.fetchone()
-                threads = row[1] if row else 0
-                cursor.close()
-                state.role = "replica" if read_only else "primary"
-                state.error = None
-                if read_only:
-                    state.lag, state.lag_error = self._read_lag(raw)
-                    state.lag_checked = time.monotonic()
-                entry = state.describe()
-                entry.update(version=str(version), max_connections=int(max_connections),
-                             threads_connected=int(threads or 0))
+                report.append(self._inspect_one(raw, state))
             except Exception as error:
                 entry = state.describe()
                 entry["error"] = _reason(error)
+                report.append(entry)
             finally:
                 _close(raw)
-            report.append(entry)
         return report
 
+    def _inspect_one(self, raw: t.Any, state: HostState) -> dict[str, t.Any]:
+        found = self._read_role(raw)
+        self._note_role(state, found)
+        cursor = raw.cursor()
+        try:
+            cursor.execute(_FACTS_SQL)
+            version, max_connections = cursor.fetchone()
+            # SHOW, not information_schema.GLOBAL_STATUS: MySQL 8 has no such table.
+            cursor.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        state.role = "replica" if found.read_only else "primary"
+        state.error = None
+        if found.read_only:
+            try:
+                state.lag, state.lag_error = self._read_lag(raw)
+            except Exception as error:  # 1227: the user may not read the replica status
+                state.lag, state.lag_error = None, _reason(error)
+            state.lag_checked = time.monotonic()
+        entry = state.describe()
+        entry.update(version=str(version), max_connections=int(max_connections),
+                     threads_connected=int(row[1] if row else 0))
+        return entry
 
-_FACTS_SQL = "SELECT VERSION(), @@GLOBAL.max_connections, @@GLOBAL.read_only"
 
-
-def _galera_not_ready(raw: t.Any) -> bool:
-    cursor = raw.cursor()
-    try:
-        cursor.execute("SHOW GLOBAL STATUS LIKE 'wsrep_ready'")
-        row = cursor.fetchone()
-    finally:
-        cursor.close()
-    return bool(row) and str(row[1]).upper() != "ON"
-
-
-def _scalar(raw: t.Any, sql: str) -> t.Any:
-    cursor = raw.cursor()
-    try:
-        cursor.execute(sql)
-        row = cursor.fetchone()
-    finally:
-        cursor.close()
-    return row[0] if row else None
+_FACTS_SQL = "SELECT VERSION(), @@GLOBAL.max_connections"
 
 
 def _close(raw: t.Any) -> None:
