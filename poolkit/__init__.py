@@ -31,6 +31,8 @@ from .extension import db as db
 from .extension import stream_with_db as stream_with_db
 from .pool import Pool as Pool
 from .pool.connection import Connection as Connection
+from .retry import retry_transaction as retry_transaction
+from .retry import run_transaction as run_transaction
 from .script import executefile as executefile
 from .script import executescript as executescript
 from .url import DatabaseURL as DatabaseURL

@@ -27,7 +27,7 @@ from .errors import ConfigError, ConnectionReturnedError, NoHostAvailableError, 
 from .pool import Pool
 from .pool.connection import Connection
 from .pool.handles import skip_frames_of
-from .routing import is_replica_pool, no_host_response, route_read
+from .routing import carry_write, is_replica_pool, no_host_response, route_read
 
 logger = logging.getLogger("poolkit")
 
@@ -127,6 +127,7 @@ def _new_connection(connections: dict[str, Connection], bind: str, pool: Pool) -
     fresh = Connection(pool, binder=_context_connection)
     if current is None:  # another thread sharing this context may have been first
         return connections.setdefault(bind, fresh)
+    carry_write(current)  # "this request wrote" outlives the handle (read-your-writes)
     connections[bind] = fresh
     return fresh
 

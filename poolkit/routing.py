@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import typing as t
 
 from flask import current_app, g, has_app_context
@@ -29,6 +28,7 @@ from werkzeug.exceptions import ServiceUnavailable
 
 from .config import DEFAULT_BIND
 from .errors import NoHostAvailableError
+from .pool.writes import may_write as may_write
 
 if t.TYPE_CHECKING:
     from .pool import Pool
@@ -38,40 +38,6 @@ logger = logging.getLogger("poolkit")
 
 #: flask.g key: True once a handle of the default pool in this app context wrote.
 _WROTE_KEY = "_poolkit_wrote"
-
-
-# A statement through the row-returning helpers (query, query_one, scalar) is a read only when
-# it begins with one of these words after whitespace and plain comments …
-_READ_START = re.compile(r"(?:\s+|/\*(?![!M])[\s\S]*?\*/|(?:--\s|#)[^\n]*(?:\n|$))*"
-                         r"(?:SELECT|SHOW|DESC|DESCRIBE|EXPLAIN|WITH|VALUES|TABLE)\b", re.I)
-# … and has none of these anywhere (in a string literal too: a false "write" only sends the
-# request's next replica read to the primary; a false "read" would break read-your-writes).
-_WRITE_MARK = re.compile(r"\bRETURNING\b|\bNEXTVAL\b|\bNEXT\s+VALUE\b|\bSETVAL\b"
-                         r"|\bFOR\s+UPDATE\b|\bLOCK\s+IN\b|\bINTO\b|\bGET_LOCK\b"
-                         r"|/\*[!M]", re.I)
-
-
-_MARK_TOKENS = ("RETURNING", "NEXT", "SETVAL", "UPDATE", "INTO", "LOCK", "/*!", "/*M")
-
-
-def may_write(sql: str | bytes) -> bool:
-    """False only for a statement that is certainly a read (``SELECT …`` without
-    ``RETURNING``, ``NEXTVAL``, ``SETVAL``, ``FOR UPDATE``, ``INTO`` …): what the read helpers
-    run counts as a write for read-your-writes otherwise.
-
-    The server does not say whether a statement that returns rows wrote (its result ends
-    with an EOF packet that carries no such fact), so this is decided from the text, in the
-    safe direction. A stored function that writes, called from a plain ``SELECT``, is not
-    seen: run such calls with ``execute``.
-    """
-    text = sql.decode(errors="replace") if isinstance(sql, bytes) else sql
-    if _READ_START.match(text) is None:
-        return True
-    upper = text.upper()
-    # Every mark contains one of these: the regex (slow: ~15 µs) runs only when one is there.
-    if not any(token in upper for token in _MARK_TOKENS):
-        return False
-    return _WRITE_MARK.search(text) is not None
 
 
 def carry_write(conn: t.Any) -> None:

@@ -51,6 +51,7 @@ from .handles import (
     _inside_pool,
 )
 from .untracked import statement_changes_untracked_state
+from .writes import may_write
 
 _IN_TRANS = 0x0001
 
@@ -279,6 +280,8 @@ class Connection:
 
     def query(self, sql: str, args: Params = None) -> list[Row]:
         """Run a SELECT and return every row as a dict."""
+        if not self.wrote and may_write(sql):  # RETURNING, NEXTVAL, FOR UPDATE …
+            self.wrote = True
         with self._lock:
             cursor = self._execute(sql, args, self._pool.driver.dict_cursor)
             rows = cursor.fetchall()
@@ -287,6 +290,8 @@ class Connection:
 
     def query_one(self, sql: str, args: Params = None) -> Row | None:
         """Run a SELECT and return its first row as a dict, or None."""
+        if not self.wrote and may_write(sql):  # RETURNING, NEXTVAL, FOR UPDATE …
+            self.wrote = True
         with self._lock:
             cursor = self._execute(sql, args, self._pool.driver.dict_cursor)
             row = cursor.fetchone()
@@ -295,6 +300,8 @@ class Connection:
 
     def scalar(self, sql: str, args: Params = None) -> t.Any:
         """Run a SELECT and return the first column of its first row, or None."""
+        if not self.wrote and may_write(sql):  # RETURNING, NEXTVAL, FOR UPDATE …
+            self.wrote = True
         with self._lock:
             cursor = self._execute(sql, args)
             row = cursor.fetchone()
@@ -401,9 +408,17 @@ class Connection:
             raise
         self._depth = 0
         with self._lock:
-            con.raw.commit()
-            con.in_transaction = False
-            self._dirty = False
+            try:
+                con.raw.commit()
+            except BaseException:
+                # A refused COMMIT (a Galera certification conflict, a lost connection) ended
+                # the transaction on the server: nothing of it stays open on this borrow.
+                with suppress(Exception):
+                    con.rollback()
+                raise
+            finally:
+                con.in_transaction = False
+                self._dirty = False
 
     def _nested(self) -> t.Iterator[Connection]:
         name = f"poolkit_sp_{next(_savepoints)}"

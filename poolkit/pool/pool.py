@@ -70,6 +70,7 @@ class Pool:
         self._leak_watch: threading.Thread | None = None
         self._stop = threading.Event()
         self._checkout: t.Callable[[], t.Any]
+        self._engine_checkout: t.Callable[[], t.Any]
         self._checkin: t.Callable[[t.Any], None]
         self._bind_engine()
         if settings.leak_threshold is not None:
@@ -84,16 +85,19 @@ class Pool:
 
     # -- borrowing ------------------------------------------------------------------------
     def _bind_engine(self) -> None:
-        # The hot path calls the engine directly; the leak watch wraps it when enabled.
+        # The hot path calls the engine directly (through the hosts' borrow re-check, a no-op
+        # for one plain host); the leak watch wraps it when enabled.
+        self._engine_checkout = self._engine.hosts.guard(self._engine.checkout,
+                                                          self._engine.checkin)
         if self.settings.leak_threshold is None:
-            self._checkout = self._engine.checkout
+            self._checkout = self._engine_checkout
             self._checkin = self._engine.checkin
         else:
             self._checkout = self._checkout_watched
             self._checkin = self._checkin_watched
 
     def _checkout_watched(self) -> t.Any:
-        con = self._engine.checkout()
+        con = self._engine_checkout()
         # The borrower's frames only: how many poolkit frames sit above varies by entry point.
         stack = [f for f in traceback.extract_stack() if not f.filename.startswith(_HERE)]
         key = con.poolkit_borrow = next(self._borrows)

@@ -173,8 +173,6 @@ def test_a_borrowed_connection_is_rechecked_when_its_node_desyncs(
     assert pool.stats()["node_state_skips"] >= 1
 
 
-@pytest.mark.xfail(strict=True, reason="needs Pool._bind_engine to wrap the checkout in "
-                   "pool.hosts.guard(...) (see the report of issue 26)")
 def test_pool_connection_rechecks_a_desynced_node(
         galera: GaleraCluster, make_pool: t.Callable[..., Pool]) -> None:
     first, second = galera.nodes[0], galera.nodes[1]

@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 
 from poolkit import db
-from poolkit.routing import may_write
+from poolkit.pool.writes import may_write
 from poolkit.testing.servers import APP_PASSWORD, APP_USER, DATABASE, ReplicationPair
 
 pytestmark = pytest.mark.replication
@@ -55,8 +55,6 @@ def test_every_statement_the_server_binlogged_counts_as_a_write(items: Replicati
     assert reads and not any(may_write(sql) for sql in reads)  # plain reads stay reads
 
 
-@pytest.mark.xfail(strict=True, reason="needs Connection.query/query_one/scalar to set "
-                   "self.wrote when routing.may_write(sql)")
 def test_read_your_writes_after_insert_returning(
         items: ReplicationPair, make_app: t.Callable[..., Flask]) -> None:
     app = make_app(items)

@@ -92,8 +92,6 @@ def test_the_lag_limit_holds_when_the_replica_pool_is_borrowed_directly(
     items.wait_replicated()
 
 
-@pytest.mark.xfail(strict=True, reason="needs Pool._bind_engine to wrap the checkout in "
-                   "pool.hosts.guard(...) (see the report of issue 26)")
 def test_pool_connection_on_a_replica_pool_applies_the_lag_limit(
         items: ReplicationPair, make_app: t.Callable[..., Flask]) -> None:
     import time
@@ -112,8 +110,6 @@ def test_pool_connection_on_a_replica_pool_applies_the_lag_limit(
     items.wait_replicated()
 
 
-@pytest.mark.xfail(strict=True, reason="needs extension._new_connection to call "
-                   "routing.carry_write(current) before replacing a spent handle")
 def test_read_your_writes_survives_db_close(
         items: ReplicationPair, make_app: t.Callable[..., Flask]) -> None:
     app = make_app(items)
