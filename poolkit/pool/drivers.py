@@ -13,6 +13,13 @@ The pool needs four facts from a driver that DB-API does not give:
 * whether an error means the connection is gone (it is then discarded, never reused);
 * whether re-running the failed statement on a new connection is safe (DBUtils' failover
   re-executes; poolkit lets it only when the statement cannot have committed).
+
+A PyMySQL connect is bounded as a whole by ``connect_timeout``: PyMySQL applies its timeouts
+to each read, so a server that greets one byte at a time would hold a connect for ever.
+poolkit opens the TCP socket itself (``defer_connect`` + ``connect(sock)``, public API) and
+shuts it down when the handshake -- greeting, TLS, authentication, the first SET NAMES --
+outlives the deadline. mysqlclient bounds the handshake in libmariadb/libmysqlclient (its
+``connect_timeout`` covers the greeting; see docs/security.md for what it does not).
 """
 
 from __future__ import annotations
@@ -20,11 +27,14 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import socket
+import threading
 import time
 import typing as t
 from dataclasses import dataclass
 
 from ..errors import DriverNotInstalledError
+from ..tls import mysqldb_kwargs
 from . import pymysql_compat as compat
 from .hosts import is_read_only_error
 from .pymysql_compat import DISCARD, KEEP, REOPEN, RESET, ROLLBACK, UNREAD
@@ -121,9 +131,10 @@ class Driver:
             # Session tracking: the server flags every statement that changed session state.
             kwargs = {**kwargs, "client_flag": kwargs.get("client_flag", 0)
                       | compat.CLIENT_SESSION_TRACK}
+            con = self._connect_pymysql(kwargs)
         else:
             kwargs = _mysqldb_kwargs(kwargs)
-        con = self.connection_class(**kwargs)
+            con = self.connection_class(**kwargs)
         try:
             con.poolkit_broken = False
             cursor = con.cursor()
@@ -147,6 +158,37 @@ class Driver:
             raise
         con.poolkit_wait_timeout = float(row[0]) if row else 0.0
         con.poolkit_last_used = time.monotonic()
+        return con
+
+    def _connect_pymysql(self, kwargs: dict[str, t.Any]) -> t.Any:
+        """A PyMySQL connection whose whole handshake ends within ``connect_timeout``."""
+        con = self.connection_class(**kwargs, defer_connect=True)
+        timeout = kwargs.get("connect_timeout")
+        if kwargs.get("unix_socket") or not timeout:  # a local socket: no rogue in between
+            con.connect()
+            return con
+        host, port = con.host, con.port
+        try:
+            source = kwargs.get("bind_address")
+            sock = socket.create_connection((host, port), timeout,
+                                            source_address=(source, 0) if source else None)
+        except OSError as error:  # the message PyMySQL's own connect() gives
+            raise self.module.err.OperationalError(
+                2003, f"Can't connect to MySQL server on {host!r} ({error})") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        con.host_info = f"socket {host}:{port}"
+        deadline = HandshakeDeadline(sock, timeout)
+        try:
+            con.connect(sock)
+        except Exception:
+            if deadline.finish():
+                raise deadline.error(self.module, host, port) from None
+            raise
+        if deadline.finish():
+            with contextlib.suppress(Exception):
+                con.close()
+            raise deadline.error(self.module, host, port)
         return con
 
     def return_action(self, raw: t.Any) -> int:
@@ -203,14 +245,51 @@ class Driver:
         return self.name == "pymysql" and compat.is_closed(raw)
 
 
+class HandshakeDeadline:
+    """Shuts *sock* down *seconds* from now unless :meth:`finish` comes first.
+
+    A timer thread shuts down a duplicate of the socket's descriptor: ``shutdown`` acts on the
+    connection, not the descriptor, so it also ends reads on the TLS socket PyMySQL wraps
+    around the original (which detaches it). A blocked read then returns end-of-file.
+    """
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        self.seconds = seconds
+        self._twin = sock.dup()
+        self._lock = threading.Lock()
+        self._fired = self._finished = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self._fired = True
+            with contextlib.suppress(OSError):
+                self._twin.shutdown(socket.SHUT_RDWR)
+
+    def finish(self) -> bool:
+        """Stop the timer; True when it fired (the connection is dead)."""
+        with self._lock:
+            self._finished = True
+            fired = self._fired
+        self._timer.cancel()
+        self._twin.close()
+        return fired
+
+    def error(self, module: t.Any, host: str, port: int) -> Exception:
+        return t.cast(Exception, module.err.OperationalError(
+            2013, f"Lost connection to MySQL server at '{host}:{port}': the handshake did not "
+            f"finish within connect_timeout={self.seconds:g} s"))
+
+
 def _mysqldb_kwargs(kwargs: dict[str, t.Any]) -> dict[str, t.Any]:
-    # mysqlclient names a few arguments differently and has no write_timeout=None.
+    # mysqlclient names a few arguments differently and has no write_timeout=None; TLS comes
+    # as ssl_mode + an ssl dict of file names rather than PyMySQL's context.
     renamed = {"password": "passwd", "database": "db"}
-    out = {renamed.get(k, k): v for k, v in kwargs.items() if v is not None}
-    if out.get("ssl_disabled"):
-        out.pop("ssl_disabled")
-        out["ssl_mode"] = "DISABLED"
-    return out
+    return {renamed.get(k, k): v for k, v in mysqldb_kwargs(kwargs).items() if v is not None}
 
 
 _EXTRAS = {"pymysql": "pymysql", "mysqldb": "mysqlclient"}
