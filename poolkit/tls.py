@@ -17,12 +17,21 @@ answer in the server's place, so an authentication method that would hand it the
 server's request: PyMySQL calls the handlers of ``auth_plugin_map`` before its own clear-text
 code, and :data:`CLEAR_TEXT_PLUGINS` maps each to a handler that refuses. A Unix socket counts as
 proven: only who can write its folder can put a server there.
+
+mysqlclient (libmariadb) takes no handlers; it gets the same refusal from an option file of
+ours naming the methods it may use (``restricted-auth``, Connector/C >= 3.3), which holds no
+secret. Its error 5010 becomes the same line as PyMySQL's.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
+import os
 import ssl
+import tempfile
+import threading
 import typing as t
 from dataclasses import dataclass
 
@@ -32,6 +41,20 @@ VERIFIED_MODES = frozenset({"VERIFY_CA", "VERIFY_IDENTITY"})
 CLEAR_TEXT_PLUGINS = ("mysql_clear_password", "dialog")
 #: MySQL's client error number for a refused authentication plugin (CR_AUTH_PLUGIN_ERR).
 AUTH_REFUSED = 2061
+#: libmariadb's error for a method outside ``restricted-auth``.
+MARIADB_RESTRICTED_AUTH = 5010
+#: The methods libmariadb may use below the VERIFY_* modes: none hands over the password.
+SAFE_PLUGINS = ("mysql_native_password", "client_ed25519", "caching_sha2_password",
+                "sha256_password", "mysql_old_password")
+_OPTION_GROUP = "poolkit-restricted-auth"
+
+
+def refusal(plugin: str, host: str, port: int | str) -> str:
+    """The one line that says why the password was not sent."""
+    return (f"refused to send the password to {host}:{port}: the server asks for {plugin}, "
+            "which sends it in clear text, and it has not proved who it is; if it is your "
+            "server, connect with ssl_mode=VERIFY_IDENTITY and ssl_ca=<its CA file> "
+            "(see docs/security.md)")
 
 
 def default_mode(options: t.Mapping[str, t.Any]) -> str:
@@ -97,12 +120,7 @@ def refuse_clear_text(plugin: str) -> type[t.Any]:
             import pymysql
 
             con = self.connection
-            raise pymysql.err.OperationalError(
-                AUTH_REFUSED,
-                f"refused to send the password to {con.host}:{con.port}: the server asks for "
-                f"{plugin}, which sends it in clear text, and it has not proved who it is; "
-                "if it is your server, connect with ssl_mode=VERIFY_IDENTITY and ssl_ca=<its "
-                "CA file> (see docs/security.md)")
+            raise pymysql.err.OperationalError(AUTH_REFUSED, refusal(plugin, con.host, con.port))
 
         prompt = authenticate  # dialog's other entry point
 
@@ -140,10 +158,34 @@ class TLSOptions:
         return kwargs
 
 
+_file_lock = threading.Lock()
+_restricted_file: str | None = None
+
+
+def restricted_auth_file() -> str:
+    """An option file (made once per process, removed at exit) allowing only SAFE_PLUGINS."""
+    global _restricted_file
+    with _file_lock:
+        if _restricted_file is None or not os.path.exists(_restricted_file):
+            fd, path = tempfile.mkstemp(prefix="poolkit-auth-", suffix=".cnf")
+            with os.fdopen(fd, "w") as file:
+                file.write(f"[{_OPTION_GROUP}]\nrestricted-auth={','.join(SAFE_PLUGINS)}\n")
+            atexit.register(_remove, path)
+            _restricted_file = path
+        return _restricted_file
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 def mysqldb_kwargs(kwargs: dict[str, t.Any]) -> dict[str, t.Any]:
     """PyMySQL-style TLS arguments (see :meth:`TLSOptions.pymysql_kwargs`) as mysqlclient's."""
     kwargs = dict(kwargs)
-    kwargs.pop("auth_plugin_map", None)
+    if kwargs.pop("auth_plugin_map", None) and "read_default_file" not in kwargs:
+        kwargs["read_default_file"] = restricted_auth_file()
+        kwargs["read_default_group"] = _OPTION_GROUP
     context = kwargs.pop("ssl", None)
     if kwargs.pop("ssl_disabled", None):
         kwargs["ssl_mode"] = "DISABLED"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .errors import ConfigError
-from .tls import SSL_MODES, TLSOptions, default_mode
+from .tls import SSL_MODES, TLSOptions, default_mode, mysqldb_kwargs
 
 #: URL scheme → driver name (see poolkit.pool.drivers).
 SCHEMES: dict[str, str] = {
@@ -118,8 +118,8 @@ class DatabaseURL:
         return TLSOptions(self.ssl_mode, *(self.options.get(name) for name in _TLS_FILES))
 
     def connect_kwargs(self) -> dict[str, t.Any]:
-        """Keyword arguments for PyMySQL's ``connect()``, the TLS mode and password guard
-        included (mysqlclient's: :func:`poolkit.tls.mysqldb_kwargs` of these)."""
+        """Keyword arguments for the driver's ``connect()`` (PyMySQL names), the TLS mode and
+        password guard included; for mysqlclient, TLS as its ``ssl_mode`` and ``ssl``."""
         kwargs: dict[str, t.Any] = {"host": self.host, "port": self.port, "user": self.user,
                                     "password": self.password, "database": self.database}
         kwargs.update((k, v) for k, v in self.options.items() if k not in _TLS_FILES)
@@ -128,7 +128,7 @@ class DatabaseURL:
                 "unix_socket"))))
         except OSError as error:  # a CA, certificate or key file that cannot be read
             raise ConfigError(f"{self.masked()}: cannot load the TLS files ({error})") from None
-        return kwargs
+        return mysqldb_kwargs(kwargs) if self.driver == "mysqldb" else kwargs
 
 
 def format_host(host: str, port: int) -> str:
@@ -178,7 +178,8 @@ def parse_url(url: str, key: str = "POOLKIT_DATABASE_URL") -> DatabaseURL:
     try:
         return _parse(url, key)
     except ConfigError as error:
-        raise ConfigError(scrub(str(error), url)) from None
+        raise ConfigError(scrub(str(error), url) if isinstance(url, str) else str(error)
+                          ) from None
 
 
 def _tls_mode(key: str, options: dict[str, t.Any]) -> str:

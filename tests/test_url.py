@@ -50,9 +50,11 @@ def test_options_are_typed() -> None:
     url = parse_url("mysql://app:pw@h/shop?charset=utf8mb4&connect_timeout=5"
                     "&read_timeout=7&autocommit=true&local_infile=0&ssl_disabled=yes")
     assert url.options == {"charset": "utf8mb4", "connect_timeout": 5, "read_timeout": 7,
-                           "autocommit": True, "local_infile": False, "ssl_disabled": True}
+                           "autocommit": True, "local_infile": False}
+    assert url.ssl_mode == "DISABLED"  # the older switch folds into ssl_mode
     kwargs = url.connect_kwargs()
     assert kwargs["connect_timeout"] == 5
+    assert kwargs["ssl_disabled"] is True
     assert kwargs["autocommit"] is True
 
 

@@ -34,7 +34,7 @@ import typing as t
 from dataclasses import dataclass
 
 from ..errors import DriverNotInstalledError
-from ..tls import mysqldb_kwargs
+from ..tls import AUTH_REFUSED, MARIADB_RESTRICTED_AUTH, mysqldb_kwargs, refusal
 from . import pymysql_compat as compat
 from .hosts import is_read_only_error
 from .pymysql_compat import DISCARD, KEEP, REOPEN, RESET, ROLLBACK, UNREAD
@@ -134,7 +134,10 @@ class Driver:
             con = self._connect_pymysql(kwargs)
         else:
             kwargs = _mysqldb_kwargs(kwargs)
-            con = self.connection_class(**kwargs)
+            try:
+                con = self.connection_class(**kwargs)
+            except self.module.OperationalError as error:
+                raise _mysqldb_refusal(self.module, error, kwargs) from None
         try:
             con.poolkit_broken = False
             cursor = con.cursor()
@@ -283,6 +286,16 @@ class HandshakeDeadline:
         return t.cast(Exception, module.err.OperationalError(
             2013, f"Lost connection to MySQL server at '{host}:{port}': the handshake did not "
             f"finish within connect_timeout={self.seconds:g} s"))
+
+
+def _mysqldb_refusal(module: t.Any, error: BaseException, kwargs: dict[str, t.Any]
+                     ) -> BaseException:
+    """libmariadb's refusal of a clear-text method (5010) as PyMySQL's line; else *error*."""
+    if error_code(error) != MARIADB_RESTRICTED_AUTH:
+        return error
+    plugin = str(error.args[1]).split("'")[1] if "'" in str(error.args[1]) else "?"
+    return t.cast(BaseException, module.OperationalError(
+        AUTH_REFUSED, refusal(plugin, kwargs.get("host", "localhost"), kwargs.get("port", 3306))))
 
 
 def _mysqldb_kwargs(kwargs: dict[str, t.Any]) -> dict[str, t.Any]:
