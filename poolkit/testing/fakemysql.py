@@ -13,8 +13,9 @@ then authenticates as its :class:`Scenario` says:
 
 It records what every client sent (:attr:`FakeMySQL.sessions`): the user, whether TLS was
 negotiated, the clear-text secrets it was handed, and any file contents. Queries get an OK,
-``SELECT`` a one-row, one-column result (``28800``). Every socket has a timeout and every
-thread is a daemon joined on :meth:`FakeMySQL.stop`.
+``SELECT`` a one-row result (``28800``; ``0`` for each ``@@`` variable when it asks for
+several). Every socket has a timeout and every thread is a daemon joined on
+:meth:`FakeMySQL.stop`.
 
 :func:`make_certificates` writes a CA and server certificates (``cryptography`` is needed:
 it is in the dev extras).
@@ -221,7 +222,7 @@ class FakeMySQL:
                 continue
             sql = payload[1:].decode(errors="replace")
             session.queries.append(sql)
-            if self.scenario.local_file and not asked_file:
+            if self.scenario.local_file and not asked_file and not sql.upper().startswith("SET"):
                 asked_file = True
                 wire.write(b"\xfb" + self.scenario.local_file.encode())
                 contents = b""
@@ -233,7 +234,9 @@ class FakeMySQL:
                 session.file_contents = contents
                 wire.write(_ok())
             elif sql.lstrip().lower().startswith(("select", "show")):
-                wire.write_result(b"28800")
+                # One column per @@variable asked for (0: not read-only, no Galera), else one.
+                wire.write_result([b"0"] * sql.count("@@") if sql.count("@@") > 1
+                                  else [b"28800"])
             else:
                 wire.write(_ok())
 
@@ -264,12 +267,18 @@ class _Wire:
         self.seq = (self.seq + 1) & 0xFF
         self.sock.sendall(_packet(self.seq, payload))
 
-    def write_result(self, value: bytes) -> None:
+    def write_result(self, values: list[bytes]) -> None:
+        """One row of *values* (BIGINT when digits, else VARCHAR), columns v0, v1, ..."""
         eof = b"\xfe" + struct.pack("<HH", 0, STATUS_AUTOCOMMIT)
-        column = (_lenstr(b"def") + _lenstr(b"") * 3 + _lenstr(b"v") + _lenstr(b"")
-                  + b"\x0c" + struct.pack("<HIBHB", 33, 255, 0xFD, 0, 0) + b"\0\0")
-        for payload in (b"\x01", column, eof, _lenstr(value), eof):
-            self.write(payload)
+        self.write(bytes([len(values)]))
+        for number, value in enumerate(values):
+            kind = 0x08 if value.isdigit() else 0xFD  # BIGINT or VARCHAR
+            self.write(_lenstr(b"def") + _lenstr(b"") * 3 + _lenstr(f"v{number}".encode())
+                       + _lenstr(b"") + b"\x0c" + struct.pack("<HIBHB", 33, 255, kind, 0, 0)
+                       + b"\0\0")
+        self.write(eof)
+        self.write(b"".join(_lenstr(value) for value in values))
+        self.write(eof)
 
 
 def _packet(seq: int, payload: bytes) -> bytes:
