@@ -227,6 +227,12 @@ def _parse(url: str, key: str) -> DatabaseURL:
         reason = _without_password(error).partition(" as ")[0]
         raise ConfigError(f"{key} is not a valid URL ({reason}; percent-encode / # ? @ : in "
                           "the password)") from None
+    if "#" in url:
+        raise ConfigError(f"{key} holds a '#', which would end the URL there: percent-encode it "
+                          "as %23 (in a password too)")
+    if "@" in url and "@" not in parts.netloc:
+        raise ConfigError(f"{key} has an '@' after the host: percent-encode @ / ? in the "
+                          "password (%40 %2F %3F) and in option values")
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         shown = scheme or "(none)"
