@@ -130,8 +130,11 @@ def test_a_local_file_request_gets_nothing(tmp_path: t.Any) -> None:
 
 
 # -- the commands --------------------------------------------------------------------------
-@pytest.mark.parametrize("command", [("pool-status",), ("initdb",), ("dbshell", "--", "-e",
-                                                                       "SELECT 1")])
+COMMANDS = [("pool-status",), ("initdb",), ("pool-stress", "--seconds", "1"),
+            ("dbshell", "--", "-e", "SELECT 1")]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_refuses_a_clear_text_request_in_one_line(
         project: Project, command: tuple[str, ...]) -> None:
     with FakeMySQL(Scenario(auth="clear")) as rogue:
@@ -156,3 +159,15 @@ def test_dbshell_refuses_a_self_signed_certificate_under_verify_ca(
     assert done.returncode != 0
     assert not rogue.received(PASSWORD) and not rogue.sessions[0].tls
     assert "certificate" in done.stderr.lower(), done.stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS[:2])
+def test_the_commands_send_no_local_file(project: Project, tmp_path: t.Any,
+                                         command: tuple[str, ...]) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private key material\n")
+    with FakeMySQL(Scenario(local_file=str(secret))) as rogue:
+        done = project.run(rogue.url(), *command)
+    assert done.returncode == 1
+    assert "local_infile option is false" in done.stderr.strip().splitlines()[-1]
+    assert all(not session.file_contents for session in rogue.sessions)
