@@ -227,17 +227,17 @@ def _parse(url: str, key: str) -> DatabaseURL:
         reason = _without_password(error).partition(" as ")[0]
         raise ConfigError(f"{key} is not a valid URL ({reason}; percent-encode / # ? @ : in "
                           "the password)") from None
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        shown = scheme or "(none)"
+        raise ConfigError(f"{key} has an unknown scheme {shown!r}: use one of "
+                          + ", ".join(f"{s}://" for s in SCHEMES))
     if "#" in url:
         raise ConfigError(f"{key} holds a '#', which would end the URL there: percent-encode it "
                           "as %23 (in a password too)")
     if "@" in url and "@" not in parts.netloc:
         raise ConfigError(f"{key} has an '@' after the host: percent-encode @ / ? in the "
                           "password (%40 %2F %3F) and in option values")
-    scheme = parts.scheme.lower()
-    if scheme not in SCHEMES:
-        shown = scheme or "(none)"
-        raise ConfigError(f"{key} has an unknown scheme {shown!r}: use one of "
-                          + ", ".join(f"{s}://" for s in SCHEMES))
     options: dict[str, t.Any] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name not in OPTIONS:
