@@ -95,6 +95,18 @@ def test_a_certificate_for_another_host_passes_verify_ca_only(
     assert "IP address mismatch" in message or "doesn't match" in message, message
 
 
+@needs_mysqlclient
+@pytest.mark.parametrize("mode", ["VERIFY_CA", "VERIFY_IDENTITY"])
+def test_mysqlclient_checks_the_host_name_in_both_verify_modes(
+        wrong_host_certs: Certificates, mode: str) -> None:
+    # libmariadb has one switch (verify the server certificate) and it includes the name.
+    scenario = Scenario(certificate=(wrong_host_certs.cert, wrong_host_certs.key))
+    with FakeMySQL(scenario) as server:
+        message = refused(server.url(query=f"ssl_mode={mode}&ssl_ca={wrong_host_certs.ca}"),
+                          "mysql+mysqldb")
+    assert "Validation of SSL server certificate failed" in message
+
+
 def test_every_host_of_a_multi_host_url_must_prove_itself(certs: Certificates) -> None:
     # A spoofed host first in the list: its self-signed certificate is refused, the next host
     # (signed by the CA) serves the pool.
