@@ -16,15 +16,16 @@ The pool needs four facts from a driver that DB-API does not give:
 
 A PyMySQL connect is bounded as a whole by ``connect_timeout``: PyMySQL applies its timeouts
 to each read, so a server that greets one byte at a time would hold a connect for ever.
-poolkit opens the TCP socket itself (``defer_connect`` + ``connect(sock)``, public API) and
-shuts it down when the handshake -- greeting, TLS, authentication, the first SET NAMES --
-outlives the deadline. mysqlclient bounds the handshake in libmariadb/libmysqlclient (its
-``connect_timeout`` covers the greeting; see docs/security.md for what it does not).
+poolkit opens the TCP socket itself (``defer_connect`` + ``connect(sock)``, public API) and a
+watchdog thread shuts it down when the handshake -- greeting, TLS, authentication, the first
+SET NAMES -- outlives the deadline. mysqlclient opens its own socket in libmariadb, out of
+reach: there ``connect_timeout`` still bounds each read only (docs/security.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import importlib
 import os
 import socket
@@ -248,24 +249,70 @@ class Driver:
         return self.name == "pymysql" and compat.is_closed(raw)
 
 
+class _Watchdog:
+    """One daemon thread that fires the handshake deadlines due (a thread per connect would
+    add ~25 % to a 0.6 ms connect). Finished deadlines leave the heap when they come due."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, HandshakeDeadline]] = []
+        self._thread: threading.Thread | None = None
+
+    def watch(self, deadline: HandshakeDeadline) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (deadline.due, id(deadline), deadline))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="poolkit-handshake",
+                                                daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is deadline:  # due before all others: wake the thread
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    due, _, deadline = self._heap[0]
+                    wait = due - time.monotonic()
+                    if wait <= 0:
+                        heapq.heappop(self._heap)
+                        break
+                    self._cond.wait(wait)
+            deadline.fire()
+
+
+_watchdog = _Watchdog()
+
+
+def _new_watchdog() -> None:
+    # The child of a fork has no watchdog thread and maybe a lock held by the parent's.
+    global _watchdog
+    _watchdog = _Watchdog()
+
+
+os.register_at_fork(after_in_child=_new_watchdog)
+
+
 class HandshakeDeadline:
     """Shuts *sock* down *seconds* from now unless :meth:`finish` comes first.
 
-    A timer thread shuts down a duplicate of the socket's descriptor: ``shutdown`` acts on the
+    The watchdog shuts down a duplicate of the socket's descriptor: ``shutdown`` acts on the
     connection, not the descriptor, so it also ends reads on the TLS socket PyMySQL wraps
     around the original (which detaches it). A blocked read then returns end-of-file.
     """
 
     def __init__(self, sock: socket.socket, seconds: float) -> None:
         self.seconds = seconds
+        self.due = time.monotonic() + seconds
         self._twin = sock.dup()
         self._lock = threading.Lock()
         self._fired = self._finished = False
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
+        _watchdog.watch(self)
 
-    def _fire(self) -> None:
+    def fire(self) -> None:
         with self._lock:
             if self._finished:
                 return
@@ -278,8 +325,7 @@ class HandshakeDeadline:
         with self._lock:
             self._finished = True
             fired = self._fired
-        self._timer.cancel()
-        self._twin.close()
+            self._twin.close()
         return fired
 
     def error(self, module: t.Any, host: str, port: int) -> Exception:
