@@ -303,3 +303,26 @@ def test_verbose_prints_the_command_line_shell_quoted(shell: Shell) -> None:
     first = done.stderr.splitlines()[0]
     assert first.endswith("-N -e 'SELECT '\"'\"'a b'\"'\"''"), first
     assert PASSWORD not in done.stderr
+
+
+def test_a_plugin_the_client_loads_from_its_folder_still_works(
+        stock_server: PrivateServer, tmp_path: Path) -> None:
+    # Below VERIFY_* the client gets a plugin folder without the clear-text plugins; ed25519
+    # (a plugin file like them) must still load through its link there.
+    if not stock_server.execute("SELECT COUNT(*) FROM information_schema.PLUGINS "
+                                "WHERE PLUGIN_NAME = 'ed25519'")[0][0]:
+        stock_server.execute("INSTALL SONAME 'auth_ed25519'")
+    stock_server.execute(
+        "CREATE USER 'ed_user'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('ed-Secret1')",
+        "CREATE USER 'ed_user'@'localhost' IDENTIFIED VIA ed25519 USING PASSWORD('ed-Secret1')",
+        "GRANT ALL ON shell_test.* TO 'ed_user'@'%'",
+        "GRANT ALL ON shell_test.* TO 'ed_user'@'localhost'")
+    try:
+        shell = Shell(tmp_path / "ed", f"mysql://ed_user:ed-Secret1@{stock_server.address}"
+                                       "/shell_test")
+        done = shell.run("--", "-N", "-e", "SELECT CURRENT_USER()")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("ed_user@")
+        assert any(a.startswith("--plugin-dir=") for a in shell.argv())
+    finally:
+        stock_server.execute("DROP USER 'ed_user'@'%'", "DROP USER 'ed_user'@'localhost'")
