@@ -131,6 +131,46 @@ def test_a_byte_a_time_greeting_is_cut_at_connect_timeout() -> None:
     assert 1.9 < took < 6, took
 
 
+def test_deadlines_of_concurrent_connects_each_fire_on_time(database_url: str) -> None:
+    # One watchdog serves every connect: slow handshakes with 1 s and 3 s deadlines, started
+    # together and interleaved, each end at their own deadline, and connects to a real server
+    # in between are never cut.
+    import threading
+
+    from poolkit.pool.drivers import get_driver
+
+    driver = get_driver("pymysql")
+    results: dict[str, tuple[float, str]] = {}
+
+    def attempt(name: str, kwargs: dict[str, t.Any]) -> None:
+        started = time.monotonic()
+        try:
+            driver.connect(kwargs).close()
+            results[name] = (time.monotonic() - started, "ok")
+        except Exception as error:
+            results[name] = (time.monotonic() - started, str(error))
+
+    real = load_config({"POOLKIT_DATABASE_URL": database_url}).pools["default"].driver_kwargs()
+    with FakeMySQL(Scenario(greeting_delay=0.5)) as slow:
+        threads = []
+        for number in range(6):
+            timeout = 1 if number % 2 else 3
+            kwargs = load_config({"POOLKIT_DATABASE_URL": slow.url(
+                query=f"connect_timeout={timeout}")}).pools["default"].driver_kwargs()
+            threads.append(threading.Thread(target=attempt, args=(f"slow{number}", kwargs)))
+            threads.append(threading.Thread(target=attempt, args=(f"real{number}", real)))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    for number in range(6):
+        took, outcome = results[f"slow{number}"]
+        timeout = 1 if number % 2 else 3
+        assert f"within connect_timeout={timeout} s" in outcome
+        assert timeout - 0.1 < took < timeout + 2, (number, took)
+        assert results[f"real{number}"][1] == "ok"
+
+
 # -- LOAD DATA LOCAL -----------------------------------------------------------------------
 def test_a_local_file_request_gets_nothing(tmp_path: t.Any) -> None:
     secret = tmp_path / "secret.txt"
