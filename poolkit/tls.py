@@ -160,24 +160,50 @@ class TLSOptions:
 
 _file_lock = threading.Lock()
 _restricted_file: str | None = None
+_RESTRICTED_TEXT = f"[{_OPTION_GROUP}]\nrestricted-auth={','.join(SAFE_PLUGINS)}\n".encode()
 
 
 def restricted_auth_file() -> str:
-    """An option file (made once per process, removed at exit) allowing only SAFE_PLUGINS."""
+    """An option file (made once per process, removed at its exit) allowing only SAFE_PLUGINS."""
     global _restricted_file
     with _file_lock:
-        if _restricted_file is None or not os.path.exists(_restricted_file):
+        if _restricted_file is None:
             fd, path = tempfile.mkstemp(prefix="poolkit-auth-", suffix=".cnf")
-            with os.fdopen(fd, "w") as file:
-                file.write(f"[{_OPTION_GROUP}]\nrestricted-auth={','.join(SAFE_PLUGINS)}\n")
-            atexit.register(_remove, path)
+            with os.fdopen(fd, "wb") as file:
+                file.write(_RESTRICTED_TEXT)
+            atexit.register(_remove, path, os.getpid())
             _restricted_file = path
         return _restricted_file
 
 
-def _remove(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
+def check_restricted_file(kwargs: t.Mapping[str, t.Any]) -> None:
+    """Before a mysqlclient connect: the option file of the guard is there and ours.
+
+    libmariadb silently ignores a missing option file -- which would lift the guard -- so a
+    file removed since (a temp cleaner) is made again, never through a link, and one that
+    holds anything else is an error.
+    """
+    if kwargs.get("read_default_group") != _OPTION_GROUP:
+        return
+    path = str(kwargs["read_default_file"])
+    with _file_lock:
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                         | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            with os.fdopen(fd, "wb") as file:
+                file.write(_RESTRICTED_TEXT)
+            return
+        with os.fdopen(fd, "rb") as file:
+            if file.read(4096) != _RESTRICTED_TEXT:
+                raise PermissionError(f"{path} is not poolkit's restricted-auth file: remove it")
+
+
+def _remove(path: str, pid: int) -> None:
+    if os.getpid() == pid:  # not in a forked child: the parent and its workers still use it
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def mysqldb_kwargs(kwargs: dict[str, t.Any]) -> dict[str, t.Any]:

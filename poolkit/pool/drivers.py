@@ -35,7 +35,13 @@ import typing as t
 from dataclasses import dataclass
 
 from ..errors import DriverNotInstalledError
-from ..tls import AUTH_REFUSED, MARIADB_RESTRICTED_AUTH, mysqldb_kwargs, refusal
+from ..tls import (
+    AUTH_REFUSED,
+    MARIADB_RESTRICTED_AUTH,
+    check_restricted_file,
+    mysqldb_kwargs,
+    refusal,
+)
 from . import pymysql_compat as compat
 from .hosts import is_read_only_error
 from .pymysql_compat import DISCARD, KEEP, REOPEN, RESET, ROLLBACK, UNREAD
@@ -135,6 +141,7 @@ class Driver:
             con = self._connect_pymysql(kwargs)
         else:
             kwargs = _mysqldb_kwargs(kwargs)
+            check_restricted_file(kwargs)
             try:
                 con = self.connection_class(**kwargs)
             except self.module.OperationalError as error:

@@ -49,6 +49,27 @@ def test_clear_text_auth_is_refused_without_a_verified_certificate(scheme: str, 
     assert rogue.sessions and PASSWORD not in message
 
 
+@needs_mysqlclient
+def test_mysqlclient_keeps_its_guard_when_a_temp_cleaner_removed_the_file(tmp_path: t.Any) -> None:
+    # libmariadb ignores a missing option file: the guard's file is made again before each
+    # connect, and one that holds something else is refused.
+    import os
+
+    from poolkit.tls import restricted_auth_file
+
+    os.unlink(restricted_auth_file())
+    with FakeMySQL(Scenario(auth="clear")) as rogue:
+        assert "asks for mysql_clear_password" in refused(rogue.url(), "mysql+mysqldb")
+        assert not rogue.received(PASSWORD)
+        with open(restricted_auth_file(), "w") as file:
+            file.write("[poolkit-restricted-auth]\n")
+        try:
+            assert "not poolkit's restricted-auth file" in refused(rogue.url(), "mysql+mysqldb")
+        finally:
+            os.unlink(restricted_auth_file())
+    assert not rogue.received(PASSWORD)
+
+
 @pytest.mark.parametrize("query", ["", "ssl_mode=REQUIRED", "ssl_ca={ca}&ssl_mode=REQUIRED"])
 def test_a_self_signed_tls_session_does_not_make_clear_text_safe(
         certs: Certificates, query: str) -> None:
