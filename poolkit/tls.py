@@ -15,7 +15,9 @@ Only the two ``VERIFY_*`` modes prove who the server is. Below them a man in the
 answer in the server's place, so an authentication method that would hand it the password
 (``mysql_clear_password``; ``dialog``, which PAM uses) is refused with one line naming the
 server's request: PyMySQL calls the handlers of ``auth_plugin_map`` before its own clear-text
-code, and :data:`CLEAR_TEXT_PLUGINS` maps each to a handler that refuses. A Unix socket counts as
+code, and :data:`CLEAR_TEXT_PLUGINS` maps each to a handler that refuses. The SHA-2 methods
+without TLS may not fetch the RSA key from the server (as MySQL's client without
+``--get-server-public-key``): see :mod:`poolkit.pool._pymysql_handshake`. A Unix socket counts as
 proven: only who can write its folder can put a server there.
 
 mysqlclient (libmariadb) takes no handlers; it gets the same refusal from an option file of
@@ -49,12 +51,14 @@ SAFE_PLUGINS = ("mysql_native_password", "client_ed25519", "caching_sha2_passwor
 _OPTION_GROUP = "poolkit-restricted-auth"
 
 
-def refusal(plugin: str, host: str, port: int | str) -> str:
+def refusal(plugin: str, host: str, port: int | str, why: str | None = None) -> str:
     """The one line that says why the password was not sent."""
-    return (f"refused to send the password to {host}:{port}: the server asks for {plugin}, "
-            "which sends it in clear text, and it has not proved who it is; if it is your "
-            "server, connect with ssl_mode=VERIFY_IDENTITY and ssl_ca=<its CA file> "
-            "(see docs/security.md)")
+    why = why or f"{plugin}, which sends it in clear text"
+    pin = ("; or pin its RSA key: POOLKIT_CONNECT_ARGS={'server_public_key': <PEM bytes>}"
+           if "RSA" in why else "")
+    return (f"refused to send the password to {host}:{port}: the server asks for {why}, "
+            "and it has not proved who it is; if it is your server, connect with "
+            f"ssl_mode=VERIFY_IDENTITY and ssl_ca=<its CA file>{pin} (see docs/security.md)")
 
 
 def default_mode(options: t.Mapping[str, t.Any]) -> str:
@@ -128,7 +132,23 @@ def refuse_clear_text(plugin: str) -> type[t.Any]:
     return Refuse
 
 
-_GUARDS: dict[str, type[t.Any]] = {name: refuse_clear_text(name) for name in CLEAR_TEXT_PLUGINS}
+def _sha2_error(connection: t.Any, why: str) -> BaseException:
+    import pymysql
+
+    return t.cast(BaseException, pymysql.err.OperationalError(
+        AUTH_REFUSED, refusal("", connection.host, connection.port, why)))
+
+
+@functools.cache
+def _guards() -> dict[str, type[t.Any]]:
+    # The SHA-2 handlers run PyMySQL's private exchanges: that code lives with the pool's
+    # other PyMySQL adapters, imported on first use (poolkit.pool imports this module).
+    from .pool._pymysql_handshake import KEY_REQUEST, refuse_server_key
+
+    guards = {name: refuse_clear_text(name) for name in CLEAR_TEXT_PLUGINS}
+    guards.update({name: refuse_server_key(name, _sha2_error) for name in KEY_REQUEST})
+    return guards
+
 
 
 @dataclass(frozen=True)
@@ -154,7 +174,7 @@ class TLSOptions:
             # PyMySQL makes TLS required whenever it is given a context (or a client cert).
             kwargs["ssl"] = client_context(self.mode, self.ca, self.cert, self.key)
         if not (self.verified or unix_socket):
-            kwargs["auth_plugin_map"] = dict(_GUARDS)
+            kwargs["auth_plugin_map"] = dict(_guards())
         return kwargs
 
 

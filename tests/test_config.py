@@ -309,4 +309,5 @@ def test_the_apps_auth_handlers_join_the_guard() -> None:
 
     kwargs = load_config({"POOLKIT_DATABASE_URL": URL, "POOLKIT_CONNECT_ARGS": {
         "auth_plugin_map": {"my_plugin": Handler}}}).pools["default"].driver_kwargs()
-    assert set(kwargs["auth_plugin_map"]) == {"my_plugin", "mysql_clear_password", "dialog"}
+    assert set(kwargs["auth_plugin_map"]) == {"my_plugin", "mysql_clear_password", "dialog",
+                                              "caching_sha2_password", "sha256_password"}

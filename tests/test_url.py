@@ -247,7 +247,8 @@ def test_connect_kwargs_carry_the_mode_and_the_guard(tmp_path: t.Any) -> None:
     ca = make_certificates(tmp_path).ca
     preferred = parse_url("mysql://app:pw@h/shop").connect_kwargs()
     assert "ssl" not in preferred and "ssl_disabled" not in preferred
-    assert set(preferred["auth_plugin_map"]) == {"mysql_clear_password", "dialog"}
+    assert set(preferred["auth_plugin_map"]) == {"mysql_clear_password", "dialog",
+                                                  "caching_sha2_password", "sha256_password"}
     verified = parse_url(f"mysql://app:pw@h/shop?ssl_mode=VERIFY_IDENTITY&ssl_ca={ca}")
     kwargs = verified.connect_kwargs()
     assert "auth_plugin_map" not in kwargs  # the server proves itself: PyMySQL's own code

@@ -8,6 +8,9 @@ then authenticates as its :class:`Scenario` says:
 * ``auth="native"`` accepts any login (``mysql_native_password``, the password never sent);
 * ``auth="clear"`` asks for ``mysql_clear_password`` (the client would send the password);
 * ``auth="dialog"`` asks for ``dialog`` (PAM) with a ``Password:`` prompt;
+* ``auth="sha2"`` greets with ``caching_sha2_password`` and asks for its full authentication:
+  over TLS the client sends the password itself, without TLS it asks for the server's RSA key,
+  which this server hands out and then decrypts the password with;
 * ``greeting_delay`` sends the greeting one byte at a time, that many seconds apart;
 * ``local_file`` answers the first query with a ``LOAD DATA LOCAL`` request for that path.
 
@@ -55,7 +58,7 @@ IO_TIMEOUT = 10.0
 class Scenario:
     """How the fake server behaves towards every client."""
 
-    auth: str = "native"  # native | clear | dialog
+    auth: str = "native"  # native | clear | dialog | sha2
     #: PEM files of the certificate (chain) and key to offer TLS with; None: no TLS.
     certificate: tuple[str, str] | None = None
     greeting_delay: float = 0.0
@@ -91,6 +94,7 @@ class FakeMySQL:
         self._clients: list[socket.socket] = []
         self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
+        self._key: t.Any = None
         if self.scenario.certificate:
             self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self._tls.load_cert_chain(*self.scenario.certificate)
@@ -162,17 +166,18 @@ class FakeMySQL:
             with contextlib.suppress(OSError):
                 wire.sock.close()
 
-    def _greeting(self) -> bytes:
-        scramble = os.urandom(20).replace(b"\0", b"\1")
+    def _greeting(self, scramble: bytes) -> bytes:
         caps = BASE_CAPABILITIES | (SSL if self._tls else 0)
-        plugin = {"clear": b"mysql_clear_password", "dialog": b"dialog"}.get(
-            self.scenario.auth, b"mysql_native_password")
+        plugin = {"clear": b"mysql_clear_password", "dialog": b"dialog",
+                  "sha2": b"caching_sha2_password"}.get(self.scenario.auth,
+                                                        b"mysql_native_password")
         return (b"\x0a" + SERVER_VERSION + b"\0" + struct.pack("<I", 7) + scramble[:8] + b"\0"
                 + struct.pack("<HBHH", caps & 0xFFFF, 45, STATUS_AUTOCOMMIT, caps >> 16)
                 + bytes([21]) + b"\0" * 10 + scramble[8:] + b"\0" + plugin + b"\0")
 
     def _handshake(self, wire: _Wire, session: Session) -> None:
-        greeting = _packet(0, self._greeting())
+        scramble = os.urandom(20).replace(b"\0", b"\1")
+        greeting = _packet(0, self._greeting(scramble))
         if self.scenario.greeting_delay:
             for byte in greeting:
                 if self._stopping.is_set():
@@ -204,7 +209,43 @@ class FakeMySQL:
         elif self.scenario.auth == "dialog":
             wire.write(b"\xfedialog\0" + b"\x05Password: ")  # 0x04 password, 0x01 last
             self._take_secret(wire, session)
+        elif self.scenario.auth == "sha2":
+            self._sha2_full_auth(wire, session, scramble)
         wire.write(_ok())
+
+    def _rsa_key(self) -> t.Any:
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        with self._lock:
+            if self._key is None:
+                self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            return self._key
+
+    @property
+    def public_key_pem(self) -> bytes:
+        """The RSA public key this server hands out for SHA-2 logins (PEM)."""
+        from cryptography.hazmat.primitives import serialization
+
+        return t.cast(bytes, self._rsa_key().public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+    def _sha2_full_auth(self, wire: _Wire, session: Session, scramble: bytes) -> None:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        wire.write(b"\x01\x04")  # "perform full authentication"
+        answer = wire.read()
+        if session.tls:  # the password itself
+            session.secrets.append(answer.rstrip(b"\0"))
+            return
+        if answer == b"\x02":  # a key request (a client with a pinned key sends none)
+            wire.write(b"\x01" + self.public_key_pem)
+            answer = wire.read()
+        sha1 = hashes.SHA1()
+        oaep = padding.OAEP(mgf=padding.MGF1(sha1), algorithm=sha1, label=None)
+        mixed = self._rsa_key().decrypt(answer, oaep)
+        session.secrets.append(bytes(b ^ scramble[i % len(scramble)]
+                                     for i, b in enumerate(mixed)).rstrip(b"\0"))
 
     def _take_secret(self, wire: _Wire, session: Session) -> None:
         # Over TLS too: the rogue holds the key of the TLS session it offered.

@@ -49,6 +49,28 @@ def test_clear_text_auth_is_refused_without_a_verified_certificate(scheme: str, 
     assert rogue.sessions and PASSWORD not in message
 
 
+def test_sha2_without_tls_may_not_take_the_rogues_rsa_key() -> None:
+    # caching_sha2_password's full authentication without TLS: PyMySQL would ask the server
+    # for its RSA key and encrypt the password with it; the rogue hands out its own.
+    with FakeMySQL(Scenario(auth="sha2")) as rogue:
+        message = refused(rogue.url())
+    assert "asks for caching_sha2_password without TLS" in message
+    assert "server_public_key" in message
+    assert not rogue.received(PASSWORD)
+
+
+def test_sha2_with_a_pinned_key_logs_in() -> None:
+    with FakeMySQL(Scenario(auth="sha2")) as server:
+        pool = Pool(load_config({"POOLKIT_DATABASE_URL": server.url(), "POOLKIT_CONNECT_ARGS": {
+            "server_public_key": server.public_key_pem}}).pools["default"])
+        try:
+            with pool.connection() as conn:
+                assert conn.query_one("SELECT 1") is not None
+        finally:
+            pool.close()
+    assert server.received(PASSWORD)  # encrypted to the key the app trusts
+
+
 @needs_mysqlclient
 def test_mysqlclient_keeps_its_guard_when_a_temp_cleaner_removed_the_file(tmp_path: t.Any) -> None:
     # libmariadb ignores a missing option file: the guard's file is made again before each
