@@ -12,7 +12,7 @@ import typing as t
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
-from .url import DatabaseURL, parse_url
+from .url import MASK, DatabaseURL, parse_url
 
 PREFIX = "POOLKIT_"
 DEFAULT_BIND = "default"
@@ -20,6 +20,17 @@ DEFAULT_BIND = "default"
 #: Driver timeouts poolkit sets unless the URL or POOLKIT_CONNECT_ARGS says otherwise, so
 #: that a half-open socket can never hang a request or the pool (seconds).
 DEFAULT_DRIVER_TIMEOUTS = {"connect_timeout": 10, "read_timeout": 60, "write_timeout": 60}
+
+#: Driver arguments that set TLS: only the URL's ssl_mode/ssl_* may, so that one mode holds for
+#: the pool, initdb, pool-status, dbshell and every host (see poolkit.tls).
+TLS_CONNECT_ARGS = frozenset({"ssl", "ssl_ca", "ssl_cert", "ssl_key", "ssl_disabled",
+                              "ssl_verify_cert", "ssl_verify_identity", "ssl_mode"})
+
+
+def masked_args(args: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """*args* with the value of every key that names a password replaced by ``***``."""
+    return {k: MASK if "pass" in str(k).lower() and v else v for k, v in args.items()}
+
 
 #: Every POOLKIT_* key with its default. ``None`` for DATABASE_URL means "required".
 KEYS: dict[str, t.Any] = {
@@ -85,7 +96,10 @@ class PoolSettings:
         """Arguments for the driver's connect(): defaults < URL options < CONNECT_ARGS."""
         kwargs: dict[str, t.Any] = dict(DEFAULT_DRIVER_TIMEOUTS)
         kwargs.update(self.url.connect_kwargs())
+        guards = kwargs.get("auth_plugin_map", {})
         kwargs.update(self.connect_args)
+        if guards and "auth_plugin_map" in self.connect_args:  # the app's own handlers win
+            kwargs["auth_plugin_map"] = {**guards, **self.connect_args["auth_plugin_map"]}
         for name in DEFAULT_DRIVER_TIMEOUTS:
             if kwargs.get(name) == 0:  # 0 means "no timeout", as in the mysql client
                 kwargs[name] = None
@@ -101,8 +115,14 @@ class PoolSettings:
             "idle_timeout": self.idle_timeout, "ping_interval": self.ping_interval,
             "reset": self.reset, "leak_threshold": self.leak_threshold,
             "target": self.url.target, "max_replica_lag": self.max_replica_lag,
-            "failover_timeout": self.failover_timeout,
+            "failover_timeout": self.failover_timeout, "ssl_mode": self.url.ssl_mode,
         }
+
+    def __repr__(self) -> str:
+        # The dataclass repr would show a password given in POOLKIT_CONNECT_ARGS.
+        return (f"PoolSettings(name={self.name!r}, url={self.url!r}, "
+                f"connect_args={masked_args(self.connect_args)!r}, "
+                f"max_connections={self.max_connections}, reset={self.reset!r})")
 
 
 @dataclass(frozen=True)
@@ -159,6 +179,11 @@ def _pool_settings(name: str, values: dict[str, t.Any], where: str) -> PoolSetti
     connect_args = values["CONNECT_ARGS"]
     if not isinstance(connect_args, dict):
         raise ConfigError(f"{key('CONNECT_ARGS')} must be a dict of driver arguments")
+    tls_args = sorted(TLS_CONNECT_ARGS & set(connect_args))
+    if tls_args:
+        raise ConfigError(f"{key('CONNECT_ARGS')}[{tls_args[0]!r}]: set TLS in the URL "
+                          "(?ssl_mode=VERIFY_IDENTITY&ssl_ca=/path/ca.pem), where it holds for "
+                          "every host and command; see docs/security.md")
     reset = values["RESET"]
     if reset not in ("auto", "always"):
         raise ConfigError(f"{key('RESET')} must be 'auto' or 'always', not {reset!r}")

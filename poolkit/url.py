@@ -3,16 +3,23 @@
 Several hosts may be listed, ``mysql://user:pass@h1:3306,h2:3306,h3/db?target=primary``: a new
 connection tries them in order (``load_balance=random`` shuffles the order per connect) and keeps
 one of the wanted role (see :mod:`poolkit.pool.hosts`).
+
+TLS: ``ssl_mode`` (DISABLED, PREFERRED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY, see
+:mod:`poolkit.tls`) applies to every host; the older ``ssl_disabled``, ``ssl_verify_cert`` and
+``ssl_verify_identity`` map onto it, and ``ssl_ca`` alone means VERIFY_CA. Every error message
+is scrubbed of the password, however the URL splits it.
 """
 
 from __future__ import annotations
 
 import difflib
 import typing as t
+import warnings
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .errors import ConfigError
+from .tls import SSL_MODES, TLSOptions, default_mode, mysqldb_kwargs
 
 #: URL scheme → driver name (see poolkit.pool.drivers).
 SCHEMES: dict[str, str] = {
@@ -29,7 +36,10 @@ _INT_OPTIONS = frozenset({"connect_timeout", "read_timeout", "write_timeout", "p
 _BOOL_OPTIONS = frozenset({"autocommit", "local_infile", "ssl_disabled", "ssl_verify_cert",
                            "ssl_verify_identity"})
 _STR_OPTIONS = frozenset({"charset", "collation", "unix_socket", "init_command", "ssl_ca",
-                          "ssl_cert", "ssl_key", "sql_mode", "program_name"})
+                          "ssl_cert", "ssl_key", "sql_mode", "program_name", "ssl_mode"})
+#: The older TLS switches, folded into ssl_mode at parse time.
+_LEGACY_TLS = ("ssl_disabled", "ssl_verify_cert", "ssl_verify_identity")
+_TLS_FILES = ("ssl_ca", "ssl_cert", "ssl_key")
 #: Routing options: read by poolkit, never passed to the driver (issue 14).
 TARGETS = ("any", "primary", "replica")
 LOAD_BALANCE = ("sequential", "random")
@@ -37,6 +47,10 @@ _ROUTING_OPTIONS = frozenset({"target", "load_balance"})
 OPTIONS = _INT_OPTIONS | _BOOL_OPTIONS | _STR_OPTIONS | _ROUTING_OPTIONS
 
 MASK = "***"
+
+
+class InsecureOptionWarning(UserWarning):
+    """A URL option that lets the server reach beyond the database (``local_infile``)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,8 @@ class DatabaseURL:
     #: ``any`` (the first host that answers), ``primary`` (read_only=0) or ``replica``.
     target: str = "any"
     load_balance: str = "sequential"
+    #: The TLS mode for every host (see poolkit.tls).
+    ssl_mode: str = "PREFERRED"
 
     def __post_init__(self) -> None:
         if not self.hosts:
@@ -78,6 +94,8 @@ class DatabaseURL:
             shown["target"] = self.target
         if self.load_balance != "sequential":
             shown["load_balance"] = self.load_balance
+        if self.ssl_mode != "PREFERRED":
+            shown["ssl_mode"] = self.ssl_mode
         query = "&".join(f"{k}={v}" for k, v in shown.items())
         return (f"{self.scheme}://{auth}@{self.host_list()}/{self.database}"
                 + (f"?{query}" if query else ""))
@@ -92,14 +110,25 @@ class DatabaseURL:
         """The same server and credentials, another database."""
         return DatabaseURL(self.driver, self.host, self.port, self.user, self.password,
                            database, dict(self.options), self.scheme, self.hosts, self.target,
-                           self.load_balance)
+                           self.load_balance, self.ssl_mode)
+
+    @property
+    def tls(self) -> TLSOptions:
+        """The TLS mode and files of every connection to this URL's hosts."""
+        return TLSOptions(self.ssl_mode, *(self.options.get(name) for name in _TLS_FILES))
 
     def connect_kwargs(self) -> dict[str, t.Any]:
-        """Keyword arguments for the driver's ``connect()`` (PyMySQL names)."""
+        """Keyword arguments for the driver's ``connect()`` (PyMySQL names), the TLS mode and
+        password guard included; for mysqlclient, TLS as its ``ssl_mode`` and ``ssl``."""
         kwargs: dict[str, t.Any] = {"host": self.host, "port": self.port, "user": self.user,
                                     "password": self.password, "database": self.database}
-        kwargs.update(self.options)
-        return kwargs
+        kwargs.update((k, v) for k, v in self.options.items() if k not in _TLS_FILES)
+        try:
+            kwargs.update(self.tls.pymysql_kwargs(unix_socket=bool(self.options.get(
+                "unix_socket"))))
+        except OSError as error:  # a CA, certificate or key file that cannot be read
+            raise ConfigError(f"{self.masked()}: cannot load the TLS files ({error})") from None
+        return mysqldb_kwargs(kwargs) if self.driver == "mysqldb" else kwargs
 
 
 def format_host(host: str, port: int) -> str:
@@ -146,6 +175,42 @@ def _convert(key: str, name: str, value: str) -> t.Any:
 
 def parse_url(url: str, key: str = "POOLKIT_DATABASE_URL") -> DatabaseURL:
     """Parse and validate *url*; errors name *key* and never contain the password."""
+    try:
+        return _parse(url, key)
+    except ConfigError as error:
+        raise ConfigError(scrub(str(error), url) if isinstance(url, str) else str(error)
+                          ) from None
+
+
+def _tls_mode(key: str, options: dict[str, t.Any]) -> str:
+    """``ssl_mode`` from the options (removing it and the older switches it replaces)."""
+    given = options.pop("ssl_mode", None)
+    legacy = [name for name in _LEGACY_TLS if name in options]
+    if given is None:
+        mode = default_mode(options)
+    else:
+        mode = given.upper().replace("-", "_")
+        if mode not in SSL_MODES:
+            hint = difflib.get_close_matches(mode, SSL_MODES, n=1)
+            tip = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{key}: ssl_mode={given!r} must be one of "
+                              f"{', '.join(SSL_MODES)}{tip}")
+        if legacy:
+            raise ConfigError(f"{key}: ssl_mode and {legacy[0]} are both set: keep ssl_mode "
+                              "alone")
+    for name in legacy:
+        del options[name]
+    files = [name for name in _TLS_FILES if options.get(name)]
+    if mode == "DISABLED" and files:
+        raise ConfigError(f"{key}: TLS is disabled but {files[0]} is set: remove one of them")
+    if options.get("local_infile"):
+        warnings.warn(InsecureOptionWarning(
+            f"{key} has local_infile=true: the server (or anyone answering in its place) may "
+            "read any file this process can read; see docs/security.md"), stacklevel=4)
+    return mode
+
+
+def _parse(url: str, key: str) -> DatabaseURL:
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(f"{key} is empty: set it to mysql://user:password@host:3306/database")
     listed: list[tuple[str, int | None]] | None = None
@@ -167,6 +232,12 @@ def parse_url(url: str, key: str = "POOLKIT_DATABASE_URL") -> DatabaseURL:
         shown = scheme or "(none)"
         raise ConfigError(f"{key} has an unknown scheme {shown!r}: use one of "
                           + ", ".join(f"{s}://" for s in SCHEMES))
+    if "#" in url:
+        raise ConfigError(f"{key} holds a '#', which would end the URL there: percent-encode it "
+                          "as %23 (in a password too)")
+    if "@" in url and "@" not in parts.netloc:
+        raise ConfigError(f"{key} has an '@' after the host: percent-encode @ / ? in the "
+                          "password (%40 %2F %3F) and in option values")
     options: dict[str, t.Any] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name not in OPTIONS:
@@ -180,6 +251,7 @@ def parse_url(url: str, key: str = "POOLKIT_DATABASE_URL") -> DatabaseURL:
         tip = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise ConfigError(f"{key}: target={target!r} must be one of "
                           f"{', '.join(TARGETS)}{tip}")
+    ssl_mode = _tls_mode(key, options)
     load_balance = options.pop("load_balance", "sequential")
     if load_balance not in LOAD_BALANCE:
         raise ConfigError(f"{key}: load_balance={load_balance!r} must be one of "
@@ -208,6 +280,7 @@ def parse_url(url: str, key: str = "POOLKIT_DATABASE_URL") -> DatabaseURL:
         hosts=hosts,
         target=target,
         load_balance=load_balance,
+        ssl_mode=ssl_mode,
     )
 
 
@@ -228,3 +301,37 @@ def _without_password(value: object) -> str:
         creds, _, rest = tail.rpartition("@")
         return f"{head}://{creds.split(':', 1)[0]}:{MASK}@{rest}"
     return text
+
+
+_MIN_PIECE = 3  # mask every run of this many characters or more that the password holds
+
+
+def scrub(message: str, url: str) -> str:
+    """*message* with every piece of *url*'s would-be password masked as ``***``.
+
+    The would-be password runs from the first ``:`` after the user to the last ``@``: the
+    widest reading of a URL whose password holds an unencoded ``@ / ? #`` (which the URL
+    parser splits into host, path, query or fragment, pieces an error message may quote).
+    """
+    _, sep, tail = url.partition("://")
+    creds = tail.rpartition("@")[0] if sep else ""
+    secret = creds.partition(":")[2]
+    if len(secret) < _MIN_PIECE:
+        return message
+    secrets = {secret, unquote(secret)}
+    out: list[str] = []
+    i = 0
+    while i < len(message):
+        longest = 0
+        for candidate in secrets:
+            j = i + _MIN_PIECE
+            while j <= len(message) and message[i:j] in candidate:
+                j += 1
+            longest = max(longest, j - 1 - i)
+        if longest >= _MIN_PIECE:
+            out.append(MASK)
+            i += longest
+        else:
+            out.append(message[i])
+            i += 1
+    return "".join(out)

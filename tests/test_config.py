@@ -283,3 +283,31 @@ def test_scale_out_keys_defaults_and_per_bind_values() -> None:
 def test_scale_out_keys_are_validated(key: str, value: t.Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config({"POOLKIT_DATABASE_URL": URL, key: value})
+
+
+# -- secrets and TLS in POOLKIT_CONNECT_ARGS --------------------------------------------------
+def test_repr_masks_a_password_in_connect_args() -> None:
+    config = load_config({"POOLKIT_DATABASE_URL": URL,
+                          "POOLKIT_CONNECT_ARGS": {"password": "hunter2-args",
+                                                   "ssl_key_password": "keypass-9"}})
+    shown = repr(config) + repr(config.pools["default"]) + str(config.pools)
+    assert "hunter2-args" not in shown and "keypass-9" not in shown
+    assert "'password': '***'" in shown
+    # The driver still gets it.
+    assert config.pools["default"].driver_kwargs()["password"] == "hunter2-args"
+
+
+@pytest.mark.parametrize("name", ["ssl", "ssl_ca", "ssl_disabled", "ssl_verify_cert", "ssl_mode"])
+def test_tls_comes_only_from_the_url(name: str) -> None:
+    with pytest.raises(ConfigError, match=rf"POOLKIT_CONNECT_ARGS\['{name}'\]: set TLS in the URL"):
+        load_config({"POOLKIT_DATABASE_URL": URL, "POOLKIT_CONNECT_ARGS": {name: True}})
+
+
+def test_the_apps_auth_handlers_join_the_guard() -> None:
+    class Handler:
+        pass
+
+    kwargs = load_config({"POOLKIT_DATABASE_URL": URL, "POOLKIT_CONNECT_ARGS": {
+        "auth_plugin_map": {"my_plugin": Handler}}}).pools["default"].driver_kwargs()
+    assert set(kwargs["auth_plugin_map"]) == {"my_plugin", "mysql_clear_password", "dialog",
+                                              "caching_sha2_password", "sha256_password"}

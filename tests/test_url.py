@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import typing as t
+
 import pytest
 
 from poolkit import ConfigError
-from poolkit.url import MASK, SCHEMES, mask_url, parse_url
+from poolkit.url import MASK, SCHEMES, InsecureOptionWarning, mask_url, parse_url
 
 SECRET = "s3cr3t-Pa55"
 
@@ -50,9 +53,11 @@ def test_options_are_typed() -> None:
     url = parse_url("mysql://app:pw@h/shop?charset=utf8mb4&connect_timeout=5"
                     "&read_timeout=7&autocommit=true&local_infile=0&ssl_disabled=yes")
     assert url.options == {"charset": "utf8mb4", "connect_timeout": 5, "read_timeout": 7,
-                           "autocommit": True, "local_infile": False, "ssl_disabled": True}
+                           "autocommit": True, "local_infile": False}
+    assert url.ssl_mode == "DISABLED"  # the older switch folds into ssl_mode
     kwargs = url.connect_kwargs()
     assert kwargs["connect_timeout"] == 5
+    assert kwargs["ssl_disabled"] is True
     assert kwargs["autocommit"] is True
 
 
@@ -198,3 +203,115 @@ def test_invalid_host_lists(url: str, message: str) -> None:
 
 def test_mask_url_masks_host_lists() -> None:
     assert mask_url(f"mysql://app:{SECRET}@h1:1,h2:2/shop") == "mysql://app:***@h1:1,h2:2/shop"
+
+
+# -- TLS modes ------------------------------------------------------------------------------
+@pytest.mark.parametrize(("query", "mode"), [
+    ("", "PREFERRED"),
+    ("ssl_ca=/ca.pem", "VERIFY_CA"),  # a CA given means: verify against it
+    ("ssl_verify_cert=true&ssl_ca=/ca.pem", "VERIFY_CA"),
+    ("ssl_verify_cert=false&ssl_ca=/ca.pem", "REQUIRED"),
+    ("ssl_verify_identity=true", "VERIFY_IDENTITY"),
+    ("ssl_disabled=true", "DISABLED"),
+    ("ssl_cert=/c.pem&ssl_key=/k.pem", "REQUIRED"),
+    ("ssl_mode=verify_identity", "VERIFY_IDENTITY"),
+    ("ssl_mode=VERIFY-CA&ssl_ca=/ca.pem", "VERIFY_CA"),
+    ("ssl_mode=REQUIRED&ssl_ca=/ca.pem", "REQUIRED"),  # an explicit mode wins
+])
+def test_ssl_mode_and_what_the_older_keys_mean(query: str, mode: str) -> None:
+    url = parse_url(f"mysql://app:pw@h1,h2/shop?{query}")
+    assert url.ssl_mode == mode and url.tls.mode == mode
+    assert url.tls.verified is mode.startswith("VERIFY")
+    assert not {"ssl_mode", "ssl_disabled", "ssl_verify_cert", "ssl_verify_identity"} & set(
+        url.options)
+    assert (f"ssl_mode={mode}" in url.masked()) is (mode != "PREFERRED")
+    assert url.with_database("other").ssl_mode == mode
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("ssl_mode=VERIFY", "ssl_mode='VERIFY' must be one of DISABLED, PREFERRED, REQUIRED"),
+    ("ssl_mode=REQUIRE", "did you mean 'REQUIRED'"),
+    ("ssl_mode=REQUIRED&ssl_verify_cert=true", "ssl_mode and ssl_verify_cert are both set"),
+    ("ssl_mode=DISABLED&ssl_ca=/ca.pem", "TLS is disabled but ssl_ca is set"),
+])
+def test_bad_tls_options_are_one_clear_line(query: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_url(f"mysql://app:pw@h/shop?{query}")
+
+
+def test_connect_kwargs_carry_the_mode_and_the_guard(tmp_path: t.Any) -> None:
+    import ssl
+
+    from poolkit.testing.fakemysql import make_certificates
+
+    ca = make_certificates(tmp_path).ca
+    preferred = parse_url("mysql://app:pw@h/shop").connect_kwargs()
+    assert "ssl" not in preferred and "ssl_disabled" not in preferred
+    assert set(preferred["auth_plugin_map"]) == {"mysql_clear_password", "dialog",
+                                                  "caching_sha2_password", "sha256_password"}
+    verified = parse_url(f"mysql://app:pw@h/shop?ssl_mode=VERIFY_IDENTITY&ssl_ca={ca}")
+    kwargs = verified.connect_kwargs()
+    assert "auth_plugin_map" not in kwargs  # the server proves itself: PyMySQL's own code
+    assert kwargs["ssl"].verify_mode == ssl.CERT_REQUIRED and kwargs["ssl"].check_hostname
+    assert "ssl_ca" not in kwargs
+    verify_ca = parse_url(f"mysql://app:pw@h/shop?ssl_ca={ca}").connect_kwargs()["ssl"]
+    assert verify_ca.verify_mode == ssl.CERT_REQUIRED and not verify_ca.check_hostname
+    required = parse_url("mysql://app:pw@h/shop?ssl_mode=REQUIRED").connect_kwargs()
+    assert required["ssl"].verify_mode == ssl.CERT_NONE and "auth_plugin_map" in required
+    socket = parse_url("mysql://app:pw@/shop?unix_socket=/run/m.sock").connect_kwargs()
+    assert "auth_plugin_map" not in socket  # only who writes its folder can serve it
+    mysqldb = parse_url(f"mysql+mysqldb://app:pw@h/shop?ssl_ca={ca}").connect_kwargs()
+    assert (mysqldb["ssl_mode"], mysqldb["ssl"]) == ("VERIFY_CA", {"ca": ca})
+    with pytest.raises(ConfigError, match="cannot load the TLS files"):
+        parse_url("mysql://app:pw@h/shop?ssl_ca=/no/such/ca.pem").connect_kwargs()
+
+
+def test_local_infile_warns() -> None:
+    with pytest.warns(InsecureOptionWarning, match="may read any file this process can read"):
+        parse_url("mysql://app:pw@h/shop?local_infile=true")
+
+
+# -- the password in error messages -----------------------------------------------------------
+SPECIALS = "/?#@:%&=+;, \"'\\[]{}<>|^`~!$()"
+
+
+def _assert_masked(password: str, message: str) -> None:
+    for size in range(3, len(password) + 1):
+        for start in range(len(password) - size + 1):
+            assert password[start:start + size] not in message, (password, message)
+
+
+def _assert_parse_masks(password: str, url: str) -> None:
+    """Parsing *url* shows no piece of *password*: not in an error, not in str()/repr()."""
+    try:
+        parsed = parse_url(url)
+    except ConfigError as error:
+        _assert_masked(password, str(error))
+    else:
+        _assert_masked(password, str(parsed) + repr(parsed))
+
+
+@pytest.mark.parametrize("password", [
+    "Tr0ub?4dor3x", "Tr0ub/4dor3x", "Tr0ub#4dor3x", "Tr0ub@4dor3x", "Tr0ub:4dor3x",
+    "p?w&ssl_mode=xx", "x/y/z@host:99", "Q#Z?Y/X@W",
+])
+def test_an_error_never_shows_a_piece_of_the_password(password: str) -> None:
+    _assert_parse_masks(password, f"mysql://app:{password}@db.example/shop")
+
+
+def test_an_error_never_shows_a_piece_of_any_password() -> None:
+    hypothesis = pytest.importorskip("hypothesis")
+    strategies = hypothesis.strategies
+
+    # Upper-case letters and digits only beside the specials: no piece can match the
+    # lower-case words of the messages by chance.
+    alphabet = strategies.sampled_from(SPECIALS + "QXZJKV0123456789")
+
+    @hypothesis.settings(max_examples=400, deadline=None, derandomize=True)
+    @hypothesis.given(password=strategies.text(alphabet, min_size=3, max_size=24),
+                      query=strategies.sampled_from(["", "?ssl_mode=nope", "?bogus=1",
+                                                     "?connect_timeout=x"]))
+    def check(password: str, query: str) -> None:
+        _assert_parse_masks(password, f"mysql://app:{password}@db.example:3306/shop{query}")
+
+    check()
