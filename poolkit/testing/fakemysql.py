@@ -17,8 +17,8 @@ then authenticates as its :class:`Scenario` says:
 It records what every client sent (:attr:`FakeMySQL.sessions`): the user, whether TLS was
 negotiated, the clear-text secrets it was handed, and any file contents. Queries get an OK,
 ``SELECT`` a one-row result (``28800``; ``0`` for each ``@@`` variable when it asks for
-several). Every socket has a timeout and every thread is a daemon joined on
-:meth:`FakeMySQL.stop`.
+several; the pool's role query gets "writable, not a Galera node"). Every socket has a
+timeout and every thread is a daemon joined on :meth:`FakeMySQL.stop`.
 
 :func:`make_certificates` writes a CA and server certificates (``cryptography`` is needed:
 it is in the dev extras).
@@ -275,9 +275,14 @@ class FakeMySQL:
                 session.file_contents = contents
                 wire.write(_ok())
             elif sql.lstrip().lower().startswith(("select", "show")):
-                # One column per @@variable asked for (0: not read-only, no Galera), else one.
-                wire.write_result([b"0"] * sql.count("@@") if sql.count("@@") > 1
-                                  else [b"28800"])
+                # The role query: not read-only, and NULL for the Galera state (no wsrep_on);
+                # other @@variables 0 each; anything else one value.
+                if "wsrep_on" in sql:
+                    wire.write_result([b"0", None])
+                elif sql.count("@@") > 1:
+                    wire.write_result([b"0"] * sql.count("@@"))
+                else:
+                    wire.write_result([b"28800"])
             else:
                 wire.write(_ok())
 
@@ -308,17 +313,17 @@ class _Wire:
         self.seq = (self.seq + 1) & 0xFF
         self.sock.sendall(_packet(self.seq, payload))
 
-    def write_result(self, values: list[bytes]) -> None:
-        """One row of *values* (BIGINT when digits, else VARCHAR), columns v0, v1, ..."""
+    def write_result(self, values: list[bytes | None]) -> None:
+        """One row of *values* (BIGINT when digits, else VARCHAR; None is NULL), columns v0, …"""
         eof = b"\xfe" + struct.pack("<HH", 0, STATUS_AUTOCOMMIT)
         self.write(bytes([len(values)]))
         for number, value in enumerate(values):
-            kind = 0x08 if value.isdigit() else 0xFD  # BIGINT or VARCHAR
+            kind = 0x08 if value is None or value.isdigit() else 0xFD  # BIGINT or VARCHAR
             self.write(_lenstr(b"def") + _lenstr(b"") * 3 + _lenstr(f"v{number}".encode())
                        + _lenstr(b"") + b"\x0c" + struct.pack("<HIBHB", 33, 255, kind, 0, 0)
                        + b"\0\0")
         self.write(eof)
-        self.write(b"".join(_lenstr(value) for value in values))
+        self.write(b"".join(b"\xfb" if value is None else _lenstr(value) for value in values))
         self.write(eof)
 
 
