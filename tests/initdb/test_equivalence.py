@@ -228,7 +228,8 @@ def test_use_and_quit_without_a_delimiter(twin: Twin) -> None:
     assert rows(twin.initdb_url, "SELECT id FROM here") == [(1,)]
 
 
-@pytest.mark.parametrize("words", ["exit", "go", "ego", "\\q", "QUIT;", "  exit"])
+@pytest.mark.parametrize("words", ["exit", "go", "ego", "\\q", "QUIT;", "  exit", "go;", "status;",
+                                   "quit # x", "help", "print", "Exit\r", "nowarning x"])
 def test_client_commands_at_the_start_of_a_statement(twin: Twin, words: str) -> None:
     twin.write(b"CREATE TABLE t (id INT);\nINSERT INTO t VALUES (1);\n" + words.encode()
                + b"\nINSERT INTO t VALUES (2);\n")
