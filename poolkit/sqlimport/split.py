@@ -286,7 +286,7 @@ class _Splitter:
         found = client.line_command(line, self.session.delimiter)
         if found is None or found[0].action == "line":
             return False
-        command, argument = found
+        command = found[0]
         if command.action == "quit":
             self.session.quit = True
         elif command.action == "use":

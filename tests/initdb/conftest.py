@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
+
 from .twin import Initdb, Outcome, client_load, differences, has_client, snapshot
 
 

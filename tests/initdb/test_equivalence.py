@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from click.testing import Result
+
 from .conftest import Twin
 from .twin import rows
 
@@ -59,7 +60,8 @@ def test_set_statement_alter_to_myisam(twin: Twin) -> None:
 
 TRIGGER = (b"CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB;\n"
            b"CREATE TABLE audit (id INT) ENGINE=MyISAM;\n"
-           b"CREATE TRIGGER t_ai AFTER INSERT ON t FOR EACH ROW INSERT INTO audit VALUES (NEW.id);\n"
+           b"CREATE TRIGGER t_ai AFTER INSERT ON t FOR EACH ROW\n"
+           b"  INSERT INTO audit VALUES (NEW.id);\n"
            + one_row_inserts("t", ["1", "2", "3", "3", "5", "6"]))
 
 
