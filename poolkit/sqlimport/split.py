@@ -268,6 +268,12 @@ class _Splitter:
                         continue
                     pos = close + 2
                     continue
+            if c == 0x1A and not bytes(buf[pos:pos + 4096]).strip(_WS + b"\x1a"):
+                # a DOS end-of-file byte (Ctrl-Z) ending the file: the client sends nothing
+                if self.eof:
+                    return
+                pos -= self._fill(pos, pos)
+                continue
             result = yield from self._statement(pos, [])
             if result is None:
                 return

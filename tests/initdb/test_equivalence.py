@@ -244,7 +244,7 @@ def test_client_commands_at_the_start_of_a_statement(twin: Twin, words: str) -> 
 def test_a_raw_binary_literal_after_a_quote_in_a_comment_or_name(twin: Twin,
                                                                   before: bytes) -> None:
     twin.write(before + b"CREATE TABLE b (v BLOB);\n"
-               b"INSERT INTO b VALUES (_binary '\x01\x02\xff\x00x');\n"
+               b"INSERT INTO b VALUES (_binary '\x01\x02\xff\x1ax');\n"
                b"INSERT INTO b VALUES ('caf\xe9');\n")
     same(twin, "-q")
     assert rows(twin.initdb_url, "SELECT COUNT(*) FROM b") == [(2,)]
@@ -257,5 +257,5 @@ def test_a_raw_binary_literal_after_a_quote_in_a_comment_or_name(twin: Twin,
 ])
 def test_ctrl_z_and_control_bytes_in_comments_load(twin: Twin, body: bytes) -> None:
     twin.write(body)
-    assert twin.client().code == 0
     same(twin)
+    assert rows(twin.initdb_url, "SELECT COUNT(*) FROM t") == [(1,)]
