@@ -444,8 +444,8 @@ def _run(raw: t.Any, history: History, files: list[SqlFile], database: str, forc
         if loaded is not None:
             result = loaded
         else:
-            one = not continue_on_error and transactional(raw, file, database,
-                                                          comments=comments)
+            one = not continue_on_error and transactional(
+                raw, file, database, comments=comments) is not None
             result = _apply(raw, file, history, continue_on_error, comments, batch, skip, one,
                             verbose, quiet, settings)
         statements += result.statements - result.resumed

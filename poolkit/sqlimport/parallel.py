@@ -34,6 +34,8 @@ import typing as t
 from ..pool.drivers import error_code, is_disconnect
 from . import coalesce
 from .apply import BATCH_BYTES
+from .coalesce import settle_point
+from .facts import ServerFacts
 from .files import SqlFile
 from .jobs import Job, ParallelResult, Unit
 from .outcome import StatementError, locate
@@ -100,6 +102,20 @@ class Worker:
         self.thread: threading.Thread | None = None
 
 
+def _coalescible(raw: t.Any, merge: list[coalesce.Candidate | None]) -> list[bytes | None]:
+    """The prefixes the server's answers prove safe to coalesce on connection *raw*: a
+    transactional table without triggers, no AUTO_INCREMENT (a failure's burned ids could
+    not be put back while other connections insert), NULL rows only under a strict mode."""
+    facts = ServerFacts(raw)
+    chosen: list[bytes | None] = []
+    for found in merge:
+        table = facts.table(found.table) if found is not None else None
+        ok = (found is not None and table is not None and table.safe
+              and not table.auto_increment and (not found.null or facts.session()[0]))
+        chosen.append(found.prefix if ok and found is not None else None)
+    return chosen
+
+
 class Loader:
     """Loads files on the connections *raws* (already in the database, autocommit on).
 
@@ -133,8 +149,8 @@ class Loader:
         self.states: list[tuple[tuple[str, str], ...]] = [()]
         self.cond = threading.Condition()
         self.lock = threading.Lock()  # for on_statement
-        #: Which tables the file created InnoDB, and sql_mode, in file order (see coalesce).
-        self.facts = coalesce.Coalescer()
+        #: INSERTs that may be coalesced (decided when sent, from the server: see _send).
+        self.finder = coalesce.Coalescer()
 
     def append_log(self, step: Step) -> None:
         """Add a session statement (callers hold no lock or :attr:`cond`)."""
@@ -200,7 +216,6 @@ class Loader:
         for step in plan(source):
             if self.failed:
                 break
-            self.facts.note(step.stmt.sql)
             if on_progress is not None and step.stmt.path == top:
                 on_progress(step.stmt.end_offset)
             if step.kind == SESSION:
@@ -233,8 +248,8 @@ class Loader:
                 job = Job(unit, kind, [], len(self.log))
             job.steps.append(step)
             job.nbytes += size
-            found = self.facts.candidate(step.stmt.sql) if self.batch_bytes else None
-            job.prefixes.append(found[0] if found is not None and found[1] else None)
+            job.prefixes.append(self.finder.candidate(step.stmt.sql) if self.batch_bytes
+                                else None)
         self._submit(job)
         with self.cond:
             for unit in self.units.values():
@@ -411,7 +426,7 @@ class Loader:
         if not self._catch_up(worker, job.log_at):
             return False
         group: list[Step] = []
-        merge: list[bytes | None] = []
+        merge: list[coalesce.Candidate | None] = []
         size = 0
         for step, prefix in zip(job.steps, job.prefixes, strict=True):
             if step.kind == SKIP:
@@ -473,16 +488,23 @@ class Loader:
                 self._catch_up(worker, min(limit, len(self.log)), settling=True)
 
     def _send(self, worker: Worker, steps: list[Step], replay: bool = False,
-              settling: bool = False, merge: list[bytes | None] | None = None) -> bool:
+              settling: bool = False, merge: list[coalesce.Candidate | None] | None = None
+              ) -> bool:
         """Send *steps* in one round trip, INSERTs coalesced as *merge* allows; False (and
         the failure recorded) if one failed."""
         self.stopped_at[worker.number] = steps[0]
         if (self.failed or self.stopping) and not settling:
             return False
+        if merge is not None and len(steps) > 2 and any(merge):
+            cut = settle_point([step.stmt for step in steps], merge)
+            if cut:  # what the candidates depend on runs first: then the server is asked
+                if not self._send(worker, steps[:cut], replay, settling, merge[:cut]):
+                    return False
+                steps, merge = steps[cut:], merge[cut:]
         sqls = [step.stmt.sql for step in steps]
         counts = [1] * len(steps)
         if merge is not None and len(steps) > 2 and any(merge):
-            parts = coalesce.pieces(sqls, merge)
+            parts = coalesce.pieces(sqls, _coalescible(worker.raw, merge))
             if len(parts) < len(steps):
                 sqls, counts = [p.sql for p in parts], [p.count for p in parts]
         done = [0]
