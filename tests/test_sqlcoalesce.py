@@ -12,9 +12,9 @@ import pytest
 
 from poolkit import Pool
 from poolkit.sqlimport import coalesce
-from poolkit.sqlimport.statement import Statement
 from poolkit.sqlimport.apply import apply_file, import_session
 from poolkit.sqlimport.files import check_file
+from poolkit.sqlimport.statement import Statement
 from poolkit.url import parse_url
 
 # -- what may be coalesced ---------------------------------------------------------------------
