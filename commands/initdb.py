@@ -45,6 +45,7 @@ from poolkit.sqlimport.history import (
 from poolkit.sqlimport.jobs import ParallelResult
 from poolkit.sqlimport.plan import is_dump, resolve_jobs
 from poolkit.sqlimport.pooled import PooledLoader
+from poolkit.sqlimport.resume import check_resume
 from poolkit.sqlimport.session import (
     DEFAULT_CHARSET,
     create_database,
@@ -57,6 +58,7 @@ from poolkit.sqlimport.session import (
     start_file,
     wait_for_server,
 )
+from poolkit.sqlimport.split import split_file
 from poolkit.sqlimport.statement import Statement
 from poolkit.sqlimport.transaction import transactional
 
@@ -345,6 +347,14 @@ def _plan(files: list[tuple[SqlFile, str]], applied: dict[str, Applied], force: 
                 f"{_shown(file.path)}: failed at line {row.failed_line} with {row.progress()} "
                 f"and {why}: restore them and rerun to resume, or undo what it applied and "
                 "re-run it whole with --force")
+        blocked = check_resume(split_file(file.path, comments=comments), row.statements)
+        if blocked is not None:
+            what, stmt = blocked
+            raise click.ClickException(
+                f"{_shown(file.path)}: cannot resume at statement {row.statements + 1}: "
+                f"{_shown(stmt.path or file.path)}:{stmt.line} depends on session state "
+                f"({what}) that a new session cannot rebuild: undo what it applied and re-run "
+                "it whole with --force")
         resume[file.name] = (row.statements, found[1])
     return resume
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 import threading
 import time
 import typing as t
@@ -42,10 +41,11 @@ from .outcome import StatementError as StatementError
 from .outcome import locate as locate
 from .readahead import READ_AHEAD_MIN_BYTES as READ_AHEAD_MIN_BYTES
 from .readahead import read_ahead as read_ahead
+from .resume import Replay
 from .roundtrip import batchable, drop, pipeline, runner
 from .session import import_session as import_session  # re-exported: it lived here before
 from .split import CHUNK_SIZE, split_file
-from .statement import Statement, first_word
+from .statement import Statement
 from .transaction import GroupCommit
 
 #: Bytes of SQL per multi-statement round trip (the probe of issue 12: ~1 MB is the knee).
@@ -54,9 +54,6 @@ BATCH_BYTES = 1 << 20
 FIRST_BATCH_BYTES = 64 * 1024
 #: After a failure, the rest of a file up to this size is split to count its statements.
 COUNT_REST_MAX_BYTES = 256 * 1024 * 1024
-#: Statements re-run when a failed file resumes: they set up the session, change no data.
-_SESSION = frozenset({b"SET", b"USE"})
-_NOT_SESSION = re.compile(rb"(?:\s|/\*M?!\d*)*SET\s+(?:GLOBAL|PASSWORD|@@GLOBAL)\b", re.I)
 _ER_QUERY_INTERRUPTED = frozenset({1317, 1927})
 
 OnStatement = t.Callable[[Statement, float], None]
@@ -137,6 +134,7 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
     # AUTO_INCREMENT counters to put back on a rollback: of the wrapped batch in flight, or
     # (transaction) of the whole file.
     counters = Counters(server)
+    replay = Replay()
     digest = _Digest()
     started = time.perf_counter()
     top = file.path
@@ -326,7 +324,7 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
         for stmt in statements:
             count += 1
             if count <= resume:
-                if first_word(stmt.sql) in _SESSION and not _NOT_SESSION.match(stmt.sql):
+                if replay.note(stmt):  # sets up the session from constants (see .resume)
                     run(stmt.sql, lambda res: None)
                     server.sent(stmt.sql)
                     if commits is not None:  # a re-run SET autocommit=0 rules out wrapping

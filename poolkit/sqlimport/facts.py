@@ -112,7 +112,8 @@ class ServerFacts:
         try:
             found = self._rows(f"SHOW CREATE TABLE {quote(table)}")
         except Exception as error:  # no such table, or not locked by LOCK TABLES: unknown
-            if error_code(error) is not None and error_code(error) < 2000:
+            code = error_code(error)
+            if code is not None and code < 2000:
                 return None
             raise
         if not found or len(found[0]) < 2:
