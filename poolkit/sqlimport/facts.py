@@ -70,6 +70,8 @@ def reaches_only_its_table(sql: bytes) -> bool:
         if found is None:  # INSERT … SELECT, INSERT … SET
             return False
         body = sql[found.end():]
+    if _NOT_LITERAL.search(body) is None:  # not even inside literals: none in the code
+        return True
     return not any(_NOT_LITERAL.search(body, a, b) for a, b in code_spans(body))
 
 

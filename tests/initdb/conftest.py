@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 from click.testing import Result
 
-from .twin import Initdb, Outcome, client_load, differences, has_client, snapshot
+from .twin import (
+    Initdb,
+    Outcome,
+    client_load,
+    differences,
+    has_client,
+    initdb_process,
+    snapshot,
+)
 
 
 class Twin:
@@ -31,6 +39,10 @@ class Twin:
 
     def initdb(self, *args: str) -> Result:
         return self.loader.run(*args)
+
+    def process(self, *args: str, timeout: float = 60.0) -> Outcome:
+        """``flask initdb ARGS`` in a process of its own, stopped after *timeout* s."""
+        return initdb_process(self.initdb_url, self.loader.folder, *args, timeout=timeout)
 
     def on_client_db(self, sql: str) -> None:
         """Run *sql* on both databases before the loads (a table that already exists …)."""

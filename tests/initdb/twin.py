@@ -129,3 +129,28 @@ def differences(left: dict[str, t.Any], right: dict[str, t.Any]) -> list[str]:
         if left.get(key) != right.get(key):
             lines.append(f"{key}: client {left.get(key)!r} / initdb {right.get(key)!r}")
     return lines
+
+
+_APP = ("from flask import Flask\nfrom poolkit import Poolkit\n\n"
+        "app = Flask(__name__)\napp.config.from_prefixed_env('POOLKIT', loads=str)\n"
+        "app.config.update({'POOLKIT_' + k: v for k, v in list(app.config.items())\n"
+        "                   if k in ('DATABASE_URL', 'SQL_DIR')})\nPoolkit(app)\n")
+
+
+def initdb_process(url: str, folder: Path, *args: str,
+                   timeout: float = LOAD_TIMEOUT) -> Outcome:
+    """A real ``flask initdb ARGS`` process on *url* reading *folder*; a run over *timeout*
+    is stopped and reported as exit code -9 (a hang is a difference)."""
+    import os
+    import sys
+    app = folder.parent / "twin_app.py"
+    app.write_text(_APP)
+    env = {**os.environ, "POOLKIT_DATABASE_URL": url, "POOLKIT_SQL_DIR": str(folder),
+           "PYTHONPATH": str(folder.parent)}
+    command = [sys.executable, "-m", "flask", "--app", "twin_app", "initdb", *args]
+    try:
+        done = subprocess.run(command, env=env, cwd=folder.parent, capture_output=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return Outcome(-9, "timed out")
+    return Outcome(done.returncode, (done.stdout + done.stderr).decode("utf-8", "replace"))
