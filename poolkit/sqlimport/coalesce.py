@@ -24,7 +24,7 @@ import re
 import typing as t
 from dataclasses import dataclass
 
-from .facts import Table, keeps_facts
+from .facts import ServerFacts, Table, keeps_facts
 from .statement import TABLE, Statement
 
 #: Statements up to this size are candidates; bigger ones are extended INSERTs already.
@@ -159,3 +159,17 @@ def settle_point(batch: t.Sequence[Statement], merge: t.Sequence[Candidate | Non
             return index + 1
         index -= 1
     return 0
+
+
+def proven(facts: ServerFacts, merge: t.Sequence[Candidate | None]) -> list[bytes | None]:
+    """The prefixes of *merge* the server's answers prove safe to coalesce in a parallel
+    load: a transactional table without triggers and without AUTO_INCREMENT (the ids a
+    failure burns could not be put back while other connections insert), NULL rows only
+    under a strict mode."""
+    chosen: list[bytes | None] = []
+    for found in merge:
+        table = facts.table(found.table) if found is not None else None
+        ok = (found is not None and table is not None and table.safe
+              and not table.auto_increment and (not found.null or facts.session()[0]))
+        chosen.append(found.prefix if ok and found is not None else None)
+    return chosen

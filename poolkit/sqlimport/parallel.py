@@ -40,7 +40,7 @@ from .files import SqlFile
 from .jobs import Job, ParallelResult, Unit
 from .outcome import StatementError, locate
 from .plan import BARRIER, ROWS, SESSION, SKIP, Step, plan, session_state
-from .roundtrip import batchable
+from .roundtrip import batchable, drop
 from .roundtrip import runner as apply_runner
 from .split import CHUNK_SIZE, split_file
 from .statement import Statement
@@ -100,20 +100,6 @@ class Worker:
         self.bound: Unit | None = None
         self.current: Step | None = None
         self.thread: threading.Thread | None = None
-
-
-def _coalescible(raw: t.Any, merge: list[coalesce.Candidate | None]) -> list[bytes | None]:
-    """The prefixes the server's answers prove safe to coalesce on connection *raw*: a
-    transactional table without triggers, no AUTO_INCREMENT (a failure's burned ids could
-    not be put back while other connections insert), NULL rows only under a strict mode."""
-    facts = ServerFacts(raw)
-    chosen: list[bytes | None] = []
-    for found in merge:
-        table = facts.table(found.table) if found is not None else None
-        ok = (found is not None and table is not None and table.safe
-              and not table.auto_increment and (not found.null or facts.session()[0]))
-        chosen.append(found.prefix if ok and found is not None else None)
-    return chosen
 
 
 class Loader:
@@ -271,13 +257,29 @@ class Loader:
         return None
 
     def _join(self, deadline: float | None) -> bool:
+        """Wait for every worker (until *deadline*). Once the run is stopping, a worker still
+        waiting for its server :data:`STOP_SECONDS` later has its socket closed: a watchdog,
+        so that no wait for a reply is unbounded (its session ends, its locks with it)."""
+        stopping_since: float | None = None
         for worker in self.workers:
             assert worker.thread is not None
             while worker.thread.is_alive():
-                if deadline is not None and time.monotonic() > deadline:
+                now = time.monotonic()
+                if deadline is not None and now > deadline:
                     return False
+                if self.stopping and deadline is None:
+                    stopping_since = stopping_since or now
+                    if now - stopping_since > STOP_SECONDS:
+                        self._abandon()
+                        stopping_since = now
                 worker.thread.join(0.2)
         return True
+
+    def _abandon(self) -> None:
+        """Close the sockets of the workers still running (the watchdog of :meth:`_join`)."""
+        for worker in self.workers:
+            if worker.thread is not None and worker.thread.is_alive():
+                drop(worker.raw)
 
     def stop(self) -> None:
         """Stop every worker: no new jobs, ``KILL QUERY`` on each busy connection, then wait
@@ -504,7 +506,7 @@ class Loader:
         sqls = [step.stmt.sql for step in steps]
         counts = [1] * len(steps)
         if merge is not None and len(steps) > 2 and any(merge):
-            parts = coalesce.pieces(sqls, _coalescible(worker.raw, merge))
+            parts = coalesce.pieces(sqls, coalesce.proven(ServerFacts(worker.raw), merge))
             if len(parts) < len(steps):
                 sqls, counts = [p.sql for p in parts], [p.count for p in parts]
         done = [0]
