@@ -222,6 +222,10 @@ class Planner:
         #: The unit's LOCK TABLES, until the row after it says whether rows spread.
         self.held: Step | None = None
         self.lock_skipped = False
+        #: The unit's connection holds the unit's LOCK TABLES (until its UNLOCK TABLES).
+        self.unit_locked = False
+        #: A row read the session or other tables under that lock: serial after the UNLOCK.
+        self.serial_after_unlock = False
         #: Finds a row the server numbers (the unit's AUTO_INCREMENT column), or None.
         self.numbered: re.Pattern[bytes] | None = None
         #: (the bytes up to VALUES of the last INSERT, its kind): the same prefix, the same kind
@@ -240,6 +244,7 @@ class Planner:
             self.lock_skipped = True
         else:  # the rows stay on the unit's connection, under the file's own lock
             self.fanout = False
+            self.unit_locked = True
             lock = Step(held.stmt, held.index, ORDERED, held.unit, held.table, data=held.data)
         return [lock, *self._feed(stmt, index)]
 
@@ -340,6 +345,7 @@ class Planner:
         self.dirty.clear()
         self.unit_vars.clear()
         self.data = data
+        self.unit_locked = head_text(stmt.sql, 16).upper().startswith("LOCK")
         return Step(stmt, index, ORDERED, self.unit, self.table, fence, data)
 
     def _close(self) -> None:
@@ -373,6 +379,19 @@ class Planner:
         elif self.lock_skipped and _UNLOCK.match(text):
             kind = SKIP
             self.lock_skipped = False
+        elif _UNLOCK.match(text):
+            self.unit_locked = False
+            self.serial = self.serial or self.serial_after_unlock
+        elif _LOCK.match(text):
+            self.unit_locked = True
+        elif _INSERT.match(text) and not reaches_only_its_table(stmt.sql):
+            # It reads the session (a user variable, LAST_INSERT_ID()) or other tables: as in
+            # file order, after everything before it, before everything after it. Under the
+            # unit's own LOCK TABLES (held by its connection) the section ends there first.
+            self.fanout = False
+            if not self.unit_locked:
+                return [*self.flush(), self._barrier(stmt, index)]
+            self.serial_after_unlock = True
         elif self.fanout and _INSERT.match(text):
             if not self._spreadable(stmt):
                 # Its identity or values come from the server or the session: this row and

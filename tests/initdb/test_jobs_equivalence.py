@@ -82,3 +82,13 @@ def test_a_duplicate_row_stops_at_its_line_every_time(twin: Twin) -> None:
         loaded = twin.process("--jobs", "auto", "--force", timeout=60)
         assert loaded.code == 1, loaded.output
         assert f"1.sql:{line}: ERROR 1062" in loaded.output, loaded.output
+
+
+def test_a_user_variable_counted_across_two_tables_without_keys(twin: Twin) -> None:
+    # Found by the differential tester: rows kept in order on each table's connection still
+    # counted on their own connection's @n.
+    first = [f"INSERT INTO `a` VALUES ({k}, @n := @n + 1)" for k in range(400)]
+    second = [f"INSERT INTO `b` VALUES ({k}, @n := @n + 1)" for k in range(400)]
+    parallel_same(twin, b"SET @n := 0;\n" + table("a", "`k` int, `n` int", first)
+                  + table("b", "`k` int, `n` int", second))
+    assert rows(twin.initdb_url, "SELECT MAX(n) FROM b") == [(800,)]
