@@ -162,8 +162,12 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
         strict, _ = server.session()
         if not table.safe or (found.null and not strict):
             return None
-        # A rolled-back multi-row INSERT burns ids: only where the counter is put back.
-        return None if table.auto_increment and not (wrap or transaction) else found.prefix
+        # A rolled-back multi-row INSERT burns the ids it drew: only where every id is
+        # written, or the counter is put back.
+        if table.auto_increment and not (wrap or transaction
+                                         or coalesce.writes_ids(found, table)):
+            return None
+        return found.prefix
 
     def start(batch: list[Statement], merge: list[coalesce.Candidate | None] | None = None,
               wrappable: bool = True) -> bool:

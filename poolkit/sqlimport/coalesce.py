@@ -24,7 +24,7 @@ import re
 import typing as t
 from dataclasses import dataclass
 
-from .facts import ServerFacts, Table, keeps_facts
+from .facts import NUMBERED, ServerFacts, Table, TableFacts, keeps_facts
 from .statement import TABLE, Statement
 
 #: Statements up to this size are candidates; bigger ones are extended INSERTs already.
@@ -82,6 +82,9 @@ class Candidate:
     table: Table
     #: Its rows hold a NULL: coalesced only under a strict sql_mode (see the module doc).
     null: bool
+    #: No column list and no first value the server would number: with the table's
+    #: AUTO_INCREMENT column first, every id is written (a failure burns none).
+    explicit_first: bool = False
 
 
 class Coalescer:
@@ -107,7 +110,10 @@ class Coalescer:
             if found is None:
                 return None
             prefix, table = self._last = found
-        return Candidate(prefix, table, _NULL.search(sql, len(prefix)) is not None)
+        cut = len(prefix)
+        at = prefix.upper().rfind(b"VALUE")
+        explicit = b"(" not in prefix and NUMBERED.search(sql, at) is None
+        return Candidate(prefix, table, _NULL.search(sql, cut) is not None, explicit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,13 +169,21 @@ def settle_point(batch: t.Sequence[Statement], merge: t.Sequence[Candidate | Non
 
 def proven(facts: ServerFacts, merge: t.Sequence[Candidate | None]) -> list[bytes | None]:
     """The prefixes of *merge* the server's answers prove safe to coalesce in a parallel
-    load: a transactional table without triggers and without AUTO_INCREMENT (the ids a
-    failure burns could not be put back while other connections insert), NULL rows only
-    under a strict mode."""
+    load: a transactional table without triggers; with an AUTO_INCREMENT column only when
+    the rows write every id (ids a failure burns could not be put back while other
+    connections insert); NULL rows only under a strict mode."""
     chosen: list[bytes | None] = []
     for found in merge:
         table = facts.table(found.table) if found is not None else None
         ok = (found is not None and table is not None and table.safe
-              and not table.auto_increment and (not found.null or facts.session()[0]))
+              and (not table.auto_increment or writes_ids(found, table))
+              and (not found.null or facts.session()[0]))
         chosen.append(found.prefix if ok and found is not None else None)
     return chosen
+
+
+def writes_ids(found: Candidate, table: TableFacts) -> bool:
+    """Whether every row of *found* gives the table's AUTO_INCREMENT column a value: then a
+    failed multi-row INSERT leaves the counter where row by row leaves it (the server moves
+    it to a written id whether or not the statement is rolled back)."""
+    return table.auto_first and found.explicit_first

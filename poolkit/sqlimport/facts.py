@@ -32,6 +32,10 @@ _SEQUENCE_USE = re.compile(r"\b(?:nextval|lastval|setval)\s*\(|\bNEXT\s+VALUE\s+
 # In a DML statement's code (outside literals): a call or subquery, a variable, a SELECT.
 _NOT_LITERAL = re.compile(rb"[\w$`]\s*\(|@|\bSELECT\b|\bNEXT\s+VALUE\b|\bPREVIOUS\s+VALUE\b",
                           re.I)
+#: A row whose first value the server numbers when that column is AUTO_INCREMENT: NULL,
+#: DEFAULT or 0 (conservative: a match inside a string literal only counts it as numbered).
+NUMBERED = re.compile(rb"(?:VALUES?|\))\s*,?\s*\(\s*(?:NULL|DEFAULT|[-+]?0+(?:\.0*)?|'0*')\s*[,)]",
+                      re.I)
 _VALUES_AT = re.compile(rb"\bVALUES?\s*(?=\()", re.I)
 
 
@@ -43,6 +47,8 @@ class TableFacts:
     safe: bool
     #: Has an AUTO_INCREMENT column (a rolled-back batch may have advanced its counter).
     auto_increment: bool
+    #: That column is the table's first (rows without a column list give it first).
+    auto_first: bool = False
 
 
 _UNSAFE = TableFacts(False, False)
@@ -133,9 +139,11 @@ class ServerFacts:
         if create is not None and create.startswith(("CREATE TABLE", "CREATE TEMPORARY TABLE")):
             engine = _ENGINE.search(create)
             transactional = engine is not None and engine.group(1).upper() in self._engines()
+            auto = _AUTO_COLUMN.search(create)
+            first = create.find("\n  `")
             facts = TableFacts(transactional and not _SEQUENCE_USE.search(create)
-                               and not self._triggers(table),
-                               _AUTO_COLUMN.search(create) is not None)
+                               and not self._triggers(table), auto is not None,
+                               auto is not None and auto.start() == first + 1)
         self.tables[table] = facts
         return facts
 

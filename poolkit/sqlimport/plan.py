@@ -53,7 +53,7 @@ import typing as t
 from dataclasses import dataclass
 
 from ..errors import SqlFileError
-from .facts import reaches_only_its_table
+from .facts import NUMBERED, reaches_only_its_table
 from .files import SNIFF_SIZE, SqlFile
 from .statement import Statement
 
@@ -96,10 +96,6 @@ _TRANSACTION = re.compile(r"(?:START TRANSACTION|BEGIN|ROLLBACK|SAVEPOINT|RELEAS
                           r"CALL|XA|SET (?:GLOBAL |SESSION |LOCAL )?TRANSACTION)\b", re.I)
 _SELECT_INTO = re.compile(r"^(?:SELECT|WITH)\b", re.I)
 _AUTO_COLUMN = re.compile(rb"\bAUTO_INCREMENT\b(?!\s*=)", re.I)
-# A row whose first value the server numbers: NULL, DEFAULT or 0 (conservative: a match
-# inside a string literal only keeps the rows in order).
-_NUMBERED = re.compile(rb"(?:VALUES|\))\s*,?\s*\(\s*(?:NULL|DEFAULT|[-+]?0+(?:\.0*)?|'0*')\s*[,)]",
-                       re.I)
 
 # SET's right-hand sides the log can replay: literals, variables, ON/OFF/DEFAULT.
 _VALUE = (r"(?:'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"|[-+]?\d+(?:\.\d+)?|@@?[\w.$]+"
@@ -452,7 +448,7 @@ def _fanout_ok(create: bytes) -> tuple[bool, re.Pattern[bytes] | None]:
     first = re.match(rb"[^(]*\(\s*(`(?:[^`]|``)+`|\w+)[^,]*", create)
     if first is None or b"AUTO_INCREMENT" not in first.group(0).upper():
         return False, None
-    return ok, _NUMBERED
+    return ok, NUMBERED
 
 
 def plan(statements: t.Iterable[Statement]) -> t.Iterator[Step]:

@@ -262,3 +262,21 @@ def test_ctrl_z_and_control_bytes_in_comments_load(twin: Twin, body: bytes) -> N
     twin.write(body)
     same(twin)
     assert rows(twin.initdb_url, "SELECT COUNT(*) FROM t") == [(1,)]
+
+
+def test_explicit_ids_coalesced_under_lock_tables_keep_the_counter(twin: Twin) -> None:
+    # Coalesced without group commit (LOCK TABLES): every id is written, so a failed
+    # multi-row INSERT leaves the counter where row by row leaves it.
+    body = (b"CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(3)) ENGINE=InnoDB;\n"
+            b"LOCK TABLES t WRITE;\n"
+            + b"".join(f"INSERT INTO t VALUES ({i}, '{v}');\n".encode()
+                       for i, v in enumerate(["a", "b", "c", "toolong", "e", "f"], 1))
+            + b"UNLOCK TABLES;\nINSERT INTO t (v) VALUES ('new');\n")
+    twin.write(body)
+    first = twin.initdb()
+    assert first.exit_code == 1 and "1.sql:6: ERROR 1406" in first.output, first.output
+    twin.write(body.replace(b"toolong", b"d"))
+    again = twin.initdb()
+    assert again.exit_code == 0, again.output
+    assert rows(twin.initdb_url, "SELECT MAX(id) FROM t") == [(7,)]
+    same(twin, result=again)

@@ -146,7 +146,8 @@ def initdb_process(url: str, folder: Path, *args: str,
     app = folder.parent / "twin_app.py"
     app.write_text(_APP)
     env = {**os.environ, "POOLKIT_DATABASE_URL": url, "POOLKIT_SQL_DIR": str(folder),
-           "PYTHONPATH": str(folder.parent)}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(folder.parent),
+                                                       os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "flask", "--app", "twin_app", "initdb", *args]
     try:
         done = subprocess.run(command, env=env, cwd=folder.parent, capture_output=True,
