@@ -152,6 +152,8 @@ class GroupCommit:
         if self.locked or self.manual or len(batch) < 2:
             return False
         tables = self.targets(batch)
-        if tables is None or not all(self.facts.table(table).safe for table in set(tables)):
+        if tables is None or not all(reaches_only_its_table(sql) for sql in batch):
+            return False
+        if not all(self.facts.table(table).safe for table in set(tables)):
             return False
         return not self.facts.session()[1]
