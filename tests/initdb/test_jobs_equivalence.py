@@ -38,16 +38,16 @@ def parallel_same(twin: Twin, body: bytes) -> None:
                                  "INSERT INTO `customer` VALUES (NULL, 'c{i}')",
                                  "INSERT INTO `customer` VALUES (0, 'c{i}')"])
 def test_server_numbered_ids_keep_file_order(twin: Twin, row: str) -> None:
-    customers = [row.format(i=i) for i in range(600)]
+    customers = [row.format(i=i) for i in range(6000)]  # ~300 KB: several jobs of rows
     if "(0," in row:  # 0 numbers the row unless NO_AUTO_VALUE_ON_ZERO (the dump's prelude)
         customers.insert(0, "SET sql_mode = ''")
-    orders = [f"INSERT INTO `orders` VALUES ({i}, {1 + i % 600})" for i in range(1500)]
+    orders = [f"INSERT INTO `orders` VALUES ({i}, {1 + i % 6000})" for i in range(1500)]
     parallel_same(twin, table("customer", "`id` int NOT NULL AUTO_INCREMENT, `name` "
                               "varchar(10), PRIMARY KEY (`id`)", customers)
                   + table("orders", "`id` int NOT NULL, `customer_id` int, PRIMARY KEY (`id`)",
                           orders))
     assert rows(twin.initdb_url, "SELECT COUNT(*) FROM orders o JOIN customer c ON "
-                "c.id = o.customer_id AND c.name = CONCAT('c', o.id % 600)") == [(1500,)]
+                "c.id = o.customer_id AND c.name = CONCAT('c', o.id % 6000)") == [(1500,)]
 
 
 def test_a_user_variable_counting_rows(twin: Twin) -> None:
