@@ -56,9 +56,10 @@ class Unit:
         return self.closed and not self.jobs and not self.running and self.broken is None
 
     def resume_step(self) -> Step:
-        """Where a serial re-run picks this unit up: a barrier run at its first statement not
-        run, a table unit at its start (``DROP TABLE IF EXISTS``: it can run again)."""
-        if not self.alone:
+        """Where a serial re-run picks this unit up: a barrier run, or a data unit (its rows
+        run in order on one connection, and cannot run twice), at its first statement not
+        run; a table unit at its start (``DROP TABLE IF EXISTS``: it can run again)."""
+        if not self.alone and not self.first.data:
             return self.first
         if self.broken is not None:
             return self.broken

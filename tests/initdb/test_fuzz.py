@@ -87,30 +87,38 @@ def check_seed(seed: int, make_database: t.Callable[[], str], tmp: Path) -> list
         found += [f"{mode}: {line}" for line in differences(expected, snapshot(url))]
     if made.fixed is not None:
         found += _resume(seed, made.sql, made.fixed, make_database, tmp)
+        found += _resume(seed, made.sql, made.fixed, make_database, tmp, "--jobs", "auto")
     return found
 
 
 def _resume(seed: int, sql: bytes, fixed: bytes, make_database: t.Callable[[], str],
-            tmp: Path) -> list[str]:
-    """fail -> fix -> resume against a clean client load of the fixed file."""
+            tmp: Path, *args: str) -> list[str]:
+    """fail -> fix -> resume (both runs with *args*) against a clean client load of the
+    fixed file."""
+    name = "resume" + "".join(args).replace("-", "")
     source = tmp / f"{seed}-fixed.sql"
     source.write_bytes(fixed)
     reference = make_database()
     client = client_load(reference, source, timeout=RUN_SECONDS)
     url = make_database()
-    folder = tmp / f"{seed}-resume" / "sql"
-    first, _ = _load(url, folder, sql)
-    code, output = _load(url, folder, fixed)
+    folder = tmp / f"{seed}-{name}" / "sql"
+    first, _ = _load(url, folder, sql, *args)
+    code, output = _load(url, folder, fixed, *args)
     if -9 in (first, code):
-        return ["resume: did not finish"]
+        return [f"{name}: did not finish"]
     if first == 0:  # nothing failed (a non-strict mode truncated the value): no resume
         return []
     if first != 0 and code != 0 and "cannot resume" in output and "--force" in output:
         return []  # refused in one line: the skipped statements built session state
     found = []
     if (code == 0) != (client.code == 0):
-        found.append(f"resume: exit {code}, client {client.code}: {output[-300:]}")
-    found += [f"resume: {line}" for line in differences(snapshot(reference), snapshot(url))]
+        found.append(f"{name}: exit {code}, client {client.code}: {output[-300:]}")
+    elif code != 0 and args:  # the fixed file fails too, in parallel: as in check_seed
+        line = _client_line(client.output)
+        if line is not None and f"1.sql:{line}: ERROR" not in output:
+            found.append(f"{name}: not the client's error (line {line}): {output[-300:]}")
+        return found
+    found += [f"{name}: {line}" for line in differences(snapshot(reference), snapshot(url))]
     return found
 
 
