@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import typing as t
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import click
@@ -45,16 +45,20 @@ from poolkit.sqlimport.history import (
 from poolkit.sqlimport.jobs import ParallelResult
 from poolkit.sqlimport.plan import is_dump, resolve_jobs
 from poolkit.sqlimport.pooled import PooledLoader
+from poolkit.sqlimport.resume import check_resume
 from poolkit.sqlimport.session import (
     DEFAULT_CHARSET,
     create_database,
     describe_error,
+    end_file,
     import_session,
     kill_running_statement,
     max_allowed_packet,
+    own_connection,
     start_file,
     wait_for_server,
 )
+from poolkit.sqlimport.split import split_file
 from poolkit.sqlimport.statement import Statement
 from poolkit.sqlimport.transaction import transactional
 
@@ -243,7 +247,7 @@ def _initdb(files: tuple[Path, ...], sql_dir: Path | None, bind: str, show_statu
         raise click.ClickException(f"cannot connect to {settings.url.masked()}: "
                                    f"{describe_error(error)}{hint}") from None
     try:
-        with import_session(conn, charset) as raw:
+        with import_session(conn, charset) as raw, ExitStack() as stack:
             history = History(raw, database)
             if show_status:
                 _status(checked, history.load(), exit_code)
@@ -251,7 +255,9 @@ def _initdb(files: tuple[Path, ...], sql_dir: Path | None, bind: str, show_statu
             if dry_run:
                 _dry_run(checked, history.load(), quiet, comments, "")
                 return
-            with server_lock(raw, database, lock_timeout), PooledLoader(
+            keeper = stack.enter_context(own_connection(settings))
+            history = History(keeper, database)
+            with server_lock(keeper, database, lock_timeout), PooledLoader(
                     pool, workers, database, charset=charset, comments=comments,
                     batch_bytes=0 if verbose else batch_bytes, on_statement=_verbose(verbose),
                     on_rows=None if quiet else _print_rows) as loader:
@@ -341,6 +347,14 @@ def _plan(files: list[tuple[SqlFile, str]], applied: dict[str, Applied], force: 
                 f"{_shown(file.path)}: failed at line {row.failed_line} with {row.progress()} "
                 f"and {why}: restore them and rerun to resume, or undo what it applied and "
                 "re-run it whole with --force")
+        blocked = check_resume(split_file(file.path, comments=comments), row.statements)
+        if blocked is not None:
+            what, stmt = blocked
+            raise click.ClickException(
+                f"{_shown(file.path)}: cannot resume at statement {row.statements + 1}: "
+                f"{_shown(stmt.path or file.path)}:{stmt.line} depends on session state "
+                f"({what}) that a new session cannot rebuild: undo what it applied and re-run "
+                "it whole with --force")
         resume[file.name] = (row.statements, found[1])
     return resume
 
@@ -440,11 +454,13 @@ def _run(raw: t.Any, history: History, files: list[SqlFile], database: str, forc
         if loaded is not None:
             result = loaded
         else:
-            one = not continue_on_error and transactional(raw, file, database,
-                                                          comments=comments)
+            one = not continue_on_error and transactional(
+                raw, file, database, comments=comments) is not None
             result = _apply(raw, file, history, continue_on_error, comments, batch, skip, one,
                             verbose, quiet, settings)
         statements += result.statements - result.resumed
+        if not result.lost:
+            end_file(raw)  # as the client's exit: an open transaction rolled back, locks freed
         if result.lost:
             for error in result.errors:
                 _report(error)
@@ -470,7 +486,7 @@ def _run(raw: t.Any, history: History, files: list[SqlFile], database: str, forc
                     f"stopped at {_stop_where(result)}: {_progress(result)}; {_rerun(result)}"
                     f"{before}")
             continue
-        if not result.transaction and not file.is_stdin:
+        if not file.is_stdin:
             history.record(file, round(result.seconds * 1000), result.statements)
         recorded += 1
         if history.restored:
@@ -498,9 +514,6 @@ def _apply(raw: t.Any, file: SqlFile, history: History, continue_on_error: bool,
     options: dict[str, t.Any] = {
         "continue_on_error": continue_on_error, "comments": comments, "batch_bytes": batch,
         "resume": skip, "transaction": transaction, "on_rows": None if quiet else _print_rows}
-    if transaction and not file.is_stdin:
-        options["before_commit"] = lambda result: history.record(
-            file, round(result.seconds * 1000), result.statements)
     if verbose:
         def on_statement(stmt: Statement, seconds: float) -> None:
             first = stmt.sql.split(b"\n", 1)[0].decode("utf-8", "replace")[:80]

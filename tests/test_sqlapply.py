@@ -148,7 +148,8 @@ def test_a_batched_file_with_an_error_in_its_middle_statement(
     with import_session(pool.connection()) as raw:
         result, trips = _trips(raw, path, group_commit=group_commit)
         # without group commit all five go in one round trip; with it, the run of DML goes
-        # in a round trip of its own, inside one transaction
+        # in a round trip of its own, inside one transaction (rolled back and sent again
+        # statement by statement when it fails)
         assert len(trips) == (2 if group_commit else 1)
         assert result.total == 5
         [error] = result.errors
@@ -157,13 +158,12 @@ def test_a_batched_file_with_an_error_in_its_middle_statement(
         # the server's "near" quotes this statement only, not the rest of the batch
         assert error.message.endswith("near 'WHERE oops' at line 3"), error.message
         assert result.stopped_at is error.statement
-        # exactly what is in the database: the INSERT before it stays, or was rolled back
-        # with it (its batch was one transaction)
-        assert (result.statements, result.rolled_back_with) == ((1, 1) if group_commit
-                                                                else (2, 0))
+        # exactly what is in the database, as statement by statement: the INSERT before it
+        # stays (a batch committed once is rolled back and sent again without the wrapping)
+        assert (result.statements, result.rolled_back_with) == (2, 0)
         with raw.cursor() as cur:
             cur.execute("SELECT id FROM b1")
-            assert cur.fetchall() == (() if group_commit else ((1,),))  # nothing after it ran
+            assert cur.fetchall() == ((1,),)  # nothing after it ran
             cur.execute("SHOW TABLES LIKE 'b2'")
             assert cur.fetchall() == ()
             cur.execute("SELECT @@autocommit")
@@ -186,11 +186,13 @@ def test_group_commit_only_for_dml_on_transactional_tables(make_pool: t.Callable
         assert [e.line for e in result.errors] == [10]
         path = _write(tmp_path, "2.sql", b"INSERT INTO gi VALUES (8);\n"
                                          b"INSERT INTO gi VALUES (8);\n")
-        again, _ = _trips(raw, path)
-        assert (again.statements, again.rolled_back_with) == (0, 1)  # InnoDB only: one txn
+        again, trips = _trips(raw, path)
+        # InnoDB only: one transaction, rolled back at the failure and sent again statement
+        # by statement: the first 8 stays, as with the client
+        assert (again.statements, again.rolled_back_with, len(trips)) == (1, 0, 1)
         with raw.cursor() as cur:
             cur.execute("SELECT COUNT(*) FROM gi")
-            assert cur.fetchone() == (4,)  # 0, 1, 2 and 7; not 8
+            assert cur.fetchone() == (5,)  # 0, 1, 2, 7 and 8
             cur.execute("SELECT COUNT(*) FROM gm")
             assert cur.fetchone() == (3,)
             cur.execute("DROP TABLE gi, gm")
@@ -218,7 +220,9 @@ def test_a_file_managing_its_own_transaction_is_batched_whole_with_exact_attribu
         if batch_bytes == 0:
             assert len(trips) == filler + 4  # one per statement, up to the failing one
         else:
-            assert len(trips) == (1 if filler == 0 else 2)
+            # with filler rows to coalesce, what comes before them is sent first (the server
+            # is asked about the table once it exists)
+            assert len(trips) == (1 if filler == 0 else 3)
         [error] = result.errors
         assert (error.line, error.code) == (bad_line + 1, 1064)  # the statement's 2nd line
         assert error.statement.line == bad_line
@@ -257,7 +261,7 @@ def test_batches_are_bounded_and_give_the_same_result(make_pool: t.Callable[...,
     elif batch_bytes == 80:
         assert 20 < len(trips) < 42  # two short statements fit in 80 bytes, three do not
     else:
-        assert len(trips) == 1
+        assert len(trips) == 2  # the CREATE first: coalescing asks the server about bb
 
 
 def test_results_of_a_batch_come_back_in_order(make_pool: t.Callable[..., Pool],

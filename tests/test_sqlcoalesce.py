@@ -14,6 +14,7 @@ from poolkit import Pool
 from poolkit.sqlimport import coalesce
 from poolkit.sqlimport.apply import apply_file, import_session
 from poolkit.sqlimport.files import check_file
+from poolkit.sqlimport.statement import Statement
 from poolkit.url import parse_url
 
 # -- what may be coalesced ---------------------------------------------------------------------
@@ -31,7 +32,7 @@ def test_literal_rows_are_candidates(sql: bytes) -> None:
     assert found is not None
     prefix, table = found
     assert sql.startswith(prefix) and prefix.upper().rstrip().endswith(b"VALUES")
-    assert table[1] in (b"city", b"t")
+    assert table[1] in ("city", "t")
 
 
 @pytest.mark.parametrize("sql", [
@@ -60,34 +61,25 @@ def test_runs_are_merged_except_their_last_statement() -> None:
         (q + b"(1)", 1), (q + b"(2)", 1), (p + b"(4)", 1)]  # a run of two gains nothing
 
 
-def test_tables_are_transactional_only_as_the_file_declares_them() -> None:
-    engines = coalesce.Coalescer(b"InnoDB")
-    engines.note(b"CREATE TABLE `a` (id INT) ENGINE=InnoDB")
-    engines.note(b"CREATE TABLE b (id INT)")  # the default engine
-    engines.note(b"CREATE TABLE c (id INT) ENGINE=MyISAM COMMENT='ENGINE=InnoDB'")
-    engines.note(b"SET NAMES utf8mb4")
-    engines.note(b"INSERT INTO a VALUES (1)")
-    assert [engines.transactional((None, n)) for n in (b"a", b"b", b"c", b"d")] == [
-        True, True, False, False]
-    engines.note(b"ALTER TABLE a ENGINE=MyISAM")  # anything else forgets what it knew
-    assert not engines.transactional((None, b"a"))
-    engines.note(b"SET default_storage_engine = MyISAM")
-    engines.note(b"CREATE TABLE e (id INT)")
-    assert not engines.transactional((None, b"e"))
+def test_rows_with_null_are_marked() -> None:
+    # whether they are coalesced depends on the server's sql_mode, read when sent (facts)
+    finder = coalesce.Coalescer()
+    null_row = finder.candidate(b"INSERT INTO t VALUES (1, NULL)")
+    assert null_row is not None and null_row.null
+    quoted = finder.candidate(b"INSERT INTO t VALUES (1, 'null')")
+    assert quoted is not None and quoted.null  # 'null' in a string counts too: no harm
+    plain = finder.candidate(b"INSERT INTO t VALUES (1, 'x')")
+    assert plain is not None and not plain.null and plain.table == (None, "t")
 
 
-def test_rows_with_null_wait_for_a_strict_sql_mode() -> None:
-    null_row, plain = b"INSERT INTO t VALUES (1, NULL)", b"INSERT INTO t VALUES (1, 'null')"
-    facts = coalesce.Coalescer(b"InnoDB", b"STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION")
-    assert facts.candidate(null_row) is not None
-    facts.note(b"/*!40101 SET @OLD_SQL_MODE=@@SQL_MODE, SQL_MODE='NO_AUTO_VALUE_ON_ZERO' */")
-    # not strict: a multi-row INSERT would store 0 where the one-row INSERT fails
-    assert facts.candidate(null_row) is None
-    assert facts.candidate(plain) is None  # 'null' in a string is taken for NULL: no harm
-    facts.note(b"SET sql_mode = 'TRADITIONAL'")
-    assert facts.candidate(null_row) is not None
-    facts.note(b"SET SQL_MODE=@OLD_SQL_MODE")  # not a literal: unknown, so not strict
-    assert facts.candidate(null_row) is None
+def test_statements_before_a_run_are_settled_first() -> None:
+    finder = coalesce.Coalescer()
+    sqls = [b"CREATE TABLE t (id INT)", *(b"INSERT INTO t VALUES (%d)" % i for i in range(4)),
+            b"SET @a = 1", b"INSERT INTO t VALUES (9)", b"INSERT INTO t VALUES (10)"]
+    stmts = [Statement(sql, 1, 0, 0) for sql in sqls]
+    merge = [finder.candidate(sql) for sql in sqls]
+    assert coalesce.settle_point(stmts, merge) == 1  # the run of 4 after CREATE; 2 after SET
+    assert coalesce.settle_point(stmts[1:], merge[1:]) == 0
 
 
 # -- on the server -----------------------------------------------------------------------------

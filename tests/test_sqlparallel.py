@@ -249,12 +249,16 @@ def test_a_failing_unit_reports_its_line_and_how_many_statements_ran(
 
 
 def _sleeping_dump(seconds: int) -> str:
-    """Two tables whose second INSERT sleeps: both connections are busy for *seconds*."""
+    """Two tables whose second INSERT sleeps (a trigger does: a row with a function would
+    wait for everything before it): both connections are busy for *seconds*."""
     parts = [PRELUDE]
     for name in ("slow_a", "slow_b"):
         parts.append(f"DROP TABLE IF EXISTS `{name}`;\nCREATE TABLE `{name}` (id INT PRIMARY "
-                     f"KEY, v INT) ENGINE=InnoDB;\nINSERT INTO `{name}` VALUES (1, 1);\n"
-                     f"INSERT INTO `{name}` VALUES (2, SLEEP({seconds}));\n"
+                     f"KEY, v INT) ENGINE=InnoDB;\n"
+                     f"CREATE TRIGGER `{name}_bi` BEFORE INSERT ON `{name}` FOR EACH ROW "
+                     f"SET NEW.v = NEW.v + SLEEP(IF(NEW.id = 2, NEW.v, 0));\n"
+                     f"INSERT INTO `{name}` VALUES (1, 1);\n"
+                     f"INSERT INTO `{name}` VALUES (2, {seconds});\n"
                      f"INSERT INTO `{name}` VALUES (3, 3);\n")
     return "".join(parts)
 
@@ -289,9 +293,9 @@ def test_a_lost_worker_connection_fails_the_run_with_its_statement(
     thread.start()
     try:
         deadline = time.monotonic() + 20
-        while len(_sleepers(admin, "SLEEP(30)")) < 2 and time.monotonic() < deadline:
+        while len(_sleepers(admin, "VALUES (2, 30)")) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        victims = _sleepers(admin, "SLEEP(30)")
+        victims = _sleepers(admin, "VALUES (2, 30)")
         assert len(victims) == 2
         with admin.cursor() as cur:
             cur.execute(f"KILL CONNECTION {victims[0]}")
@@ -299,7 +303,7 @@ def test_a_lost_worker_connection_fails_the_run_with_its_statement(
         assert not thread.is_alive()
     finally:
         with admin.cursor() as cur:
-            for victim in _sleepers(admin, "SLEEP(30)"):
+            for victim in _sleepers(admin, "VALUES (2, 30)"):
                 cur.execute(f"KILL QUERY {victim}")
         admin.close()
         killer.close()
@@ -308,8 +312,8 @@ def test_a_lost_worker_connection_fails_the_run_with_its_statement(
     result = outcome["result"]
     assert not result.ok
     error = result.errors[0]
-    assert error.code in {2013, 2006} and b"SLEEP(30)" in error.statement.sql
-    assert error.line in {6, 11}
+    assert error.code in {2013, 2006} and b"VALUES (2, 30)" in error.statement.sql
+    assert error.line in {7, 13}  # the second INSERT of either table
     assert result.resume is not None and result.resume.sql.startswith(b"DROP TABLE")
 
 
@@ -327,14 +331,14 @@ def test_ctrl_c_stops_every_worker_and_exits_130(
     admin = admin_connect(parse_url(url))
     try:
         deadline = time.monotonic() + 30
-        while len(_sleepers(admin, "SLEEP(40)")) < 2 and time.monotonic() < deadline:
+        while len(_sleepers(admin, "VALUES (2, 40)")) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(_sleepers(admin, "SLEEP(40)")) == 2, process.stderr
+        assert len(_sleepers(admin, "VALUES (2, 40)")) == 2, process.stderr
         interrupted = time.monotonic()
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
         stopped_after = time.monotonic() - interrupted
-        left = _sleepers(admin, "SLEEP(40)")
+        left = _sleepers(admin, "VALUES (2, 40)")
     finally:
         if process.poll() is None:
             process.kill()
@@ -343,7 +347,7 @@ def test_ctrl_c_stops_every_worker_and_exits_130(
     assert process.returncode == 130, err
     assert stopped_after < 10
     assert left == []  # KILL QUERY reached both connections
-    assert "slow.sql: parallel load: every connection stopped; 8 statements ran; a rerun " \
+    assert "slow.sql: parallel load: every connection stopped; 10 statements ran; a rerun " \
         "resumes at " in err
     # Progress is recorded: the 2 statements before the first unfinished table.
     assert query_rows(url, "SELECT status, statements FROM poolkit_sql_history") == [
@@ -373,11 +377,17 @@ def test_rows_that_would_wait_for_a_bulk_insert_lock_stay_on_one_connection(
     # world.sql's shape: unique and foreign key checks off, set autocommit=0, single-row
     # INSERTs, commit. MariaDB loads the empty table in bulk under a table lock held until the
     # COMMIT, so a second connection's INSERTs into it would only wait (lock wait timeout 1 s
-    # here): the rows stay with the unit's connection. CONNECTION_ID() records which one.
+    # here): the rows stay with the unit's connection (the worker threads that ran them say
+    # which).
     from poolkit.sqlimport.parallel import bulk_insert_locks
 
     env = make_env()
-    rows = "".join(f"INSERT INTO `bulk` VALUES ({i},CONNECTION_ID());\n" for i in range(600))
+    rows = "".join(f"INSERT INTO `bulk` VALUES ({i},0);\n" for i in range(600))
+    ran_on: set[str] = set()
+
+    def on_statement(stmt: t.Any, seconds: float) -> None:
+        if stmt.sql.startswith(b"INSERT"):
+            ran_on.add(threading.current_thread().name)
     path = tmp_path / "bulk.sql"
     path.write_text("/*!40014 SET @OLD_UNIQUE_CHECKS=@@UNIQUE_CHECKS, UNIQUE_CHECKS=0 */;\n"
                     + PRELUDE + "SET innodb_lock_wait_timeout=1;\n"
@@ -389,13 +399,15 @@ def test_rows_that_would_wait_for_a_bulk_insert_lock_stay_on_one_connection(
         for raw in raws:
             enable_multi_statements(raw)
         # rows jobs of ~100 bytes: several jobs, free for the taking by either connection
-        result = Loader(raws, rows_job_bytes=100).load(check_file(path))
+        result = Loader(raws, rows_job_bytes=100, on_statement=on_statement).load(
+            check_file(path))
     finally:
         for raw in raws:
             raw.close()
     assert result.ok, result.errors
     assert result.jobs > 100
-    assert env.rows("SELECT COUNT(*), COUNT(DISTINCT conn) FROM bulk") == [(600, 1)]
+    assert env.rows("SELECT COUNT(*) FROM bulk") == [(600,)]
+    assert len(ran_on) == 1, ran_on
     off = (("autocommit", "0"), ("foreign_key_checks", "0"), ("unique_checks", "0"))
     assert bulk_insert_locks(off)
     assert not bulk_insert_locks(off[1:])  # autocommit on: each INSERT commits

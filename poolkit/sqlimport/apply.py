@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 import threading
 import time
 import typing as t
@@ -35,16 +34,18 @@ from pathlib import Path
 
 from ..pool.drivers import error_code, is_disconnect
 from . import coalesce
+from .facts import Counters, ServerFacts
 from .files import SqlFile
 from .outcome import FileResult as FileResult
 from .outcome import StatementError as StatementError
 from .outcome import locate as locate
 from .readahead import READ_AHEAD_MIN_BYTES as READ_AHEAD_MIN_BYTES
 from .readahead import read_ahead as read_ahead
-from .roundtrip import batchable, drop, pipeline, runner, session_defaults
+from .resume import Replay
+from .roundtrip import batchable, drop, pipeline, runner
 from .session import import_session as import_session  # re-exported: it lived here before
 from .split import CHUNK_SIZE, split_file
-from .statement import Statement, first_word
+from .statement import Statement
 from .transaction import GroupCommit
 
 #: Bytes of SQL per multi-statement round trip (the probe of issue 12: ~1 MB is the knee).
@@ -53,9 +54,6 @@ BATCH_BYTES = 1 << 20
 FIRST_BATCH_BYTES = 64 * 1024
 #: After a failure, the rest of a file up to this size is split to count its statements.
 COUNT_REST_MAX_BYTES = 256 * 1024 * 1024
-#: Statements re-run when a failed file resumes: they set up the session, change no data.
-_SESSION = frozenset({b"SET", b"USE"})
-_NOT_SESSION = re.compile(rb"(?:\s|/\*M?!\d*)*SET\s+(?:GLOBAL|PASSWORD|@@GLOBAL)\b", re.I)
 _ER_QUERY_INTERRUPTED = frozenset({1317, 1927})
 
 OnStatement = t.Callable[[Statement, float], None]
@@ -129,9 +127,14 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
     run, rows_of = runner(raw, raw_values)
     begin, collect = pipeline(raw, raw_values)
     result = FileResult(file, transaction=transaction)
+    server = ServerFacts(raw)  # what shortcuts ask of the server, as batches are sent
     # Not with continue_on_error: statements rolled back with a failure would be lost.
-    commits = (GroupCommit(raw) if group_commit and batch_bytes and not transaction
+    commits = (GroupCommit(raw, server) if group_commit and batch_bytes and not transaction
                and not continue_on_error else None)
+    # AUTO_INCREMENT counters to put back on a rollback: of the wrapped batch in flight, or
+    # (transaction) of the whole file.
+    counters = Counters(server)
+    replay = Replay()
     digest = _Digest()
     started = time.perf_counter()
     top = file.path
@@ -139,10 +142,9 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
     if file.size >= READ_AHEAD_MIN_BYTES:
         statements = read_ahead(statements)
     group: list[Statement] = []
-    # Per statement of the group: its INSERT prefix if it may be coalesced, and whether the
-    # file declared its table transactional (else only a wrapped batch coalesces it).
-    prefixes: list[tuple[bytes | None, bool]] = []
-    facts = coalesce.Coalescer(*session_defaults(run, rows_of)) if batch_bytes else None
+    # Per statement of the group: the INSERT it is if it may be coalesced (decided at send).
+    prefixes: list[coalesce.Candidate | None] = []
+    finder = coalesce.Coalescer() if batch_bytes else None
     group_dml = False
     size = 0
     # Batches grow from FIRST_BATCH_BYTES to batch_bytes: the server starts early, and runs
@@ -152,24 +154,51 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
     stopped = False
     pending: _Pending | None = None
 
-    def start(batch: list[Statement], merge: list[tuple[bytes | None, bool]] | None = None
-              ) -> bool:
-        """Send *batch* without waiting for it (its INSERTs coalesced as *merge* allows);
-        False when stopped (nothing sent)."""
+    def coalescible(found: coalesce.Candidate | None, wrap: bool) -> bytes | None:
+        """The candidate's prefix if the server's answers prove coalescing it equal."""
+        if found is None:
+            return None
+        table = server.table(found.table)
+        strict, _ = server.session()
+        if not table.safe or (found.null and not strict):
+            return None
+        # A rolled-back multi-row INSERT burns the ids it drew: only where every id is
+        # written, or the counter is put back.
+        if table.auto_increment and not (wrap or transaction
+                                         or coalesce.writes_ids(found, table)):
+            return None
+        return found.prefix
+
+    def start(batch: list[Statement], merge: list[coalesce.Candidate | None] | None = None,
+              wrappable: bool = True) -> bool:
+        """Send *batch* without waiting for it (its INSERTs coalesced as *merge* allows, in
+        one transaction if *wrappable* and group commit allows); False when stopped."""
         nonlocal stopped, pending
         if stop is not None and stop.is_set():  # Ctrl-C: send nothing more
             result.interrupted = stopped = True
             result.stopped_at = result.stopped_at or batch[0]
             return False
+        if merge is not None and len(batch) > 2:
+            cut = coalesce.settle_point(batch, merge)
+            if cut:  # what the candidates depend on runs first: then the server is asked
+                if not send(batch[:cut], merge[:cut]) or stopped:
+                    return False
+                batch, merge = batch[cut:], merge[cut:]
         sqls = [s.sql for s in batch]
-        wrap = commits is not None and commits.allowed(sqls)
+        wrap = wrappable and commits is not None and commits.allowed(sqls)
+        if wrap and commits is not None:
+            counters.remember(commits.targets(sqls) or ())
         counts = [1] * len(batch)
         if merge is not None and len(batch) > 2:
-            sure = wrap or transaction  # every table written was checked transactional
-            parts = coalesce.pieces(sqls, [p if p and (known or sure) else None
-                                           for p, known in merge])
+            chosen = [coalescible(found, wrap) for found in merge]
+            parts = coalesce.pieces(sqls, chosen)
             if len(parts) < len(batch):
                 sqls, counts = [p.sql for p in parts], [p.count for p in parts]
+                counters.remember({found.table for found, prefix in zip(merge, chosen,
+                                                                        strict=True)
+                                   if found is not None and prefix is not None})
+        for stmt in batch:  # a statement other than DML may change what the server said
+            server.sent(stmt.sql)
         sql = b";\n".join(sqls)
         if wrap:  # one commit for the batch (SET autocommit keeps LOCK TABLES, unlike BEGIN)
             sql = b"SET autocommit=0;\n" + sql + b";\nCOMMIT;\nSET autocommit=1"
@@ -182,10 +211,10 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
             pending.error = failure
         return True
 
-    def send(batch: list[Statement], merge: list[tuple[bytes | None, bool]] | None = None
-             ) -> bool:
+    def send(batch: list[Statement], merge: list[coalesce.Candidate | None] | None = None,
+             wrappable: bool = True) -> bool:
         """Run *batch* and wait for it; True to go on."""
-        return finish() if start(batch, merge) else False
+        return finish() if start(batch, merge, wrappable) else False
 
     def account(applied: list[Statement], before: float, size: int, sent: bool = True) -> None:
         """Count, digest and report statements that ran (of a batch of *size* sent at
@@ -242,13 +271,23 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
                 if wrap:
                     run(b"ROLLBACK", lambda res: None)
                     run(b"SET autocommit=1", lambda res: None)
-                    return send(batch, merge=None)
+                    counters.restore()
+                    return send(batch, merge=None, wrappable=False)
                 account(batch[:ok], before, len(batch))
                 return send(batch[ok:], merge=None)
+        if error is not None and wrap and not is_disconnect(error) and \
+                error_code(error) not in coalesce.NOT_REPLAYED:
+            # Rolled back whole: again statement by statement, so that the statements before
+            # the failing one are kept and its error is the plain path's, as with the client.
+            run(b"ROLLBACK", lambda res: None)
+            run(b"SET autocommit=1", lambda res: None)
+            counters.restore()
+            return send(batch, merge=None, wrappable=False)
         if error is not None and wrap:
             if not is_disconnect(error):
                 run(b"ROLLBACK", lambda res: None)
                 run(b"SET autocommit=1", lambda res: None)
+                counters.restore()
             result.rolled_back_with += ok  # the batch's statements before the failure
             failed_at, ok = ok, 0
         else:
@@ -262,6 +301,8 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
         if on_progress is not None and last.path == top:
             on_progress(last.end_offset)
         if error is None:
+            if not transaction:
+                counters.clear()  # committed: the ids it drew are the plain path's
             return True
         failed = batch[failed_at]
         if result.stopped_at is None:
@@ -286,11 +327,10 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
             run(b"START TRANSACTION", lambda res: None)
         for stmt in statements:
             count += 1
-            if facts is not None:
-                facts.note(stmt.sql)
             if count <= resume:
-                if first_word(stmt.sql) in _SESSION and not _NOT_SESSION.match(stmt.sql):
+                if replay.note(stmt):  # sets up the session from constants (see .resume)
                     run(stmt.sql, lambda res: None)
+                    server.sent(stmt.sql)
                     if commits is not None:  # a re-run SET autocommit=0 rules out wrapping
                         commits.wrappable(stmt.sql)
                         commits.sent(stmt.sql)
@@ -307,8 +347,7 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
                     # the batch before runs on the server while this one was split
                     if not sent_before() or not start(sent, merge):
                         break
-                found = facts.candidate(stmt.sql) if facts is not None else None
-                prefixes.append(found or (None, False))
+                prefixes.append(finder.candidate(stmt.sql) if finder is not None else None)
                 group.append(stmt)
                 group_dml = dml  # a run of DML is batched apart, to commit once (GroupCommit)
                 size += len(stmt.sql) + 2
@@ -336,6 +375,7 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
                 run(b"COMMIT", lambda res: None)
             else:
                 run(b"ROLLBACK", lambda res: None)
+                counters.restore()  # the ids the rolled-back rows drew, as before the file
                 result.statements = 0
                 digest = _Digest()
     except BaseException as error:

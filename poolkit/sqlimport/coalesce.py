@@ -8,9 +8,8 @@ the same rows in one statement (MySQL's world dump: 0.20 s against 0.04 s). Insi
 are sent as one statement.
 
 The end state is the same as row after row only where a failed statement undoes itself, so a
-run is coalesced only when its table is transactional: declared ``ENGINE=InnoDB`` by a
-``CREATE TABLE`` earlier in the file (:class:`TableEngines`), or checked by the caller (a
-batch that :class:`.transaction.GroupCommit` wraps, a file that runs as one transaction). If a
+run is coalesced only when the server says its table is transactional with no trigger, and
+its AUTO_INCREMENT counter can be put back (:mod:`.facts`), asked when the batch is sent. If a
 coalesced statement fails, the server has undone all of its rows; the caller sends them again
 one by one, so the error names the exact row's ``file:line`` and the rows before it count as
 applied, as with the client. The last statement of a run is sent on its own, so that
@@ -25,7 +24,8 @@ import re
 import typing as t
 from dataclasses import dataclass
 
-from .statement import TABLE, first_word
+from .facts import NUMBERED, ServerFacts, Table, TableFacts, keeps_facts
+from .statement import TABLE, Statement
 
 #: Statements up to this size are candidates; bigger ones are extended INSERTs already.
 MERGE_MAX_BYTES = 16 * 1024
@@ -42,33 +42,12 @@ _LITERAL = (rb"(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[-+]?(?:\d+\.?\d*|\.\d+
 _VALUE = _LITERAL + rb"(?:" + _LITERAL + rb")*"
 _TUPLE = rb"\(\s*" + _VALUE + rb"(?:\s*,\s*" + _VALUE + rb")*\s*\)"
 _ROWS = re.compile(_TUPLE + rb"(?:\s*,\s*" + _TUPLE + rb")*\s*", re.I)
-_ENGINE = re.compile(rb"\bENGINE\s*=?\s*`?(\w+)", re.I)
-_CREATE = re.compile(rb"CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMPORARY\s+)?TABLE\s+"
-                     rb"(?:IF\s+NOT\s+EXISTS\s+)?" + TABLE + rb"\s*\(", re.I)
-# CREATE statements that leave tables as they were.
-_CREATE_OTHER = re.compile(rb"(?:\s|/\*M?!\d*)*CREATE\s+(?:OR\s+REPLACE\s+)?"
-                           rb"(?:ALGORITHM\s*=\s*\w+\s+)?(?:DEFINER\s*=\s*\S+\s+)?"
-                           rb"(?:SQL\s+SECURITY\s+\w+\s+)?(?:UNIQUE\s+)?"
-                           rb"(?:VIEW|TRIGGER|PROCEDURE|FUNCTION|EVENT|INDEX)\b", re.I)
-_STORAGE_ENGINE = re.compile(rb"storage_engine", re.I)
-_MODE_WORD = re.compile(rb"sql_mode", re.I)
-# An assignment to the session's sql_mode (not to @old_sql_mode, not a read of @@sql_mode).
-_MODE_SET = re.compile(rb"(?:@@(?:SESSION\.|LOCAL\.)?|(?<![\w@.$]))sql_mode\s*:?=\s*"
-                       rb"('[^']*'|\"[^\"]*\"|[^,;*]+)", re.I)
 _NULL = re.compile(rb"null", re.I)
-_EXEC_OPEN = re.compile(rb"^\s*/\*M?!\d*\s*")
-#: Statements that leave every table's engine as it was.
-_KEEPS_ENGINES = frozenset({b"INSERT", b"REPLACE", b"UPDATE", b"DELETE", b"SELECT", b"SET",
-                            b"COMMIT", b"LOCK", b"UNLOCK", b"START", b"BEGIN", b"SAVEPOINT",
-                            b"RELEASE", b"ROLLBACK", b"SHOW", b"DO", b"FLUSH", b"ANALYZE",
-                            b"TRUNCATE"})
-_TRANSACTIONAL = frozenset({b"INNODB"})
-
-Table = tuple[bytes | None, bytes]
 
 
-def _unquote(name: bytes) -> bytes:
-    return name[1:-1].replace(b"``", b"`").lower() if name[:1] == b"`" else name.lower()
+def _unquote(name: bytes) -> str:
+    text = name.decode("utf-8", "surrogateescape")
+    return text[1:-1].replace("``", "`") if text[:1] == "`" else text
 
 
 def _table(found: re.Match[bytes]) -> Table:
@@ -95,63 +74,33 @@ def merge(statements: t.Sequence[bytes], prefix: bytes) -> bytes:
     return prefix + b",".join(sql[cut:].rstrip() for sql in statements)
 
 
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An INSERT that may be coalesced with its neighbours of the same prefix."""
+
+    prefix: bytes
+    table: Table
+    #: Its rows hold a NULL: coalesced only under a strict sql_mode (see the module doc).
+    null: bool
+    #: No column list and no first value the server would number: with the table's
+    #: AUTO_INCREMENT column first, every id is written (a failure burns none).
+    explicit_first: bool = False
+
+
 class Coalescer:
-    """What the file has said so far that decides coalescing, read in file order.
+    """Finds candidates in file order; whether one is coalesced is decided when its batch is
+    sent, from the server (:mod:`.facts`): the table as the server resolves it, transactional,
+    no trigger; ``NULL`` rows only while the session's ``sql_mode``, read back from the
+    server, is strict (without ``STRICT_TRANS_TABLES``/``STRICT_ALL_TABLES`` a multi-row
+    INSERT stores a column's implicit default where a one-row INSERT fails on a NULL for a
+    NOT NULL column: the manual's "INSERT Statement")."""
 
-    Tables: ``CREATE TABLE t (…) ENGINE=InnoDB`` (or with no ``ENGINE`` while the default is
-    known to be InnoDB) makes *t* transactional; any statement that may change tables
-    (``DROP``, ``ALTER``, ``RENAME``, ``USE`` …) forgets everything; DML, ``SET``, ``COMMIT``,
-    locks and ``CREATE VIEW``/``TRIGGER``/``PROCEDURE``/… keep it (a ``SET`` of
-    ``default_storage_engine`` forgets the default).
-
-    ``sql_mode``: without ``STRICT_TRANS_TABLES``/``STRICT_ALL_TABLES`` a multi-row INSERT
-    stores a column's implicit default where a one-row INSERT fails on a NULL for a NOT NULL
-    column (the manual's "INSERT Statement"), so rows with ``NULL`` are coalesced only while
-    the mode is known to be strict (the session's at the start, or a quoted ``SET sql_mode``).
-    """
-
-    def __init__(self, default_engine: bytes | None = None, sql_mode: bytes | None = None
-                 ) -> None:
-        self.default = default_engine.upper() if default_engine else None
-        self.known: dict[Table, bool] = {}
-        self.strict = sql_mode is not None and _strict(sql_mode)
+    def __init__(self) -> None:
         #: The last candidate's (prefix, table): a dump's next row starts with the same bytes.
         self._last: tuple[bytes, Table] | None = None
 
-    def note(self, sql: bytes) -> None:
-        """Take *sql* into account (statements in file order, as read)."""
-        if self._last is not None and sql.startswith(self._last[0]):
-            return  # another row of the last INSERT's table: nothing changes
-        word = first_word(sql)
-        if word in _KEEPS_ENGINES:
-            if word == b"SET":
-                if _STORAGE_ENGINE.search(sql):
-                    self.default = None
-                if _MODE_WORD.search(sql):
-                    self._set_mode(sql)
-            return
-        found = _CREATE.match(_EXEC_OPEN.sub(b"", sql, count=1)) if word == b"CREATE" else None
-        if found is None:
-            if word != b"CREATE" or _CREATE_OTHER.match(sql) is None:
-                self.known.clear()
-            return
-        # Every ENGINE in the statement must say InnoDB (a column or a comment could say more).
-        engines = {m.group(1).upper() for m in _ENGINE.finditer(sql, found.end())}
-        self.known[_table(found)] = engines <= _TRANSACTIONAL if engines else \
-            self.default in _TRANSACTIONAL
-
-    def _set_mode(self, sql: bytes) -> None:
-        for assigned in _MODE_SET.finditer(sql):
-            value = assigned.group(1)
-            self.strict = value[:1] in (b"'", b'"') and _strict(value)
-
-    def transactional(self, table: Table) -> bool:
-        """Whether the file made *table* a transactional table (False when unknown)."""
-        return self.known.get(table, False)
-
-    def candidate(self, sql: bytes) -> tuple[bytes, bool] | None:
-        """(prefix, whether the file made its table transactional) of an INSERT that may be
-        coalesced with its neighbours of the same prefix, or None."""
+    def candidate(self, sql: bytes) -> Candidate | None:
+        """The candidate *sql* is, or None."""
         last = self._last
         if last is not None and sql.startswith(last[0]) and len(sql) <= MERGE_MAX_BYTES \
                 and _ROWS.fullmatch(sql, len(last[0])) is not None:
@@ -161,14 +110,10 @@ class Coalescer:
             if found is None:
                 return None
             prefix, table = self._last = found
-        if not self.strict and _NULL.search(sql, len(prefix)) is not None:
-            return None
-        return prefix, self.transactional(table)
-
-
-def _strict(mode: bytes) -> bool:
-    mode = mode.upper()
-    return b"STRICT_" in mode or b"TRADITIONAL" in mode
+        cut = len(prefix)
+        at = prefix.upper().rfind(b"VALUE")
+        explicit = b"(" not in prefix and NUMBERED.search(sql, at) is None
+        return Candidate(prefix, table, _NULL.search(sql, cut) is not None, explicit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,3 +142,48 @@ def pieces(batch: t.Sequence[bytes], prefixes: t.Sequence[bytes | None]) -> list
             out.extend(Piece(sql, 1) for sql in batch[i:j])
         i = j
     return out
+
+
+def settle_point(batch: t.Sequence[Statement], merge: t.Sequence[Candidate | None]) -> int:
+    """1 + the index of the last statement of *batch* that may change what the server says
+    about tables or the session (anything but DML) and has a run that may be coalesced after
+    it (three or more candidates of one prefix); 0: none. The statements up to there are
+    sent first, so that coalescing is decided on the server's state after them."""
+    run_after = False
+    index = len(batch) - 1
+    while index >= 0:
+        found = merge[index]
+        if found is not None:
+            start = index
+            while start > 0 and (prev := merge[start - 1]) is not None and \
+                    prev.prefix == found.prefix:
+                start -= 1
+            run_after = run_after or index - start >= 2
+            index = start - 1
+            continue
+        if run_after and not keeps_facts(batch[index].sql):
+            return index + 1
+        index -= 1
+    return 0
+
+
+def proven(facts: ServerFacts, merge: t.Sequence[Candidate | None]) -> list[bytes | None]:
+    """The prefixes of *merge* the server's answers prove safe to coalesce in a parallel
+    load: a transactional table without triggers; with an AUTO_INCREMENT column only when
+    the rows write every id (ids a failure burns could not be put back while other
+    connections insert); NULL rows only under a strict mode."""
+    chosen: list[bytes | None] = []
+    for found in merge:
+        table = facts.table(found.table) if found is not None else None
+        ok = (found is not None and table is not None and table.safe
+              and (not table.auto_increment or writes_ids(found, table))
+              and (not found.null or facts.session()[0]))
+        chosen.append(found.prefix if ok and found is not None else None)
+    return chosen
+
+
+def writes_ids(found: Candidate, table: TableFacts) -> bool:
+    """Whether every row of *found* gives the table's AUTO_INCREMENT column a value: then a
+    failed multi-row INSERT leaves the counter where row by row leaves it (the server moves
+    it to a written id whether or not the statement is rolled back)."""
+    return table.auto_first and found.explicit_first

@@ -28,13 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SqlFileError
+from .scan import code_spans
 
 SNIFF_SIZE = 64 * 1024
 _DIGITS = re.compile(r"(\d+)")
-# String literals of the sniffed chunk, dropped before looking for binary bytes (a dump's
-# BLOB literal may hold any byte); an unclosed literal runs to the end of the chunk.
-_LITERAL = re.compile(rb"'[^'\\]*(?:\\[\s\S][^'\\]*)*(?:'|$)"
-                      rb'|"[^"\\]*(?:\\[\s\S][^"\\]*)*(?:"|$)')
+_FINAL_CTRL_Z = re.compile(rb"\x1a[\s\x1a]*\Z")
 _CONTROL = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
 
 STDIN = Path("-")
@@ -159,33 +157,32 @@ def open_sql(path: Path) -> _Reader:
     return _Reader(path)
 
 
-def sniff(head: bytes) -> str | None:
-    """Why *head* (a file's first bytes) cannot be SQL text, or None if it may be."""
+def sniff(head: bytes, whole: bool = False) -> str | None:
+    """Why *head* (a file's first bytes; *whole*: all of them) cannot be SQL text, or None
+    if it may be. Only what the splitter sends as SQL text is checked: literals, backtick
+    names and comments may hold any byte (a dump's BLOBs, a latin1 comment), as in the
+    client; a final DOS end-of-file byte (Ctrl-Z) is accepted too."""
     for magic, why in _MAGIC:
         if head.startswith(magic):
             return f"is {why}"
-    # Literals may hold any bytes (BLOBs in dumps); the SQL around them must be text.
+    if whole:
+        head = _FINAL_CTRL_Z.sub(b"", head)
     decoder = codecs.getincrementaldecoder("utf-8")()
-    pos = 0
-    for literal in [*_LITERAL.finditer(head), None]:
-        stop = literal.start() if literal is not None else len(head)
-        gap = head[pos:stop]
+    for start, stop in code_spans(head):
+        gap = head[start:stop]
         bad = _CONTROL.search(gap)
         if bad is not None:
-            line = head.count(b"\n", 0, pos + bad.start()) + 1
+            line = head.count(b"\n", 0, start + bad.start()) + 1
             return (f"line {line}: is not SQL text: binary byte 0x{bad.group()[0]:02x} outside "
                     "any string literal (a binary file, or the wrong file?)")
         try:
             decoder.decode(gap, final=False)
         except UnicodeDecodeError as error:
-            line = head.count(b"\n", 0, pos + error.start) + 1
+            line = head.count(b"\n", 0, start + error.start) + 1
             return (f"line {line}: is not UTF-8 outside string literals (byte "
                     f"0x{gap[error.start]:02x}): save it as UTF-8 (e.g. iconv -f latin1 -t "
                     "utf-8)")
         decoder.reset()
-        if literal is None:
-            break
-        pos = literal.end()
     return None
 
 
@@ -213,7 +210,7 @@ def check_file(path: Path, name: str | None = None) -> SqlFile:
     if kind is not None and not head:
         raise SqlFileError(f"{path}: is empty once decompressed ({kind}): put SQL in it or "
                            "delete it")
-    problem = sniff(head)
+    problem = sniff(head, whole=len(head) < SNIFF_SIZE)
     if problem:
         where = problem.split(": ", 1)
         if where[0].startswith("line "):  # path:line: …

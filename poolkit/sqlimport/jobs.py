@@ -6,6 +6,7 @@ import collections
 import typing as t
 from dataclasses import dataclass, field
 
+from .coalesce import Candidate
 from .files import SqlFile
 from .outcome import StatementError
 from .plan import Step
@@ -24,9 +25,9 @@ class Job:
     steps: list[Step]
     log_at: int
     nbytes: int = 0
-    #: Per step: its INSERT prefix when it may be coalesced with its neighbours (its table is
-    #: InnoDB as the file created it), else None.
-    prefixes: list[bytes | None] = field(default_factory=list)
+    #: Per step: the INSERT it is when it may be coalesced with its neighbours (whether it
+    #: is, the server decides when the job is sent), else None.
+    prefixes: list[Candidate | None] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -55,9 +56,10 @@ class Unit:
         return self.closed and not self.jobs and not self.running and self.broken is None
 
     def resume_step(self) -> Step:
-        """Where a serial re-run picks this unit up: a barrier run at its first statement not
-        run, a table unit at its start (``DROP TABLE IF EXISTS``: it can run again)."""
-        if not self.alone:
+        """Where a serial re-run picks this unit up: a barrier run, or a data unit (its rows
+        run in order on one connection, and cannot run twice), at its first statement not
+        run; a table unit at its start (``DROP TABLE IF EXISTS``: it can run again)."""
+        if not self.alone and not self.first.data:
             return self.first
         if self.broken is not None:
             return self.broken

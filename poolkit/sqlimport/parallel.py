@@ -34,11 +34,13 @@ import typing as t
 from ..pool.drivers import error_code, is_disconnect
 from . import coalesce
 from .apply import BATCH_BYTES
+from .coalesce import settle_point
+from .facts import ServerFacts
 from .files import SqlFile
 from .jobs import Job, ParallelResult, Unit
 from .outcome import StatementError, locate
 from .plan import BARRIER, ROWS, SESSION, SKIP, Step, plan, session_state
-from .roundtrip import batchable
+from .roundtrip import batchable, drop
 from .roundtrip import runner as apply_runner
 from .split import CHUNK_SIZE, split_file
 from .statement import Statement
@@ -133,8 +135,8 @@ class Loader:
         self.states: list[tuple[tuple[str, str], ...]] = [()]
         self.cond = threading.Condition()
         self.lock = threading.Lock()  # for on_statement
-        #: Which tables the file created InnoDB, and sql_mode, in file order (see coalesce).
-        self.facts = coalesce.Coalescer()
+        #: INSERTs that may be coalesced (decided when sent, from the server: see _send).
+        self.finder = coalesce.Coalescer()
 
     def append_log(self, step: Step) -> None:
         """Add a session statement (callers hold no lock or :attr:`cond`)."""
@@ -200,7 +202,6 @@ class Loader:
         for step in plan(source):
             if self.failed:
                 break
-            self.facts.note(step.stmt.sql)
             if on_progress is not None and step.stmt.path == top:
                 on_progress(step.stmt.end_offset)
             if step.kind == SESSION:
@@ -233,8 +234,8 @@ class Loader:
                 job = Job(unit, kind, [], len(self.log))
             job.steps.append(step)
             job.nbytes += size
-            found = self.facts.candidate(step.stmt.sql) if self.batch_bytes else None
-            job.prefixes.append(found[0] if found is not None and found[1] else None)
+            job.prefixes.append(self.finder.candidate(step.stmt.sql) if self.batch_bytes
+                                else None)
         self._submit(job)
         with self.cond:
             for unit in self.units.values():
@@ -256,13 +257,29 @@ class Loader:
         return None
 
     def _join(self, deadline: float | None) -> bool:
+        """Wait for every worker (until *deadline*). Once the run is stopping, a worker still
+        waiting for its server :data:`STOP_SECONDS` later has its socket closed: a watchdog,
+        so that no wait for a reply is unbounded (its session ends, its locks with it)."""
+        stopping_since: float | None = None
         for worker in self.workers:
             assert worker.thread is not None
             while worker.thread.is_alive():
-                if deadline is not None and time.monotonic() > deadline:
+                now = time.monotonic()
+                if deadline is not None and now > deadline:
                     return False
+                if self.stopping and deadline is None:
+                    stopping_since = stopping_since or now
+                    if now - stopping_since > STOP_SECONDS:
+                        self._abandon()
+                        stopping_since = now
                 worker.thread.join(0.2)
         return True
+
+    def _abandon(self) -> None:
+        """Close the sockets of the workers still running (the watchdog of :meth:`_join`)."""
+        for worker in self.workers:
+            if worker.thread is not None and worker.thread.is_alive():
+                drop(worker.raw)
 
     def stop(self) -> None:
         """Stop every worker: no new jobs, ``KILL QUERY`` on each busy connection, then wait
@@ -411,7 +428,7 @@ class Loader:
         if not self._catch_up(worker, job.log_at):
             return False
         group: list[Step] = []
-        merge: list[bytes | None] = []
+        merge: list[coalesce.Candidate | None] = []
         size = 0
         for step, prefix in zip(job.steps, job.prefixes, strict=True):
             if step.kind == SKIP:
@@ -473,16 +490,23 @@ class Loader:
                 self._catch_up(worker, min(limit, len(self.log)), settling=True)
 
     def _send(self, worker: Worker, steps: list[Step], replay: bool = False,
-              settling: bool = False, merge: list[bytes | None] | None = None) -> bool:
+              settling: bool = False, merge: list[coalesce.Candidate | None] | None = None
+              ) -> bool:
         """Send *steps* in one round trip, INSERTs coalesced as *merge* allows; False (and
         the failure recorded) if one failed."""
         self.stopped_at[worker.number] = steps[0]
         if (self.failed or self.stopping) and not settling:
             return False
+        if merge is not None and len(steps) > 2 and any(merge):
+            cut = settle_point([step.stmt for step in steps], merge)
+            if cut:  # what the candidates depend on runs first: then the server is asked
+                if not self._send(worker, steps[:cut], replay, settling, merge[:cut]):
+                    return False
+                steps, merge = steps[cut:], merge[cut:]
         sqls = [step.stmt.sql for step in steps]
         counts = [1] * len(steps)
         if merge is not None and len(steps) > 2 and any(merge):
-            parts = coalesce.pieces(sqls, merge)
+            parts = coalesce.pieces(sqls, coalesce.proven(ServerFacts(worker.raw), merge))
             if len(parts) < len(steps):
                 sqls, counts = [p.sql for p in parts], [p.count for p in parts]
         done = [0]

@@ -53,6 +53,7 @@ import typing as t
 from dataclasses import dataclass
 
 from ..errors import SqlFileError
+from .facts import NUMBERED, reaches_only_its_table
 from .files import SNIFF_SIZE, SqlFile
 from .statement import Statement
 
@@ -94,6 +95,7 @@ _COMMIT = re.compile(r"COMMIT(?: WORK)?$", re.I)
 _TRANSACTION = re.compile(r"(?:START TRANSACTION|BEGIN|ROLLBACK|SAVEPOINT|RELEASE SAVEPOINT|"
                           r"CALL|XA|SET (?:GLOBAL |SESSION |LOCAL )?TRANSACTION)\b", re.I)
 _SELECT_INTO = re.compile(r"^(?:SELECT|WITH)\b", re.I)
+_AUTO_COLUMN = re.compile(rb"\bAUTO_INCREMENT\b(?!\s*=)", re.I)
 
 # SET's right-hand sides the log can replay: literals, variables, ON/OFF/DEFAULT.
 _VALUE = (r"(?:'(?:[^'\\]|\\.|'')*'|\"(?:[^\"\\]|\\.|\"\")*\"|[-+]?\d+(?:\.\d+)?|@@?[\w.$]+"
@@ -213,20 +215,67 @@ class Planner:
         self.unit_vars: set[str] = set()  # user variables the open unit assigned
         self.pending: list[tuple[Statement, int, list[tuple[str, str]]]] = []
         self.data = False
+        #: The unit's LOCK TABLES, until the row after it says whether rows spread.
+        self.held: Step | None = None
+        self.lock_skipped = False
+        #: The unit's connection holds the unit's LOCK TABLES (until its UNLOCK TABLES).
+        self.unit_locked = False
+        #: A row read the session or other tables under that lock: serial after the UNLOCK.
+        self.serial_after_unlock = False
+        #: Finds a row the server numbers (the unit's AUTO_INCREMENT column), or None.
+        self.numbered: re.Pattern[bytes] | None = None
         #: (the bytes up to VALUES of the last INSERT, its kind): the same prefix, the same kind
         self.fast: tuple[bytes, str] | None = None
 
     def feed(self, stmt: Statement) -> list[Step]:
-        """The steps decided by *stmt* (SETs inside a unit wait for the next statement)."""
+        """The steps decided by *stmt* (SETs inside a unit wait for the next statement, and
+        so does a unit's ``LOCK TABLES``: the first row after it decides whether rows spread)."""
         index = self.index
         self.index += 1
+        held, self.held = self.held, None
+        if held is None:
+            return self._feed(stmt, index)
+        lock = Step(held.stmt, held.index, SKIP, held.unit, held.table, data=held.data)
+        if self.fanout and self._spreadable(stmt):
+            self.lock_skipped = True
+        else:  # the rows stay on the unit's connection, under the file's own lock
+            self.fanout = False
+            self.unit_locked = True
+            lock = Step(held.stmt, held.index, ORDERED, held.unit, held.table, data=held.data)
+        return [lock, *self._feed(stmt, index)]
+
+    def finish(self) -> list[Step]:
+        """The steps still waiting at the end of the file."""
+        held, self.held = self.held, None
+        lock = [] if held is None else [held]
+        return [*self.flush(), *lock]
+
+    def _spreadable(self, stmt: Statement, head: bool = True) -> bool:
+        """Whether *stmt* is a row any connection may insert in any order: a plain INSERT
+        with every column given (no column list), literal values only (no function, variable
+        or subquery: nothing read from the session or another table), and no value the
+        server numbers (NULL, DEFAULT or 0 for the table's AUTO_INCREMENT column)."""
+        sql = stmt.sql
+        if not stmt.plain or sql[:6].upper() != b"INSERT":
+            return False
+        if head:
+            found = _INSERT.match(head_text(sql))
+            if not found or found.group(2):
+                return False
+        cut = sql.find(b"VALUES", 0, 1024)
+        if cut < 0 or b"(" in sql[:cut] or b"ON DUPLICATE KEY" in sql[-4096:].upper():
+            return False
+        if not reaches_only_its_table(sql):
+            return False
+        return self.numbered is None or self.numbered.search(sql, cut) is None
+
+    def _feed(self, stmt: Statement, index: int) -> list[Step]:
         fast = self.fast
         if fast is not None and not self.pending and stmt.plain and stmt.sql.startswith(fast[0]):
             # Another INSERT into the same table (a dump's row after row): labelled as the last.
             kind = fast[1]
-            if kind == ROWS and b"ON DUPLICATE KEY" in stmt.sql[-4096:].upper():
-                kind = ORDERED
-            return [Step(stmt, index, kind, self.unit, self.table, data=self.data)]
+            if kind != ROWS or self._spreadable(stmt, head=False):
+                return [Step(stmt, index, kind, self.unit, self.table, data=self.data)]
         self.fast = None
         text = head_text(stmt.sql)
         upper = text[:32].upper()
@@ -260,12 +309,14 @@ class Planner:
             return [*steps, self._open(stmt, index, unquote(dropped.group(1)))]
         if self.table is not None and self._belongs(text, stmt):
             steps = self.flush(member=_DEFINITION.match(text) is not None)
-            return [*steps, self._unit_step(stmt, index, text)]
+            return [*steps, *self._unit_step(stmt, index, text)]
         data = _DATA_START.match(text)
         if data and self.fk_off:
             steps = self.flush()
             return [*steps, self._open(stmt, index, unquote(next(g for g in data.groups() if g)),
                                        data=True)]
+        if text[:5].upper() == "LOCK ":  # a lock over several tables: the rest in file order
+            self.serial = True
         return [*self.flush(), self._barrier(stmt, index)]
 
     def flush(self, member: bool = False) -> list[Step]:
@@ -290,6 +341,7 @@ class Planner:
         self.dirty.clear()
         self.unit_vars.clear()
         self.data = data
+        self.unit_locked = head_text(stmt.sql, 16).upper().startswith("LOCK")
         return Step(stmt, index, ORDERED, self.unit, self.table, fence, data)
 
     def _close(self) -> None:
@@ -309,24 +361,45 @@ class Planner:
         found = _TRIGGER.match(text)
         return found is not None and self._is(found.group(2))
 
-    def _unit_step(self, stmt: Statement, index: int, text: str) -> Step:
+    def _unit_step(self, stmt: Statement, index: int, text: str) -> list[Step]:
         assert self.table is not None
         kind = ORDERED
         created = _CREATE_TABLE.match(text)
         if created:
-            self.fanout = _fanout_ok(stmt.sql)
+            self.fanout, self.numbered = _fanout_ok(stmt.sql)
         elif _TRIGGER.match(text) or _CREATE_VIEW.match(text):
             self.fanout = False  # rows after a trigger would fire it: keep them in order
-        elif self.fanout and (_LOCK.match(text) or _UNLOCK.match(text)):
+        elif self.fanout and _LOCK.match(text):
+            self.held = Step(stmt, index, ORDERED, self.unit, self.table, data=self.data)
+            return []
+        elif self.lock_skipped and _UNLOCK.match(text):
             kind = SKIP
-        elif self.fanout and not self.dirty:
-            found = _INSERT.match(text)
-            if found and found.group(1).upper() == "INSERT" and not found.group(2) and stmt.plain \
-                    and b"ON DUPLICATE KEY" not in stmt.sql[-4096:].upper():
+            self.lock_skipped = False
+        elif _UNLOCK.match(text):
+            self.unit_locked = False
+            self.serial = self.serial or self.serial_after_unlock
+        elif _LOCK.match(text):
+            self.unit_locked = True
+        elif _INSERT.match(text) and not reaches_only_its_table(stmt.sql):
+            # It reads the session (a user variable, LAST_INSERT_ID()) or other tables: as in
+            # file order, after everything before it, before everything after it. Under the
+            # unit's own LOCK TABLES (held by its connection) the section ends there first.
+            self.fanout = False
+            if not self.unit_locked:
+                return [*self.flush(), self._barrier(stmt, index)]
+            self.serial_after_unlock = True
+        elif self.fanout and _INSERT.match(text):
+            if not self._spreadable(stmt):
+                # Its identity or values come from the server or the session: this row and
+                # everything after it in file order, after the rows already spread.
+                self.fanout = False
+                self.serial = True
+                return [*self.flush(), self._barrier(stmt, index)]
+            if not self.dirty:
                 kind = ROWS
         if _INSERT.match(text):
             self._remember(stmt.sql, kind)
-        return Step(stmt, index, kind, self.unit, self.table, data=self.data)
+        return [Step(stmt, index, kind, self.unit, self.table, data=self.data)]
 
     def _remember(self, sql: bytes, kind: str) -> None:
         """Keep the INSERT's prefix when it is plain text: the next one may be labelled fast."""
@@ -363,11 +436,19 @@ class Planner:
         return Step(stmt, index, BARRIER, self.unit, fence=True)
 
 
-def _fanout_ok(create: bytes) -> bool:
-    """Rows may be spread when the table is InnoDB (the default) with a primary key."""
+def _fanout_ok(create: bytes) -> tuple[bool, re.Pattern[bytes] | None]:
+    """Rows may be spread when the table is InnoDB (the default) with a primary key, and an
+    AUTO_INCREMENT column, if any, is the first (rows numbered by the server are found by
+    their first value: see :meth:`Planner._spreadable`)."""
     text = create.upper()
     engine = re.search(rb"\bENGINE\s*=\s*(\w+)", text)
-    return b"PRIMARY KEY" in text and (engine is None or engine.group(1) == b"INNODB")
+    ok = b"PRIMARY KEY" in text and (engine is None or engine.group(1) == b"INNODB")
+    if not _AUTO_COLUMN.search(create):
+        return ok, None
+    first = re.match(rb"[^(]*\(\s*(`(?:[^`]|``)+`|\w+)[^,]*", create)
+    if first is None or b"AUTO_INCREMENT" not in first.group(0).upper():
+        return False, None
+    return ok, NUMBERED
 
 
 def plan(statements: t.Iterable[Statement]) -> t.Iterator[Step]:
@@ -375,7 +456,7 @@ def plan(statements: t.Iterable[Statement]) -> t.Iterator[Step]:
     planner = Planner()
     for stmt in statements:
         yield from planner.feed(stmt)
-    yield from planner.flush()
+    yield from planner.finish()
 
 
 def resolve_jobs(value: str, max_connections: int, cores: int | None = None) -> int:

@@ -8,6 +8,7 @@ server's bytes. Other drivers (mysqlclient) go through a DB-API cursor.
 from __future__ import annotations
 
 import contextlib
+import re
 import typing as t
 
 from ..pool import pymysql_compat
@@ -15,6 +16,10 @@ from .statement import Statement, first_word
 
 #: Statements sent alone: their results cannot be told apart from the next statement's.
 _ALONE = frozenset({b"CALL", b"EXECUTE", b"LOAD", b"DELIMITER"})
+
+# A statement that opens with a comment executed only from version 10.0.0 on (six digits):
+# on an older server it is an empty statement, which the server refuses inside a batch.
+_NEW_VERSION_COMMENT = re.compile(rb"\s*/\*M?!\d{6}")
 
 Runner = t.Callable[[bytes, t.Callable[[t.Any], None]], None]
 
@@ -89,6 +94,8 @@ def batchable(stmt: Statement, comments: bool) -> bool:
     if not stmt.plain or first_word(stmt.sql) in _ALONE:
         return False
     sql = stmt.sql
+    if _NEW_VERSION_COMMENT.match(sql):  # may be empty for this server: a 1064 in a batch
+        return False
     if b"/*" in sql and sql.rfind(b"/*") > sql.rfind(b"*/"):
         return False
     if comments:

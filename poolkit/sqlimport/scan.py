@@ -8,6 +8,7 @@ runs over at most :data:`WINDOW` bytes (one match over a 50 MB INSERT would take
 from __future__ import annotations
 
 import re
+import typing as t
 
 
 def statement_regex(delimiter: bytes) -> re.Pattern[bytes]:
@@ -57,7 +58,7 @@ def regex_for(delimiter: bytes) -> re.Pattern[bytes]:
     return rx
 
 
-def quoted_end(buf: bytearray, pos: int) -> int:
+def quoted_end(buf: bytes | bytearray, pos: int) -> int:
     """The index after the literal opened at *pos*, or -1 when it does not close in *buf*."""
     quote = buf[pos]
     if quote == 0x60:  # backticks have no escapes
@@ -73,3 +74,31 @@ def quoted_end(buf: bytearray, pos: int) -> int:
         if j == i:  # the end of buf, or a backslash as its last byte
             return -1
         i = j
+
+
+# Text that is code by the splitter's rules: anything but quotes and comment openers; a '-'
+# that does not open '-- '; a '/' that does not open '/*'; the opener of '/*!' and '/*M!'.
+_CODE = re.compile(rb"(?:[^'\"`#/-]+|-(?!-(?:[ \t\n\r\f\v]|$))|/(?!\*)|/\*(?=M?!))+")
+
+
+def code_spans(data: bytes) -> t.Iterator[tuple[int, int]]:
+    """(start, stop) of each run of *data* outside string literals, backtick names and
+    comments, by the splitter's rules (:func:`statement_regex`): what reaches the server as
+    SQL text. An unclosed literal or comment runs to the end of *data*."""
+    pos, n = 0, len(data)
+    while pos < n:
+        found = _CODE.match(data, pos)
+        if found is not None:
+            yield pos, found.end()
+            pos = found.end()
+            continue
+        c = data[pos]
+        if c in b"'\"`":
+            close = quoted_end(data, pos)
+            pos = close if close >= 0 else n
+        elif c == 0x2F:  # a plain '/* … */'
+            close = data.find(b"*/", pos + 2)
+            pos = close + 2 if close >= 0 else n
+        else:  # '#' or '-- ' to the end of the line
+            close = data.find(b"\n", pos)
+            pos = close if close >= 0 else n

@@ -95,6 +95,30 @@ def start_file(raw: t.Any, database: str, charset: str = DEFAULT_CHARSET) -> Non
     _execute(raw, f"SET NAMES {charset}")
 
 
+def end_file(raw: t.Any) -> None:
+    """End a file's session as the client's disconnect would: its open transaction rolled
+    back, its table locks released, autocommit back on (the next file starts clean)."""
+    with suppress(Exception):
+        _execute(raw, "ROLLBACK")
+        _execute(raw, "UNLOCK TABLES")
+        _execute(raw, "SET autocommit=1")
+
+
+@contextmanager
+def own_connection(settings: PoolSettings) -> t.Iterator[t.Any]:
+    """A connection of its own (not from the pool, not the file's session), autocommit on:
+    history is written there, so nothing a file does to its session (``LOCK TABLES``, an open
+    transaction, ``SET autocommit=0``, a broken session) can block, undo or commit it."""
+    driver = get_driver(settings.url.driver)
+    con = driver.connect(settings.driver_kwargs())
+    try:
+        con.autocommit(True)
+        yield con
+    finally:
+        with suppress(Exception):
+            con.close()
+
+
 def use_database(raw: t.Any, database: str) -> None:
     """Make *database* current again."""
     _execute(raw, f"USE {quote_ident(database)}")

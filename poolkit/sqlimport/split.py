@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SqlFileError
+from . import client
 from .files import open_sql
 from .scan import WINDOW, quoted_end, regex_for
 from .statement import Statement, get_arg, strip_comments
@@ -58,7 +59,7 @@ _QUOTES = frozenset(b"'\"`")
 _HARMLESS = frozenset(b"pW w#sh?nt")
 _COMMAND_NAMES = {
     ord("!"): "system", ord("T"): "tee", ord("P"): "pager", ord("e"): "edit",
-    ord("r"): "connect", ord("u"): "use", ord("C"): "charset", ord("R"): "prompt",
+    ord("r"): "connect", ord("C"): "charset", ord("R"): "prompt",
 }
 
 
@@ -203,15 +204,16 @@ class _Splitter:
                     bol = True
                 pos += 1
                 continue
-            if bol and c in b"dDsS":  # perhaps 'delimiter …' or 'source …' on its own line
-                head = bytes(buf[pos:pos + 10]).lower()
-                if len(head) < 10 and not self.eof and b"\n" not in head:
+            if bol and c in client.FIRST_BYTES:  # perhaps a client command ('quit', 'use x')
+                head = bytes(buf[pos:pos + client.LONGEST + 1])
+                if len(head) <= client.LONGEST and not self.eof and b"\n" not in head:
                     pos -= self._fill(pos, pos)
                     continue
             else:
                 head = b""
             # Only then is the whole line needed: a dump's INSERT line may be megabytes long.
-            if head.startswith((b"delimiter", b"source")):
+            if head and client.first_word(head.split(b"\n", 1)[0]).rstrip(b"\r") in \
+                    client.COMMANDS:
                 end = self._line_end(pos)
                 if end is None:
                     pos -= self._fill(pos, pos)
@@ -266,13 +268,20 @@ class _Splitter:
                         continue
                     pos = close + 2
                     continue
+            if c == 0x1A and not bytes(buf[pos:pos + 4096]).strip(_WS + b"\x1a"):
+                # a DOS end-of-file byte (Ctrl-Z) ending the file: the client sends nothing
+                if self.eof:
+                    return
+                pos -= self._fill(pos, pos)
+                continue
             result = yield from self._statement(pos, [])
             if result is None:
                 return
             pos, bol = result
 
     def _line_command(self, line: bytes, pos: int) -> t.Generator[Statement, None, bool]:
-        """``delimiter …`` / ``source …`` on a line of their own; True when handled."""
+        """A client command on a line opening a statement (:mod:`.client`); True when
+        handled (the line is not SQL)."""
         word = line.split(b" ", 1)[0].split(b"\t", 1)[0].lower()
         if word == b"delimiter":
             self._set_delimiter(line, pos)
@@ -280,7 +289,25 @@ class _Splitter:
         if word == b"source" and self.session.delimiter not in line:
             yield from self._source(line, pos)
             return True
-        return False
+        found = client.line_command(line, self.session.delimiter)
+        if found is None or found[0].action == "line":
+            return False
+        command = found[0]
+        if command.action == "quit":
+            self.session.quit = True
+        elif command.action == "use":
+            name = get_arg(line)
+            if name is None:
+                raise SqlFileError(f"{self._where(pos)}: USE must be followed by a database "
+                                   "name")
+            sql = b"USE `" + name.replace(b"`", b"``") + b"`"
+            line_no = self._line_of(pos)
+            yield Statement(sql, line_no, self.base + pos, self.base + pos + len(line),
+                            self.path, self.origin, True)
+        elif command.action == "refuse":
+            raise SqlFileError(f"{self._where(pos)}: the client command "
+                               f"{command.name.decode()!r} is not supported in SQL files")
+        return True
 
     def _set_delimiter(self, text: bytes, pos: int) -> None:
         arg = get_arg(text)
@@ -340,6 +367,8 @@ class _Splitter:
                     self._set_delimiter(text, start)
                 elif word == b"source":
                     yield from self._source(text, start)
+                elif word in client.COMMANDS and client.statement_command(text) is not None:
+                    pass  # 'status;', 'help;': the client prints, sends nothing
                 else:
                     yield self._emit(pieces, start, pos, line, offset, end)
                 return end, False
@@ -445,6 +474,9 @@ class _Splitter:
         if end is None:
             return None
         line = bytes(buf[pos:end]).rstrip(b"\r")
+        if cmd == ord("u"):  # \u db: the client switches databases at once
+            yield from self._line_command(b"use " + line[2:].lstrip(_WS), pos)
+            return "resume", end
         if cmd in _COMMAND_NAMES:
             raise SqlFileError(f"{self._where(pos)}: the client command \\{chr(cmd)} "
                                f"({_COMMAND_NAMES[cmd]}) is not supported in SQL files")

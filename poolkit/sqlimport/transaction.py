@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import typing as t
 
+from .facts import ServerFacts, Table, reaches_only_its_table
 from .files import SqlFile
 from .split import split_file
 from .statement import NAME, TABLE, first_word
@@ -36,48 +37,37 @@ def _unquote(name: bytes) -> str:
     return text[1:-1].replace("``", "`") if text.startswith("`") else text
 
 
-def transactional(raw: t.Any, file: SqlFile, database: str, *, comments: bool = False) -> bool:
-    """True when every statement of *file* is ``INSERT``/``REPLACE``/``UPDATE``/``DELETE``
-    (one table each) or ``SELECT`` and every table written is transactional (InnoDB …).
+def transactional(raw: t.Any, file: SqlFile, database: str, *, comments: bool = False,
+                  facts: ServerFacts | None = None) -> set[Table] | None:
+    """The tables *file* writes when it can run as one transaction, else None: every
+    statement is ``INSERT``/``REPLACE``/``UPDATE``/``DELETE`` (one table each) or ``SELECT``
+    with literal values only (:func:`.facts.reaches_only_its_table`), and the server says
+    every table written is transactional with no trigger and no sequence default.
 
     Nothing on the manual's list of statements that commit implicitly can pass; a file over
-    :data:`TRANSACTION_MAX_BYTES`, or standard input, is not scanned (False).
+    :data:`TRANSACTION_MAX_BYTES`, or standard input, is not scanned (None).
     """
     if file.is_stdin or file.size > TRANSACTION_MAX_BYTES:
-        return False
-    tables: set[tuple[str, str]] = set()
+        return None
+    tables: set[Table] = set()
     for stmt in split_file(file.path, comments=comments):
         if stmt.path != file.path:  # a sourced file: its content is not this file's checksum
-            return False
+            return None
         word = first_word(stmt.sql)
         if word == b"SELECT":
-            if re.search(rb"\bINTO\s+(?:OUTFILE|DUMPFILE)\b", stmt.sql, re.I):
-                return False
+            if re.search(rb"\bINTO\b", stmt.sql, re.I) or not reaches_only_its_table(stmt.sql):
+                return None
             continue
-        pattern = _TARGET.get(word)
-        found = pattern.match(stmt.sql.lstrip()) if pattern is not None else None
-        if found is None:
-            return False
-        if found.group(2) is None:
-            tables.add((database, _unquote(found.group(1))))
-        else:
-            tables.add((_unquote(found.group(1)), _unquote(found.group(2))))
+        found = target(stmt.sql)
+        if found is None or not reaches_only_its_table(stmt.sql):
+            return None
+        tables.add((found[0] or database, found[1]))
     if not tables:
-        return False
-    cursor = raw.cursor()
-    try:
-        for schema, name in tables:
-            cursor.execute("SELECT 1 FROM information_schema.TABLES T JOIN "
-                           "information_schema.ENGINES E ON E.ENGINE = T.ENGINE "
-                           "WHERE E.TRANSACTIONS = 'YES' AND T.TABLE_SCHEMA = %s "
-                           "AND T.TABLE_NAME = %s", (schema, name))
-            if not cursor.fetchall():
-                return False
-    finally:
-        cursor.close()
-    return True
-
-
+        return None
+    facts = facts or ServerFacts(raw)
+    if not all(facts.table(table).safe for table in tables):
+        return None
+    return tables
 
 
 _DML = frozenset(_TARGET)
@@ -101,16 +91,18 @@ class GroupCommit:
     statement (with ``innodb_flush_log_at_trx_commit=1``, one log flush each).
 
     A batch qualifies when every statement is ``INSERT``/``REPLACE``/``UPDATE``/``DELETE`` of
-    one table with a transactional engine, and the file is not managing transactions or
-    locks itself (``START TRANSACTION``, ``BEGIN``, ``XA``, ``SAVEPOINT``, ``LOCK TABLES``,
-    ``SET autocommit`` switch this off: for the rest of the file, or until ``UNLOCK TABLES``).
-    The end state equals running each statement on its own; if one fails, the batch is rolled
-    back whole, so the statements before it in that batch count as not applied.
+    one table with literal values only, the server says each table is transactional with no
+    trigger (:class:`.facts.ServerFacts`, asked when the batch is sent), and the file is not
+    managing transactions or locks itself (``START TRANSACTION``, ``BEGIN``, ``XA``,
+    ``SAVEPOINT``, ``LOCK TABLES``, ``SET autocommit`` switch this off: for the rest of the
+    file, or until ``UNLOCK TABLES``). If one statement fails, the batch is rolled back whole
+    (its AUTO_INCREMENT counters put back, :class:`.facts.Counters`), so the statements
+    before it in that batch count as not applied: the end state is the plain path's.
     """
 
-    def __init__(self, raw: t.Any) -> None:
+    def __init__(self, raw: t.Any, facts: ServerFacts | None = None) -> None:
         self.raw = raw
-        self.engines: dict[tuple[str | None, str], bool] = {}
+        self.facts = facts or ServerFacts(raw)
         self.locked = False
         self.manual = False
         # The same two flags, but as of the last statement read (batches are formed ahead of
@@ -129,7 +121,7 @@ class GroupCommit:
         word = first_word(stmt_sql)
         if word in _DML:
             return not (self._reading_locked or self._reading_manual) and \
-                target(stmt_sql) is not None
+                target(stmt_sql) is not None and reaches_only_its_table(stmt_sql)
         if word == b"LOCK":
             self._reading_locked = True
         elif word == b"UNLOCK":
@@ -143,7 +135,6 @@ class GroupCommit:
         word = first_word(stmt_sql)
         if word in _DML:
             return
-        self.engines.clear()  # DDL, USE …: tables and the current database may have changed
         if word == b"LOCK":
             self.locked = True
         elif word == b"UNLOCK":
@@ -151,27 +142,18 @@ class GroupCommit:
         elif word in (b"START", b"BEGIN", b"XA", b"SAVEPOINT") or _AUTOCOMMIT.match(stmt_sql):
             self.manual = True
 
+    def targets(self, batch: t.Sequence[bytes]) -> list[Table] | None:
+        """The tables these statements write, or None when one is not one-table DML."""
+        found = [target(sql) for sql in batch]
+        return None if any(f is None for f in found) else [f for f in found if f is not None]
+
     def allowed(self, batch: t.Sequence[bytes]) -> bool:
         """Whether these statements (about to be sent together) may share one transaction."""
         if self.locked or self.manual or len(batch) < 2:
             return False
-        targets = [target(sql) for sql in batch]
-        if any(found is None for found in targets):
+        tables = self.targets(batch)
+        if tables is None or not all(reaches_only_its_table(sql) for sql in batch):
             return False
-        unknown = {found for found in targets if found is not None and found not in self.engines}
-        if unknown:
-            self._look_up(unknown)
-        return all(self.engines.get(found, False) for found in targets if found is not None)
-
-    def _look_up(self, tables: set[tuple[str | None, str]]) -> None:
-        cursor = self.raw.cursor()
-        try:
-            for schema, name in tables:
-                cursor.execute("SELECT E.TRANSACTIONS FROM information_schema.TABLES T JOIN "
-                               "information_schema.ENGINES E ON E.ENGINE = T.ENGINE WHERE "
-                               "T.TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND T.TABLE_NAME = %s",
-                               (schema, name))
-                row = cursor.fetchone()
-                self.engines[(schema, name)] = bool(row and row[0] == "YES")
-        finally:
-            cursor.close()
+        if not all(self.facts.table(table).safe for table in set(tables)):
+            return False
+        return not self.facts.session()[1]

@@ -1,0 +1,1 @@
+"""The differential tests of flask initdb against the mariadb client."""
