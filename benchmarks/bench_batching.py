@@ -34,7 +34,7 @@ from flask import Flask  # noqa: E402
 
 from poolkit import Poolkit  # noqa: E402
 from poolkit.commands.initdb import initdb_command  # noqa: E402
-from poolkit.testing.plugin import admin_connect  # noqa: E402
+from poolkit.testing import admin_connect  # noqa: E402
 from poolkit.url import parse_url  # noqa: E402
 
 DATABASE = "poolkit_bench_world"

@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from poolkit.testing.plugin import admin_connect  # noqa: E402
+from poolkit.testing import admin_connect  # noqa: E402
 from poolkit.url import DatabaseURL, parse_url  # noqa: E402
 
 # The corpus lives in /work/shared beside the repository (or beside its worktrees).

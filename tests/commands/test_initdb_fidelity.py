@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import typing as t
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from click.testing import Result
@@ -360,7 +361,8 @@ def test_dry_run_counts_what_a_run_would_apply(env: Env) -> None:
 def test_the_create_database_hint_only_for_an_unknown_database(env: Env) -> None:
     base = parse_url(env.url)
     env.write("1.sql", b"SELECT 1;\n")
-    for url, hinted in ((f"mysql://root:@{base.host}:{base.port}/{base.database}_nope", True),
+    login = f"{base.user}:{quote(base.password or '', safe='')}"  # the session's own account
+    for url, hinted in ((f"mysql://{login}@{base.host}:{base.port}/{base.database}_nope", True),
                         (f"mysql://nobody:wrong@{base.host}:{base.port}/{base.database}", False),
                         ("mysql://root:@127.0.0.1:9/refused", False)):
         made = Env(url, env.folder)
