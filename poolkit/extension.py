@@ -163,15 +163,25 @@ class _StreamedBody:
         self._body = body
         self._bind = bind
         self._conn = conn
+        self._closed = False
 
     def __iter__(self) -> _StreamedBody:
         return self
 
     def __next__(self) -> t.Any:
-        return next(self._body)
+        try:
+            return next(self._body)
+        except BaseException:
+            # The body ended (or failed): give the connection back now, not only when the
+            # server calls close() (a test client that read .data never does).
+            self.close()
+            raise
 
     def close(self) -> None:
-        """The WSGI server calls this when the body ended or the client went away."""
+        """Called when the body ended, and by the WSGI server when it or the client is done."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             close = getattr(self._body, "close", None)
             if close is not None:

@@ -61,6 +61,9 @@ Params = t.Sequence[t.Any] | t.Mapping[str, t.Any] | None
 
 _savepoints = itertools.count(1)
 
+_INSIDE_BLOCK = ("db.{call}() inside db.transaction() would end the block's transaction half way: "
+                 "the block commits when it ends and rolls back when it raises")
+
 
 class Connection:
     """A pooled connection, checked out lazily and returned by :meth:`close`."""
@@ -170,21 +173,25 @@ class Connection:
         return BorrowedCursor(cursor, con, self)
 
     def commit(self) -> None:
-        """Commit the current transaction."""
+        """Commit the current transaction (not inside :meth:`transaction`: its end commits)."""
         self.wrote = True  # issue 14
         with self._lock:
             con = self._acquire()
             if self._doomed is not None and self._depth:
                 raise self._doomed  # the server already rolled the transaction back
+            if self._depth:
+                raise TransactionError(_INSIDE_BLOCK.format(call="commit"))
             self._ran = True
             con.raw.commit()  # the driver's: DBUtils' would reopen on a failure
             con.in_transaction = False
             self._dirty = False
 
     def rollback(self) -> None:
-        """Roll back the current transaction."""
+        """Roll back the current transaction (inside :meth:`transaction`, raise instead)."""
         with self._lock:
             con = self._acquire()
+            if self._depth:
+                raise TransactionError(_INSIDE_BLOCK.format(call="rollback"))
             self._ran = True
             try:
                 con.raw.rollback()

@@ -15,7 +15,7 @@ from conftest import scratch_table, server_count
 from flask import Flask
 
 from poolkit import Pool, db
-from poolkit.errors import PoolkitError
+from poolkit.errors import PoolkitError, TransactionError
 
 
 @pytest.fixture
@@ -212,3 +212,19 @@ def test_lock_wait_timeout_that_rolled_back_commits_nothing(
     assert [e.args[0] for e in caught] == [1205]
     assert outer.value.args[0] == 1205
     assert server.execute("SELECT COUNT(*) FROM app.t") == [(0,)]
+
+
+@pytest.mark.parametrize("call", ["commit", "rollback"])
+def test_commit_or_rollback_inside_a_block_raises_and_the_block_keeps_nothing(
+        make_pool: t.Callable[..., Pool], admin: t.Any, table: str, call: str) -> None:
+    # A commit() half way through a block would keep its first half when the rest fails.
+    pool = make_pool(POOLKIT_MAX_CONNECTIONS=1)
+    with pool.connection() as conn:
+        with pytest.raises(TransactionError, match=rf"db.{call}\(\) inside db.transaction"), \
+                conn.transaction():
+            conn.execute(f"INSERT INTO {table} (v) VALUES (1)")
+            getattr(conn, call)()
+        conn.execute(f"INSERT INTO {table} (v) VALUES (2)")
+        conn.commit()  # outside a block it is the plain DB-API call
+    assert server_count(admin, f"SELECT COUNT(*) FROM {table} WHERE v = 1") == 0
+    assert server_count(admin, f"SELECT COUNT(*) FROM {table} WHERE v = 2") == 1

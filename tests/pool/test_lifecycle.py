@@ -142,3 +142,25 @@ def test_counts_add_up_during_a_slow_connect(make_pool: t.Callable[..., Pool],
         pool.close()
     assert len(seen) > 10 and all(seen) and opening, (seen.count(False), opening)
     assert after["connections_opened"] - after["connections_closed"] == after["size"] == 1
+
+
+def test_a_streamed_body_read_to_its_end_returns_its_connection(
+        make_app: t.Callable[..., Flask]) -> None:
+    # Flask's test client reads .data without closing the response: the connection must go
+    # back when the body ends, not only at close().
+    app = make_app(POOLKIT_MAX_CONNECTIONS=1, POOLKIT_TIMEOUT=0.5)
+
+    @app.get("/stream")
+    def stream() -> Response:
+        def body() -> t.Iterator[str]:
+            yield f"{db.scalar('SELECT 1')}\n"
+        return Response(stream_with_db(body()))
+
+    @app.get("/after")
+    def after() -> str:
+        return str(db.scalar("SELECT 2"))
+
+    client = app.test_client()
+    assert client.get("/stream").data == b"1\n"
+    assert client.get("/after").data == b"2"
+    assert app.extensions["poolkit"].pool().stats()["in_use"] == 0
