@@ -41,8 +41,10 @@ from ..stats import PoolStats
 from .creator import Creator
 from .dbutils_compat import SteadyConnection
 from .drivers import DISCARD, KEEP, REOPEN, RESET, ROLLBACK, UNREAD, Driver, is_retry_safe
+from .holders import describe_budget, describe_holders
 from .hosts import HostSelector
 from .observer import Observer, failed
+from .pymysql_compat import finish_pending, send_rollback
 
 logger = logging.getLogger("poolkit")
 
@@ -97,6 +99,9 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         self._max = settings.max_connections
         self._max_idle = settings.max_cached
         self._max_usage = settings.max_usage
+        # The read snapshot's ROLLBACK is written at return and its answer read at the next
+        # checkout (PyMySQL only; mysqlclient has no way to split a command from its answer).
+        self.pipeline_rollback = driver.name == "pymysql"
         self._creator_fn = Creator(self)
         super().__init__(
             self._creator_fn, mincached=0, maxcached=settings.max_cached, maxshared=0,
@@ -179,6 +184,8 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
                     self.stats.checkouts += 1
         if con is None:
             return self._checkout_slow()
+        if con.poolkit_pending:
+            con = self._finish_pending(con)
         con.poolkit_since = now
         observer = self.observer
         if observer is not None:
@@ -255,7 +262,8 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
                 stats.wait_time_total += waited
                 if waited > stats.wait_time_max:
                     stats.wait_time_max = waited
-            if con is not None and con.ping_check() is False:
+            if con is not None and ((con.poolkit_pending and not self._read_pending(con))
+                                    or con.ping_check() is False):
                 # Dead, and DBUtils could not reopen it: close it and open one in its slot.
                 with self._mutex:
                     self._lent.discard(con)
@@ -279,6 +287,35 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         if signals.connection_checked_out.receivers:
             self._send_checked_out(con, waited)
         return con
+
+    @staticmethod
+    def _read_pending(con: SteadyConnection) -> bool:
+        """Read the pipelined ROLLBACK's answer; False if the connection failed it."""
+        con.poolkit_pending = False
+        try:
+            finish_pending(con.raw)
+        except Exception:  # closed, killed, timed out: replaced, never the borrower's error
+            return False
+        return True
+
+    def _finish_pending(self, con: SteadyConnection) -> SteadyConnection:
+        """The fast path's :meth:`_read_pending`: a connection that fails it is replaced."""
+        try:
+            ok = self._read_pending(con)
+        except BaseException:  # interrupted mid-read: the protocol state is unknown
+            self._give_up(con, False)
+            raise
+        if ok:
+            return con
+        with self._mutex:
+            self._lent.discard(con)
+            self._opening += 1
+        self._close_con(con, "broken")
+        try:
+            return self.steady_connection()  # now lent (see _raw_stored)
+        except BaseException:
+            self._give_up(None, True)
+            raise
 
     def _give_up(self, con: SteadyConnection | None, must_open: bool) -> None:
         """A checkout failed or was interrupted: release its slot or connection."""
@@ -365,9 +402,16 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
 
     def _timeout_message(self, waited: float) -> str:
         g = self.gauges()
+        with self._mutex:
+            lent = list(self._lent)
+        server_max = next((getattr(con.raw, "poolkit_server_max", None) for con in lent
+                           if con.raw is not None), None)
+        holders = describe_holders(lent)
         return (f"pool {self.settings.name!r} ({self.settings.url.masked()}): no connection "
                 f"free after {waited:.1f} s (size {g['size']}, in use {g['in_use']}, idle "
-                f"{g['idle']}, waiting {g['waiting']}, max {g['max_connections']}); raise "
+                f"{g['idle']}, waiting {g['waiting']}, max {g['max_connections']})"
+                + (f"; {holders}" if holders else "")
+                + f"; {describe_budget(self.owner, server_max)}. Raise "
                 "POOLKIT_MAX_CONNECTIONS, return connections sooner, or find leaks with "
                 "POOLKIT_LEAK_THRESHOLD")
 
@@ -453,7 +497,11 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
             return _DISCARD_REASONS[action]
         try:
             if action == ROLLBACK:
-                raw.rollback()
+                if self.pipeline_rollback:
+                    send_rollback(raw)  # its answer is read at the next checkout
+                    con.poolkit_pending = True
+                else:
+                    raw.rollback()
             else:
                 self.driver.reset(raw)
         except Exception:

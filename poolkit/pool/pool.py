@@ -20,13 +20,14 @@ from ..config import PoolSettings
 from .connection import Connection
 from .drivers import Driver, get_driver
 from .engine import PooledEngine
+from .holders import POOLS
 from .hosts import HostSelector
 from .observer import Observer, combine, without
 
 logger = logging.getLogger("poolkit")
 _HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
-_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+_pools: weakref.WeakSet[Pool] = POOLS
 _observers_lock = threading.Lock()  # add_observer / remove_observer: read, combine, write
 
 

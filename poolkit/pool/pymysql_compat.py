@@ -186,6 +186,26 @@ def return_action(raw: t.Any) -> int:
     return KEEP
 
 
+def send_rollback(raw: t.Any) -> None:
+    """Write ``ROLLBACK`` without waiting for its answer (:func:`finish_pending` reads it).
+
+    The return then costs a packet write instead of a round trip: the server rolls back while
+    the connection waits in the pool, and the next checkout reads the answer (by then usually
+    in the socket buffer) before anything else is sent. ``_execute_command`` is what
+    ``rollback()`` calls (private: breaks if renamed; it sets ``_next_seq_id`` to 1).
+    """
+    raw._execute_command(COM_QUERY, b"ROLLBACK")
+
+
+def finish_pending(raw: t.Any) -> None:
+    """Read the answer of a pipelined ``ROLLBACK``; raises if the connection cannot be used.
+
+    The pool calls this at checkout, before the ping or the borrower's first statement: an
+    error here means the connection is closed and replaced, never the borrower's failure.
+    """
+    raw._read_ok_packet()  # private: raises the server's error packet, checks the sequence
+
+
 def restore_statements(raw: t.Any, session: t.Sequence[str]) -> tuple[bytes, ...]:
     """The SQL that makes a reset session equal a fresh one: what PyMySQL's connect() ran,
     session tracking, then the pool's own session SQL."""
@@ -268,6 +288,7 @@ def tracked_connection_class(is_disconnect: t.Callable[[BaseException], bool]) -
         poolkit_on_read_only: t.Callable[[t.Any, BaseException], None] | None = None
         poolkit_last_used = 0.0
         poolkit_wait_timeout = 0.0
+        poolkit_server_max: int | None = None  # the server's max_connections, read at connect
         poolkit_changed = 0  # server status bits OR-ed over the borrow
         poolkit_untracked = SERVER_SESSION_STATE_CHANGED  # its start: 0 where the server tracks
         poolkit_reset_mode = REOPEN  # what a changed session needs: RESET where supported
@@ -413,7 +434,7 @@ def prepare_session(raw: t.Any, session: t.Sequence[str]) -> None:
     # A reset keeps the current database: a pool without one could not undo a USE.
     can_reset = reset_supported(raw.server_version) and bool(raw.db)
     with raw.cursor() as cursor:
-        raw.poolkit_role = _role_statement(cursor, raw.server_version)
+        raw.poolkit_role, raw.poolkit_server_max = _role_and_limit(cursor, raw.server_version)
         if tracks:  # last: the session's last result is an OK packet, as before
             cursor.execute("SET SESSION session_track_state_change=ON")
     if can_reset:
@@ -427,16 +448,20 @@ def prepare_session(raw: t.Any, session: t.Sequence[str]) -> None:
     raw.poolkit_untracked = raw.poolkit_changed = 0 if tracks else SERVER_SESSION_STATE_CHANGED
 
 
-def _role_statement(cursor: t.Any, server_version: str) -> str | None:
-    """The SQL that gives a reset session the role a fresh one has (None: no roles)."""
-    if "mariadb" not in server_version.lower():
-        return "SET ROLE DEFAULT" if _version(server_version) >= (8, 0, 0) else None
-    cursor.execute("SELECT CURRENT_ROLE()")
+def _role_and_limit(cursor: t.Any, server_version: str) -> tuple[str | None, int | None]:
+    """The SQL that gives a reset session the role a fresh one has (None: no roles), and the
+    server's ``max_connections`` (for PoolTimeout's message), in one round trip."""
+    mariadb = "mariadb" in server_version.lower()
+    cursor.execute("SELECT @@GLOBAL.max_connections, CURRENT_ROLE()" if mariadb
+                   else "SELECT @@GLOBAL.max_connections")
     row = cursor.fetchone()
-    role = row[0] if row else None
+    limit = int(row[0]) if row and row[0] is not None else None
+    if not mariadb:
+        return ("SET ROLE DEFAULT" if _version(server_version) >= (8, 0, 0) else None), limit
+    role = row[1] if row else None
     if role is None:
-        return "SET ROLE NONE"
-    return "SET ROLE `" + str(role).replace("`", "``") + "`"
+        return "SET ROLE NONE", limit
+    return "SET ROLE `" + str(role).replace("`", "``") + "`", limit
 
 
 def _version(server_version: str) -> tuple[int, ...]:
