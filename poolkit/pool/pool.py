@@ -20,7 +20,7 @@ from ..config import PoolSettings
 from .connection import Connection
 from .drivers import Driver, get_driver
 from .engine import PooledEngine
-from .holders import POOLS
+from .holders import POOLS, record_holder
 from .hosts import HostSelector
 from .observer import Observer, combine, without
 
@@ -125,7 +125,8 @@ class Pool:
         Without ``with``, call ``conn.close()`` to give it back.
         """
         conn = Connection(self)
-        conn._con = self._checkout()
+        con = conn._con = self._checkout()
+        record_holder(con, conn._where, None)
         return conn
 
     checkout = connection  # the name for code that closes the connection itself
