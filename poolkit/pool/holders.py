@@ -57,7 +57,8 @@ def describe_budget(pool: t.Any, server_max: int | None,
     url = pool.settings.url
     server = (url.host, url.port)
     candidates = list(POOLS) if pools is None else pools
-    same = [p for p in candidates if (p.settings.url.host, p.settings.url.port) == server]
+    same = [p for p in candidates if not p.closed
+            and (p.settings.url.host, p.settings.url.port) == server]
     if pool not in same:
         same.append(pool)
     total = sum(p.settings.max_connections for p in same)

@@ -165,6 +165,11 @@ class Pool:
             values.update(engine.hosts.counters)
         return values
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._stop.is_set()
+
     def close(self) -> None:
         """Close idle connections; connections in use close when they come back."""
         self._stop.set()

@@ -11,8 +11,9 @@ import threading
 import time
 import typing as t
 
-from poolkit.pool.pymysql_compat import shutdown_socket
 from conftest import scratch_table, server_count
+
+from poolkit.pool.pymysql_compat import shutdown_socket
 
 
 def _idle_raw(pool: t.Any) -> t.Any:
