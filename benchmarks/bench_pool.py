@@ -198,6 +198,28 @@ class PoolkitScalarBorrow(PoolkitBorrow):
         return run
 
 
+class PoolkitAlwaysReset(PoolkitBorrow):
+    """POOLKIT_RESET="always": no skip decision, a full reset at every return (what a pool
+    that cannot prove a session clean must pay)."""
+
+    name = "poolkit: borrow each, reset always"
+
+    def __init__(self, url: DatabaseURL, full_url: str, threads: int, conns: int) -> None:
+        super().__init__(url, full_url, threads, conns, POOLKIT_RESET="always")
+
+
+class PoolkitPrometheus(PoolkitBorrow):
+    """POOLKIT_METRICS = "prometheus": one histogram observation per checkout and per return,
+    from the pool's observer (benchmarks/bench_metrics.py measures the parts)."""
+
+    name = "poolkit + prometheus metrics"
+
+    def setup(self) -> None:
+        from poolkit.metrics import prometheus
+
+        prometheus.instrument([self.pool])
+
+
 class PoolkitAwaitedRollback(PoolkitBorrow):
     """The read snapshot's ROLLBACK sent and its answer read inside the return."""
 
@@ -394,7 +416,7 @@ def measure(kinds: t.Sequence[type[Contender]], url: DatabaseURL, full_url: str,
 
 LAYERS: list[type[Contender]] = [
     Dedicated, TrackedDriver, BorrowedRawLayer, HandleCursor, HandleScalar, PoolkitBorrow,
-    PoolkitScalarBorrow, PooledDBBorrow, QueuePoolBorrow, LifoBorrow,
+    PoolkitScalarBorrow, PoolkitAlwaysReset, PoolkitPrometheus, PooledDBBorrow, QueuePoolBorrow, LifoBorrow,
     BorrowOnly, PooledDBOnly, QueuePoolOnly, LifoOnly]
 SHARED: list[type[Contender]] = [
     Dedicated, PoolkitBorrow, PoolkitScalarBorrow, PooledDBBorrow, QueuePoolBorrow, LifoBorrow]
