@@ -416,7 +416,8 @@ def measure(kinds: t.Sequence[type[Contender]], url: DatabaseURL, full_url: str,
 
 LAYERS: list[type[Contender]] = [
     Dedicated, TrackedDriver, BorrowedRawLayer, HandleCursor, HandleScalar, PoolkitBorrow,
-    PoolkitScalarBorrow, PoolkitAlwaysReset, PoolkitPrometheus, PooledDBBorrow, QueuePoolBorrow, LifoBorrow,
+    PoolkitScalarBorrow, PoolkitAlwaysReset, PoolkitPrometheus, PooledDBBorrow, QueuePoolBorrow,
+    LifoBorrow,
     BorrowOnly, PooledDBOnly, QueuePoolOnly, LifoOnly]
 SHARED: list[type[Contender]] = [
     Dedicated, PoolkitBorrow, PoolkitScalarBorrow, PooledDBBorrow, QueuePoolBorrow, LifoBorrow]
