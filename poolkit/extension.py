@@ -16,7 +16,16 @@ from pathlib import Path
 
 import click
 import werkzeug.local
-from flask import Flask, appcontext_pushed, current_app, g, has_app_context, stream_with_context
+from flask import (
+    Flask,
+    appcontext_pushed,
+    current_app,
+    g,
+    has_app_context,
+    has_request_context,
+    request,
+    stream_with_context,
+)
 from flask.cli import NoAppException, ScriptInfo
 from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.local import LocalProxy
@@ -125,11 +134,23 @@ def _new_connection(connections: dict[str, Connection], bind: str, pool: Pool) -
     if current is not None and not _spent(current):
         return current
     fresh = Connection(pool, binder=_context_connection)
+    fresh.label = _holder_label()
     if current is None:  # another thread sharing this context may have been first
         return connections.setdefault(bind, fresh)
     carry_write(current)  # "this request wrote" outlives the handle (read-your-writes)
     connections[bind] = fresh
     return fresh
+
+
+def _holder_label() -> str | None:
+    """'view 'index'' or 'command 'flask cleanup'': named by PoolTimeout's message."""
+    if has_request_context():
+        endpoint = request.endpoint
+        return f"view {endpoint!r}" if endpoint else f"request {request.path!r}"
+    command = click.get_current_context(silent=True)
+    if command is not None:
+        return f"command {command.command_path!r}"
+    return None
 
 
 def _close_pools(pools: list[Pool]) -> None:

@@ -17,8 +17,8 @@ answer in the server's place, so an authentication method that would hand it the
 server's request: PyMySQL calls the handlers of ``auth_plugin_map`` before its own clear-text
 code, and :data:`CLEAR_TEXT_PLUGINS` maps each to a handler that refuses. The SHA-2 methods
 without TLS may not fetch the RSA key from the server (as MySQL's client without
-``--get-server-public-key``): see :mod:`poolkit.pool._pymysql_handshake`. A Unix socket counts as
-proven: only who can write its folder can put a server there.
+``--get-server-public-key``): see :mod:`poolkit.pool.pymysql_compat.handshake`. A Unix socket
+counts as proven: only who can write its folder can put a server there.
 
 mysqlclient (libmariadb) takes no handlers; it gets the same refusal from an option file of
 ours naming the methods it may use (``restricted-auth``, Connector/C >= 3.3), which holds no
@@ -143,7 +143,7 @@ def _sha2_error(connection: t.Any, why: str) -> BaseException:
 def _guards() -> dict[str, type[t.Any]]:
     # The SHA-2 handlers run PyMySQL's private exchanges: that code lives with the pool's
     # other PyMySQL adapters, imported on first use (poolkit.pool imports this module).
-    from .pool._pymysql_handshake import KEY_REQUEST, refuse_server_key
+    from .pool.pymysql_compat.handshake import KEY_REQUEST, refuse_server_key
 
     guards = {name: refuse_clear_text(name) for name in CLEAR_TEXT_PLUGINS}
     guards.update({name: refuse_server_key(name, _sha2_error) for name in KEY_REQUEST})

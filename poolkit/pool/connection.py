@@ -50,6 +50,7 @@ from .handles import (
     _give_back_deferred,
     _inside_pool,
 )
+from .holders import record_holder
 from .untracked import statement_changes_untracked_state
 from .writes import may_write
 
@@ -69,7 +70,7 @@ class Connection:
     """A pooled connection, checked out lazily and returned by :meth:`close`."""
 
     __slots__ = ("_binder", "_con", "_depth", "_dirty", "_doomed", "_lock", "_pool", "_ran",
-                 "_returned", "_where", "wrote")
+                 "_returned", "_where", "label", "wrote")
 
     def __init__(self, pool: PoolLike,
                  binder: t.Callable[[str], Connection] | None = None) -> None:
@@ -86,6 +87,9 @@ class Connection:
         #: True once this handle ran anything but the read helpers (query, query_one, scalar):
         #: read-your-writes then sends the request's replica reads to the primary (issue 14).
         self.wrote = False
+        #: Who borrows (the Flask endpoint or command, set by the extension): PoolTimeout's
+        #: message names it beside the borrow's file:line.
+        self.label: str | None = None
 
     # -- life cycle -----------------------------------------------------------------------
     def _acquire(self) -> t.Any:
@@ -95,6 +99,7 @@ class Connection:
             if self._returned:
                 raise ConnectionReturnedError(self._returned_message())
             con = self._con = self._pool._checkout()
+            record_holder(con, self._where, self.label)
             if _deferred:
                 _give_back_deferred()
         return con

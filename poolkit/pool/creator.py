@@ -8,20 +8,34 @@ jitter, so that connections opened together do not expire together).
 from __future__ import annotations
 
 import random
+import threading
 import time
 import typing as t
 
 from .. import signals
-from .observer import failed
+from ..config import PoolSettings
+from ..stats import PoolStats
+from .drivers import Driver
+from .hosts import HostSelector
+from .observer import Observer, failed
 
-if t.TYPE_CHECKING:
-    from .engine import PooledEngine
+
+class Engine(t.Protocol):
+    """What the creator needs of the engine it opens connections for (no import of it)."""
+
+    settings: PoolSettings
+    driver: Driver
+    hosts: HostSelector
+    stats: PoolStats
+    owner: object
+    observer: Observer | None
+    _mutex: threading.Lock
 
 
 class Creator:
     """The ``creator`` DBUtils calls for every new connection (also on failover)."""
 
-    def __init__(self, engine: PooledEngine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self.dbapi = engine.driver.module
         self.threadsafety = 1

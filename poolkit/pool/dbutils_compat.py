@@ -38,6 +38,8 @@ class SteadyConnection(SteadyDBConnection):  # type: ignore[misc]
         self.poolkit_since = 0.0
         # Advanced by the pool at every return: objects handed out in a borrow compare it.
         self.poolkit_gen = 0
+        # A pipelined ROLLBACK's answer is still to be read (see PooledEngine.checkin).
+        self.poolkit_pending = False
         # DBUtils' maxusage would reopen the connection inside a borrow (in its cursor's
         # execute): the pool applies the limit at return instead (poolkit counts the uses).
         del maxusage
@@ -47,6 +49,7 @@ class SteadyConnection(SteadyDBConnection):  # type: ignore[misc]
     # failover, after _close) -- without it the pool's opened/closed counters drift.
     def _store(self, con: t.Any) -> None:
         replaced = self.raw is not None
+        self.poolkit_pending = False
         super()._store(con)
         self.raw = con
         self.poolkit_owner._raw_stored(self, replaced)

@@ -20,13 +20,16 @@ through :mod:`poolkit.pool.dbutils_compat`) and changes these decisions:
 * every connection knows the engine that issued it: after ``fork()`` the child's pool has a
   new engine, and a connection inherited from the parent is detached, never rolled back,
   reset or closed on the parent's socket.
+
+The engine is assembled from its parts: the state they share (:mod:`.engine_state`), the
+waiting line (:mod:`.waiting`) and the return path (:mod:`.returning`); checkout, health and
+fork live here.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import logging
 import os
 import threading
 import time
@@ -36,39 +39,21 @@ from dbutils.pooled_db import PooledDB
 
 from .. import signals
 from ..config import PoolSettings
-from ..errors import PoolClosedError, PoolTimeout
+from ..errors import PoolClosedError
 from ..stats import PoolStats
 from .creator import Creator
 from .dbutils_compat import SteadyConnection
-from .drivers import DISCARD, KEEP, REOPEN, RESET, ROLLBACK, UNREAD, Driver, is_retry_safe
+from .drivers import Driver, is_retry_safe
 from .hosts import HostSelector
 from .observer import Observer, failed
+from .pymysql_compat import finish_pending, return_action
+from .returning import Returning, detach
+from .waiting import CLOSED, SLOT, Waiter
 
-logger = logging.getLogger("poolkit")
-
-# Connections inherited across fork() whose driver cannot close them silently: closing
-# would send COM_QUIT on the parent's session, so the child keeps them referenced forever.
-_ABANDONED: list[t.Any] = []
-
-_NOTHING = object()  # a waiter not served yet
-_SLOT = object()  # a waiter may open a new connection
-_CLOSED = object()  # the pool closed while waiting
-
-_DISCARD_REASONS = {DISCARD: "broken", UNREAD: "unread", REOPEN: "reset"}
+__all__ = ["PooledEngine", "detach"]
 
 
-class _Waiter:
-    """One borrower waiting for a connection; served first come, first served."""
-
-    __slots__ = ("con", "ready")
-
-    def __init__(self) -> None:
-        self.con: t.Any = _NOTHING
-        self.ready = threading.Lock()
-        self.ready.acquire()  # released by the hand-off
-
-
-class PooledEngine(PooledDB):  # type: ignore[misc]
+class PooledEngine(Returning, PooledDB):  # type: ignore[misc]
     """``PooledDB`` with a deadline, LIFO reuse and no I/O under the lock (see module doc)."""
 
     def __init__(self, settings: PoolSettings, driver: Driver, owner: object) -> None:
@@ -85,7 +70,7 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         self._pid = os.getpid()
         # A plain lock (C-level enter/exit) on the hot path; each waiter sleeps on its own lock.
         self._mutex = threading.Lock()
-        self._waiters: collections.deque[_Waiter] = collections.deque()
+        self._waiters: collections.deque[Waiter] = collections.deque()
         self._idle: list[SteadyConnection] = []
         self._lent: set[SteadyConnection] = set()  # checked out: len() is in_use
         # Returned by a garbage-collected handle; drained outside the lock (see checkin_dropped).
@@ -97,6 +82,11 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         self._max = settings.max_connections
         self._max_idle = settings.max_cached
         self._max_usage = settings.max_usage
+        # The read snapshot's ROLLBACK is written at return and its answer read at the next
+        # checkout (PyMySQL only; mysqlclient has no way to split a command from its answer).
+        self.pipeline_rollback = driver.name == "pymysql"
+        # One call less per return: the driver's decision itself (see Driver.return_action).
+        self._return_action = return_action if driver.name == "pymysql" else driver.return_action
         self._creator_fn = Creator(self)
         super().__init__(
             self._creator_fn, mincached=0, maxcached=settings.max_cached, maxshared=0,
@@ -179,6 +169,8 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
                     self.stats.checkouts += 1
         if con is None:
             return self._checkout_slow()
+        if con.poolkit_pending:
+            con = self._finish_pending(con)
         con.poolkit_since = now
         observer = self.observer
         if observer is not None:
@@ -215,7 +207,7 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         deadline = start + (self.settings.timeout if self.settings.blocking else 0.0)
         retired: list[tuple[SteadyConnection, str]] = []
         con: SteadyConnection | None = None
-        waiter: _Waiter | None = None
+        waiter: Waiter | None = None
         must_open = False
         with self._mutex:
             if self._pool_closed:
@@ -234,7 +226,7 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
                 self._opening += 1  # reserve a slot; the connect happens outside the lock
                 must_open = True
             elif deadline > start:
-                waiter = _Waiter()  # wait in line: first come, first served
+                waiter = Waiter()  # wait in line: first come, first served
                 self._waiters.append(waiter)
         # From here on an exception (a signal handler's included) must give back what this
         # borrower holds: the connection, the reserved slot, or its place in line.
@@ -243,7 +235,7 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
                 self._close_con(old, reason)
             if waiter is not None:
                 got = self._wait(waiter, deadline)
-                if got is _SLOT:
+                if got is SLOT:
                     must_open = True
                 else:
                     con = got
@@ -255,7 +247,8 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
                 stats.wait_time_total += waited
                 if waited > stats.wait_time_max:
                     stats.wait_time_max = waited
-            if con is not None and con.ping_check() is False:
+            if con is not None and ((con.poolkit_pending and not self._read_pending(con))
+                                    or con.ping_check() is False):
                 # Dead, and DBUtils could not reopen it: close it and open one in its slot.
                 with self._mutex:
                     self._lent.discard(con)
@@ -280,6 +273,35 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
             self._send_checked_out(con, waited)
         return con
 
+    @staticmethod
+    def _read_pending(con: SteadyConnection) -> bool:
+        """Read the pipelined ROLLBACK's answer; False if the connection failed it."""
+        con.poolkit_pending = False
+        try:
+            finish_pending(con.raw)
+        except Exception:  # closed, killed, timed out: replaced, never the borrower's error
+            return False
+        return True
+
+    def _finish_pending(self, con: SteadyConnection) -> SteadyConnection:
+        """The fast path's :meth:`_read_pending`: a connection that fails it is replaced."""
+        try:
+            ok = self._read_pending(con)
+        except BaseException:  # interrupted mid-read: the protocol state is unknown
+            self._give_up(con, False)
+            raise
+        if ok:
+            return con
+        with self._mutex:
+            self._lent.discard(con)
+            self._opening += 1
+        self._close_con(con, "broken")
+        try:
+            return self.steady_connection()  # now lent (see _raw_stored)
+        except BaseException:
+            self._give_up(None, True)
+            raise
+
     def _give_up(self, con: SteadyConnection | None, must_open: bool) -> None:
         """A checkout failed or was interrupted: release its slot or connection."""
         with self._mutex:
@@ -292,200 +314,10 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         if con is not None:
             self._close_con(con, "broken")
 
-    def _pass_slot(self) -> None:
-        # A free slot goes to the longest waiter, who opens a connection in it (mutex held);
-        # during an outage each waiter then fails fast with the connect error.
-        if self._waiters and not self._pool_closed:
-            self._opening += 1
-            self._hand_off(_SLOT)
-
-    def _wait(self, waiter: _Waiter, deadline: float) -> t.Any:
-        """Sleep until a returning borrower hands us its connection, or time out."""
-        try:
-            handed = waiter.ready.acquire(timeout=max(0.0, deadline - time.monotonic()))
-        except BaseException:
-            self._leave(waiter)
-            raise
-        with self._mutex:
-            if not handed and waiter.con is _NOTHING:
-                self._waiters.remove(waiter)
-                waiter.con = None
-        if waiter.con is None:
-            self._time_out(deadline - self.settings.timeout)
-        if waiter.con is _CLOSED:
-            raise PoolClosedError(f"pool {self.settings.name!r} is closed")
-        return waiter.con
-
-    def _leave(self, waiter: _Waiter) -> None:
-        """An interrupted waiter leaves the line; what it was handed goes to the next one."""
-        close = None
-        with self._mutex:
-            got, waiter.con = waiter.con, None
-            if got is _NOTHING:
-                self._waiters.remove(waiter)
-            elif got is _SLOT:
-                self._opening -= 1
-                self._pass_slot()
-            elif got is not _CLOSED and got is not None:
-                # A clean connection (reset by its returner): next waiter, else idle.
-                self._lent.discard(got)
-                if self._waiters:
-                    self._lent.add(got)
-                    self._hand_off(got)
-                elif len(self._idle) < self._max_idle and not self._pool_closed:
-                    self._idle.append(got)
-                else:
-                    close = got
-        if close is not None:
-            self._close_con(close, "overflow")
-
-    def _time_out(self, start: float) -> t.NoReturn:
-        waited = time.monotonic() - start
-        with self._mutex:
-            self.stats.timeouts += 1
-        error = PoolTimeout(self._timeout_message(waited))
-        observer = self.observer
-        if observer is not None:
-            try:
-                observer.timed_out()
-            except Exception:
-                failed(observer, "timed_out")
-        if signals.pool_timeout.receivers:
-            signals.send(signals.pool_timeout, self.owner, wait_time=waited)
-        raise error
-
-    def _hand_off(self, con: t.Any) -> bool:
-        """Give *con* (or a slot to open one) to the longest waiter; call with the mutex held."""
-        if not self._waiters:
-            return False
-        waiter = self._waiters.popleft()
-        waiter.con = con
-        waiter.ready.release()
-        return True
-
-    def _timeout_message(self, waited: float) -> str:
-        g = self.gauges()
-        return (f"pool {self.settings.name!r} ({self.settings.url.masked()}): no connection "
-                f"free after {waited:.1f} s (size {g['size']}, in use {g['in_use']}, idle "
-                f"{g['idle']}, waiting {g['waiting']}, max {g['max_connections']}); raise "
-                "POOLKIT_MAX_CONNECTIONS, return connections sooner, or find leaks with "
-                "POOLKIT_LEAK_THRESHOLD")
 
     # -- return -------------------------------------------------------------------------
-    def checkin(self, con: SteadyConnection) -> None:
-        """Take a connection back: reset only what the borrower left behind, then keep it."""
-        if con.poolkit_owner is not self or self._abandoned:
-            detach(con, self.driver)  # another process's connection (fork): never touch it
-            return
-        if con not in self._lent:  # returned twice: it may be another borrower's by now
-            logger.warning("poolkit: pool %r: a connection was returned twice; ignored",
-                           self.settings.name)
-            return
-        con.poolkit_gen += 1  # every cursor and db.raw of the ended borrow is dead now
-        raw = con.raw
-        action = self.driver.return_action(raw)
-        if action == KEEP and con.in_transaction:  # DBUtils' begin() without commit
-            action = ROLLBACK
-        if self._always_reset and action < RESET:
-            action = RESET
-        reason: str | None = None
-        if con.closed:
-            reason = "broken"
-        elif action:
-            reason = self._clean(con, raw, action)
-        now = raw.poolkit_last_used = time.monotonic()  # the alive-bypass window starts here
-        with self._mutex:
-            self._lent.discard(con)
-            if reason is None and action:
-                self.stats.resets += 1
-            if reason is None and self._pool_closed:
-                reason = "close"
-            if reason is None and self._waiters:
-                # Straight to the longest waiter (as HikariCP and psycopg_pool do): letting the
-                # returning thread take it back again starves waiters into PoolTimeout.
-                self._lent.add(con)
-                self._hand_off(con)
-            elif reason is None and len(self._idle) < self._max_idle:
-                self._idle.append(con)
-            else:
-                reason = reason or "overflow"
-                self._pass_slot()  # the closed connection's slot goes to a waiter
-        if reason is not None:
-            self._close_con(con, reason)
-        observer = self.observer
-        if observer is not None:
-            try:
-                observer.returned(now - con.poolkit_since)
-            except Exception:
-                failed(observer, "returned")
-        if signals.connection_returned.receivers:
-            signals.send(signals.connection_returned, self.owner,
-                         held_time=now - con.poolkit_since)
-        if self._dropped:
-            self._drain_dropped()
-
-    def checkin_dropped(self, con: SteadyConnection) -> None:
-        """Take back the connection of a handle garbage-collected without ``close()``.
-
-        A finalizer runs wherever the garbage collector happens to run -- possibly in this
-        very thread while it holds the pool's lock (which is not reentrant). So the connection
-        is queued, and returned now only when the lock is free (then no critical section of
-        this thread was interrupted); else by the next checkout or return.
-        """
-        self._dropped.append(con)
-        if self._mutex.acquire(blocking=False):
-            self._mutex.release()
-            self._drain_dropped()
-
-    def _drain_dropped(self) -> None:
-        while True:
-            try:
-                con = self._dropped.popleft()
-            except IndexError:
-                return
-            with self._mutex:
-                self.stats.dropped += 1
-            self.checkin(con)
-
-    def _clean(self, con: SteadyConnection, raw: t.Any, action: int) -> str | None:
-        """Roll back or reset *raw*; the reason to discard it instead, if any."""
-        if action > RESET:
-            return _DISCARD_REASONS[action]
-        try:
-            if action == ROLLBACK:
-                raw.rollback()
-            else:
-                self.driver.reset(raw)
-        except Exception:
-            return "broken"
-        except BaseException:  # interrupted mid-protocol: the connection cannot be reused
-            with self._mutex:
-                self._lent.discard(con)
-                self._pass_slot()
-            self._close_con(con, "broken")
-            raise
-        finally:
-            con.in_transaction = False
-        return None
-
-    def _close_con(self, con: SteadyConnection, reason: str) -> None:
-        """Close a connection the pool no longer counts (the socket count follows, via
-        :meth:`_raw_closed`)."""
-        con.close_raw()
-        if reason not in ("close", "overflow"):
-            with self._mutex:
-                self.stats.discarded += 1
-        if signals.connection_discarded.receivers:
-            signals.send(signals.connection_discarded, self.owner, reason=reason)
 
     # -- state --------------------------------------------------------------------------
-    def gauges(self) -> dict[str, int]:
-        """The pool's state now (call without holding the lock)."""
-        idle = len(self._idle)
-        in_use = len(self._lent)
-        return {"size": idle + in_use + self._opening, "idle": idle, "in_use": in_use,
-                "waiting": len(self._waiters), "opening": self._opening,
-                "max_connections": self._max}
 
     def close(self) -> None:
         """Close idle connections now; connections in use are closed when returned."""
@@ -493,7 +325,7 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
             self._pool_closed = True
             idle = self._idle
             self._idle = []
-            while self._hand_off(_CLOSED):
+            while self._hand_off(CLOSED):
                 pass
         for con in idle:
             self._close_con(con, "close")
@@ -515,13 +347,3 @@ class PooledEngine(PooledDB):  # type: ignore[misc]
         if not getattr(self, "_abandoned", True) and getattr(self, "_pid", 0) == os.getpid():
             with contextlib.suppress(Exception):  # interpreter shutdown
                 self.close()
-
-
-def detach(con: SteadyConnection, driver: Driver) -> None:
-    """Drop *con* without a word to the server: its session belongs to another process."""
-    if con.closed:
-        return
-    raw = con.raw
-    con.detach()
-    if not driver.detach(raw):
-        _ABANDONED.append(raw)

@@ -20,13 +20,14 @@ from ..config import PoolSettings
 from .connection import Connection
 from .drivers import Driver, get_driver
 from .engine import PooledEngine
+from .holders import POOLS, record_holder
 from .hosts import HostSelector
 from .observer import Observer, combine, without
 
 logger = logging.getLogger("poolkit")
 _HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
-_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+_pools: weakref.WeakSet[Pool] = POOLS
 _observers_lock = threading.Lock()  # add_observer / remove_observer: read, combine, write
 
 
@@ -128,7 +129,8 @@ class Pool:
         Without ``with``, call ``conn.close()`` to give it back.
         """
         conn = Connection(self)
-        conn._con = self._checkout()
+        con = conn._con = self._checkout()
+        record_holder(con, conn._where, None)
         return conn
 
     checkout = connection  # the name for code that closes the connection itself
@@ -166,6 +168,11 @@ class Pool:
         if engine.hosts.routed:  # issue 14: a multi-host / role-routed pool
             values.update(engine.hosts.counters)
         return values
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._stop.is_set()
 
     def close(self) -> None:
         """Close idle connections; connections in use close when they come back."""

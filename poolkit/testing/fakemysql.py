@@ -279,6 +279,8 @@ class FakeMySQL:
                 # other @@variables 0 each; anything else one value.
                 if "wsrep_on" in sql:
                     wire.write_result([b"0", None])
+                elif "CURRENT_ROLE()" in sql:  # max_connections and the role, at connect
+                    wire.write_result([b"151", None])
                 elif sql.count("@@") > 1:
                     wire.write_result([b"0"] * sql.count("@@"))
                 else:

@@ -54,6 +54,7 @@ def test_waiters_time_out_on_time_and_the_pool_recovers(
         with lock:
             results.append((time.monotonic() - started, error))
 
+    stall = _StallMeter()  # the process's own scheduling stalls, not the pool's lateness
     threads = [threading.Thread(target=wait, args=(n % 2 == 0,), daemon=True)
                for n in range(WAITERS)]
     for thread in threads:
@@ -61,6 +62,7 @@ def test_waiters_time_out_on_time_and_the_pool_recovers(
     for thread in threads:
         thread.join(TIMEOUT + 5.0)
     assert not any(thread.is_alive() for thread in threads)
+    stalled = stall.stop()
     waited = sorted(r[0] for r in results)
 
     # A holder returns its connection while one waiter waits: the waiter gets it at once.
@@ -86,9 +88,11 @@ def test_waiters_time_out_on_time_and_the_pool_recovers(
           f"{', '.join(f'{s:.3f}' for s in waited)} s (POOLKIT_TIMEOUT={TIMEOUT:g} s, worst "
           f"error {max(abs(s - TIMEOUT) for s in waited) / TIMEOUT:.1%}); hand-off "
           f"{handed * 1000:.1f} ms; afterwards {len(load.done())} requests, {len(failed)} "
-          f"failed; message: {next(e for _, e in results if isinstance(e, PoolTimeout))}")
+          f"failed; the process stalled up to {stalled * 1000:.0f} ms; message: "
+          f"{next(e for _, e in results if isinstance(e, PoolTimeout))}")
     for seconds, error in results:
-        assert abs(seconds - TIMEOUT) <= 0.1 * TIMEOUT, f"{seconds:.3f} s"
+        # ± 10 %, plus any stretch in which this process was not run at all (a loaded machine).
+        assert abs(seconds - TIMEOUT) <= 0.1 * TIMEOUT + stalled, f"{seconds:.3f} s"
         if not isinstance(error, PoolTimeout):
             assert (error.status_code, error.headers["Retry-After"]) == (503, "1"), repr(error)
             continue
@@ -110,3 +114,25 @@ def _timed_checkout(pool: t.Any) -> float:
     got = time.monotonic()
     con.close()
     return got
+
+
+class _StallMeter:
+    """The longest time a 5 ms sleeper in this process overslept: how long the process (or
+    its GIL) was not scheduled, which no pool can make up for."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._worst = 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            before = time.monotonic()
+            time.sleep(0.005)
+            self._worst = max(self._worst, time.monotonic() - before - 0.005)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join(1)
+        return self._worst

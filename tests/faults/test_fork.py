@@ -159,7 +159,7 @@ def test_child_can_connect_when_a_parent_thread_held_the_locks(
     locked = threading.Barrier(2)
 
     def hold_locks() -> None:
-        with pymysql_compat._ssl_lock, pool._engine._mutex:
+        with pymysql_compat.sockets._ssl_lock, pool._engine._mutex:
             locked.wait()
             release.wait(10)
 
