@@ -12,6 +12,14 @@ host name too, under VERIFY_CA as well). Below the VERIFY_* modes the MariaDB cl
 plugins from a folder of links that leaves out the clear-text ones (``mysql_clear_password``,
 ``dialog``), so a rogue server cannot ask it for the password; MySQL's client refuses them
 unless told ``--enable-cleartext-plugin``. Arguments after ``--`` go to the client.
+
+MariaDB's client has no REQUIRED: a bare ``--ssl`` falls back to plain TCP when the server
+has no TLS, and ``--ssl-verify-server-cert`` (its only enforcing option) also checks the
+certificate, which REQUIRED does not. So under REQUIRED dbshell first connects through the pool
+itself, which refuses a server without TLS with its own one line (2026), and starts the client
+only when that connection is encrypted. Against a MariaDB server the client also gets an
+``--init-command`` that ends its own session unless it is encrypted (a host list or a load
+balancer could hand it another server than the pool's probe got).
 """
 
 from __future__ import annotations
@@ -30,8 +38,10 @@ from urllib.parse import quote
 
 import click
 
+from poolkit.app_commands import describe_error
+from poolkit.errors import Error, PoolkitError
 from poolkit.tls import CLEAR_TEXT_PLUGINS
-from poolkit.url import DatabaseURL
+from poolkit.url import DatabaseURL, mask_url
 
 from ._cli import poolkit_state, with_poolkit_app
 
@@ -132,6 +142,28 @@ def safe_plugin_dir() -> t.Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+#: Run by the MariaDB client first under REQUIRED on a MariaDB server: no TLS, no session.
+TLS_GUARD = ("IF (SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS "
+             "WHERE VARIABLE_NAME = 'Ssl_cipher') = '' THEN SIGNAL SQLSTATE '08004' "
+             "SET MESSAGE_TEXT = 'ssl_mode=REQUIRED: this session is not encrypted'; END IF")
+
+
+def require_tls(pool: t.Any, name: str) -> bool:
+    """Connect through *pool* (its REQUIRED refuses a server without TLS) and check that the
+    session is encrypted; one line when not. True when the server is MariaDB."""
+    try:
+        with pool.connection() as conn:
+            row = conn.query_one("SELECT VERSION() AS version")
+            cipher = conn.query_one("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+    except (Error, PoolkitError) as error:
+        raise click.ClickException(f"pool {name!r}: {mask_url(describe_error(error))}"
+                                   ) from None
+    if not cipher or not str(cipher["Value"]):
+        raise click.ClickException(f"pool {name!r}: ssl_mode=REQUIRED, but the server's "
+                                   "session is not encrypted: dbshell did not start the client")
+    return "mariadb" in str(row["version"] if row else "").lower()
+
+
 def tls_args(url: DatabaseURL, mariadb: bool) -> list[str]:
     """The client's TLS options for the URL's ``ssl_mode`` and files."""
     mode = url.ssl_mode
@@ -153,7 +185,7 @@ def child_environment(url: DatabaseURL, environ: t.Mapping[str, str] | None = No
 
 def client_args(client: str, url: DatabaseURL, extra: t.Sequence[str],
                 defaults: str | None, *, mariadb: bool = True,
-                plugin_dir: str | None = None) -> list[str]:
+                plugin_dir: str | None = None, init_command: str | None = None) -> list[str]:
     """The client's argv: never the password (that is in *defaults*)."""
     # The client reads --defaults-extra-file only as its very first argument.
     args = [client] + ([f"--defaults-extra-file={defaults}"] if defaults else [])
@@ -170,6 +202,8 @@ def client_args(client: str, url: DatabaseURL, extra: t.Sequence[str],
     args += tls_args(url, mariadb)
     if plugin_dir:
         args.append(f"--plugin-dir={plugin_dir}")
+    if init_command:
+        args.append(f"--init-command={init_command}")
     args.append(f"--database={url.database}")
     return args + list(extra)
 
@@ -218,21 +252,26 @@ def dbshell_command(bind: str, verbose: bool, client_arguments: tuple[str, ...])
         flask dbshell -- -N -e "SELECT COUNT(*) FROM employee"
         flask dbshell < dump.sql
     """
-    url = poolkit_state().pool(bind).settings.url
+    pool = poolkit_state().pool(bind)
+    url = pool.settings.url
     client = find_client()
     if client is None:
         raise click.ClickException(
             f"neither {' nor '.join(CLIENTS)} was found on PATH: install the MariaDB or MySQL "
             "command-line client (e.g. apt install mariadb-client)")
+    mariadb = is_mariadb_client(client)
+    guard = None
+    if mariadb and url.ssl_mode == "REQUIRED" and require_tls(pool, bind):
+        guard = TLS_GUARD
     try:
-        code = _run(client, url, client_arguments, verbose)
+        code = _run(client, url, client_arguments, verbose, mariadb, guard)
     except KeyboardInterrupt:  # before the client started; the pipe is closed already
         code = 130
     raise SystemExit(code)
 
 
-def _run(client: str, url: DatabaseURL, extra: t.Sequence[str], verbose: bool) -> int:
-    mariadb = is_mariadb_client(client)
+def _run(client: str, url: DatabaseURL, extra: t.Sequence[str], verbose: bool,
+         mariadb: bool, init_command: str | None) -> int:
     with contextlib.ExitStack() as stack:
         fds: list[int] = []
         defaults = None
@@ -243,7 +282,7 @@ def _run(client: str, url: DatabaseURL, extra: t.Sequence[str], verbose: bool) -
         if mariadb and not url.tls.verified and not url.options.get("unix_socket"):
             plugin_dir = stack.enter_context(safe_plugin_dir())
         args = client_args(client, url, extra, defaults, mariadb=mariadb,
-                           plugin_dir=plugin_dir)
+                           plugin_dir=plugin_dir, init_command=init_command)
         if verbose:
             click.echo(shlex.join(args), err=True)
         return run_client(args, child_environment(url), fds)

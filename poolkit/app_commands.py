@@ -1,9 +1,10 @@
 """How an app's own command runs: one transaction, one-line errors, ``--traceback``.
 
 :mod:`poolkit.discovery` applies :func:`run_as_app_command` to each command it loads from the
-app's ``commands/`` folders. The command's work on ``db`` is committed when it returns (or
-exits with status 0) and rolled back (by the pool, when the app context ends) when it fails. A
-database error (:class:`poolkit.Error`, whichever driver raised it) or a poolkit error it does
+app's ``commands/`` folders. The command's work on ``db`` is committed when it returns or exits
+with status 0 (``ctx.exit(0)``, ``sys.exit(0)``, ``sys.exit()``) and rolled back (by the pool,
+when the app context ends) when it fails. A database error (:class:`poolkit.Error`, whichever
+driver raised it) or a poolkit error it does
 not handle becomes ``Error: commands/x.py: 1146 Table 'shop.session' doesn't exist``, exit 1;
 ``--traceback`` prints the stack first, as Django's commands do. Other exceptions are bugs and
 keep their traceback. Ctrl-C rolls back and exits 130.
@@ -44,6 +45,10 @@ def run_as_app_command(command: click.Command, where: str) -> None:
             result = invoke(ctx)
         except click.exceptions.Exit as stop:
             if stop.exit_code == 0:
+                _commit(ctx, where)
+            raise
+        except SystemExit as stop:  # sys.exit(): 0, None (and False) are success, as for Python
+            if stop.code is None or stop.code == 0:
                 _commit(ctx, where)
             raise
         except (PoolkitError, Error) as error:

@@ -45,6 +45,7 @@ import click
 from flask import Flask, current_app
 
 from .app_commands import run_as_app_command
+from .errors import ConfigError
 
 logger = logging.getLogger("poolkit")
 
@@ -397,6 +398,34 @@ def register_app_commands(app: Flask, folders: t.Sequence[str] | None = None) ->
             added.append(name)
     return added
 
+
+class AppCommandConfigError(ConfigError, click.ClickException):
+    """A POOLKIT_* config error met while ``flask`` loads the app to find a command by name.
+
+    The app's own commands are on ``app.cli`` only once ``init_app`` succeeded, so Flask,
+    which reports a ``NoAppException`` there and goes on, would then say ``No such command``
+    (exit 2) for a command the app does have. Raised instead, this one propagates: one
+    ``Error:`` line and exit 1, as a built-in command gives for the same mistake.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        click.ClickException.__init__(self, message)
+
+
+def resolving_command(ctx: click.Context) -> bool:
+    """Whether *ctx* is a group looking up the subcommand it was given (``flask NAME …``),
+    rather than listing its commands (``flask``, ``flask --help``, shell completion).
+
+    A group resolves its subcommand only after all its own parameters were parsed; an eager
+    ``--help`` (or no arguments at all) lists the commands before the others are. click records
+    each parameter's source before processing it.
+    """
+    if not isinstance(ctx.command, click.Group) or ctx.resilient_parsing:
+        return False
+    return all(ctx.get_parameter_source(param.name) is not None
+               for param in ctx.command.get_params(ctx) if param.name)
 
 
 @lru_cache(maxsize=1)

@@ -184,6 +184,25 @@ def test_dbshell_verifies_as_the_pool_does(tls_server: PrivateServer, certs: Cer
         assert done.returncode == 1 and "certificate" in done.stderr.lower(), done.stderr
 
 
+@pytest.mark.parametrize(("mode", "encrypted"), [("REQUIRED", True), ("PREFERRED", True),
+                                                 ("DISABLED", False)])
+def test_dbshell_under_each_unverified_mode(tls_server: PrivateServer, tmp_path: Path,
+                                            mode: str, encrypted: bool) -> None:
+    # REQUIRED: the pool's probe is encrypted, the client's --ssl session too (and its guard
+    # lets an encrypted session through).
+    (tmp_path / "app.py").write_text("from flask import Flask\nfrom poolkit import Poolkit\n"
+                                     "app = Flask(__name__)\nPoolkit(app)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "POOLKIT_"))}
+    env.update(FLASK_APP="app",
+               POOLKIT_DATABASE_URL=mode_url(tls_server, "mysql", f"ssl_mode={mode}"))
+    done = subprocess.run([FLASK, "dbshell", "-v", "--", "-N", "-e",
+                           "SHOW SESSION STATUS LIKE 'Ssl_cipher'"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout.split("\t")[1].strip() != "") is encrypted, done.stdout
+    assert ("--init-command=" in done.stderr) is (mode == "REQUIRED"), done.stderr
+
+
 def test_a_tls_server_gets_an_encrypted_connection(tls_server: PrivateServer) -> None:
     encrypted, built = _probe(f"mysql://root:@{tls_server.address}/mysql")
     assert encrypted != "" and built is True

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import pytest
 
-from poolkit.commands.dbshell import child_environment, client_args
+from poolkit.commands.dbshell import TLS_GUARD, child_environment, client_args
 from poolkit.testing.plugin import admin_connect
 from poolkit.testing.servers import PrivateServer, binaries_available
 from poolkit.url import DatabaseURL, parse_url
@@ -283,7 +283,7 @@ def test_socket_and_url_options_become_client_options() -> None:
 @pytest.mark.parametrize(("query", "mariadb", "mysql"), [
     ("", [], []),
     ("ssl_mode=DISABLED", ["--skip-ssl"], ["--ssl-mode=DISABLED"]),
-    ("ssl_mode=REQUIRED", ["--ssl"], ["--ssl-mode=REQUIRED"]),
+    ("ssl_mode=REQUIRED", ["--ssl"], ["--ssl-mode=REQUIRED"]),  # + the probe and the guard
     ("ssl_mode=VERIFY_CA", ["--ssl", "--ssl-verify-server-cert"], ["--ssl-mode=VERIFY_CA"]),
     ("ssl_verify_cert=true", ["--ssl", "--ssl-verify-server-cert"], ["--ssl-mode=VERIFY_CA"]),
     ("ssl_mode=VERIFY_IDENTITY", ["--ssl", "--ssl-verify-server-cert"],
@@ -326,3 +326,36 @@ def test_a_plugin_the_client_loads_from_its_folder_still_works(
         assert any(a.startswith("--plugin-dir=") for a in shell.argv())
     finally:
         stock_server.execute("DROP USER 'ed_user'@'%'", "DROP USER 'ed_user'@'localhost'")
+
+
+CIPHER = ("--", "-N", "-e", "SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+
+
+def test_required_on_a_server_without_tls_is_one_line_and_no_session(
+        tmp_path: Path, user_url: str) -> None:
+    # MariaDB's client falls back to plain TCP with a bare --ssl: the pool refuses first.
+    done = Shell(tmp_path / "proj", f"{user_url}?ssl_mode=REQUIRED").run(*CIPHER)
+    assert (done.returncode, done.stdout) == (1, ""), done.stdout
+    assert done.stderr.splitlines() == [
+        "Error: pool 'default': 2026 SSL is required but the server doesn't support it"]
+
+
+@pytest.mark.parametrize("mode", ["PREFERRED", "DISABLED"])
+def test_preferred_and_disabled_open_a_plain_session_on_a_server_without_tls(
+        tmp_path: Path, user_url: str, mode: str) -> None:
+    done = Shell(tmp_path / "proj", f"{user_url}?ssl_mode={mode}").run(*CIPHER)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Ssl_cipher\t\n"
+
+
+def test_the_tls_guard_ends_a_plain_session(server_url: str) -> None:
+    # What the client runs first under REQUIRED when another server than the probe's answers.
+    server = parse_url(server_url)
+    client = shutil.which("mariadb") or shutil.which("mysql")
+    assert client
+    done = subprocess.run([client, f"--host={server.host}", f"--port={server.port}",
+                           "--protocol=tcp", f"--user={server.user}", "--skip-ssl",
+                           f"--init-command={TLS_GUARD}", "-N", "-e", "SELECT 42"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1 and "42" not in done.stdout
+    assert "ssl_mode=REQUIRED: this session is not encrypted" in done.stderr
