@@ -31,7 +31,7 @@ from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.local import LocalProxy
 
 from .config import DEFAULT_BIND, PoolkitConfig, load_config
-from .discovery import register_commands
+from .discovery import AppCommandConfigError, register_commands, resolving_command
 from .errors import ConfigError, ConnectionReturnedError, NoHostAvailableError, PoolTimeout
 from .pool import Pool
 from .pool.connection import Connection
@@ -284,6 +284,8 @@ def _load_config(app: Flask) -> PoolkitConfig:
     except ConfigError as error:
         context = click.get_current_context(silent=True)
         if context is not None and context.find_object(ScriptInfo) is not None:
+            if resolving_command(context):
+                raise AppCommandConfigError(str(error)) from None
             raise AppConfigError(str(error)) from None
         raise
 
