@@ -555,9 +555,14 @@ def _progress(result: FileResult) -> str:
     name = result.file.name if not result.file.is_stdin else "standard input"
     total = f" of {result.total}" if result.total is not None else ""
     count = result.total if result.total is not None else result.statements
-    if result.rolled_back:
+    if result.rolled_back and not result.statements:
         return (f"{name} ran as one transaction and was rolled back: none of its "
                 f"{_n(count, 'statement')} were kept")
+    if result.rolled_back:  # resumed: only what this run sent was in the transaction
+        return (f"what this run sent from statement {result.resumed + 1} on ran as one "
+                f"transaction and was rolled back; {result.statements}{total} "
+                f"{plural(count, 'statement')} of {name} were applied (by an earlier run) "
+                "and not undone")
     verb = "was" if result.statements == 1 and result.total is None else "were"
     with_it = result.rolled_back_with
     undone = (f" (the {_n(with_it, 'statement')} sent with the failing one in one transaction "
@@ -569,7 +574,7 @@ def _progress(result: FileResult) -> str:
 def _rerun(result: FileResult) -> str:
     if result.file.is_stdin:
         return "standard input is not recorded"
-    if result.rolled_back or result.statements == 0:
+    if result.statements == 0:
         return "it is recorded as failed; a rerun runs it whole"
     return "it is recorded as failed; a rerun resumes at the statement that stopped it"
 
@@ -583,7 +588,9 @@ def _record_failed(history: History, result: FileResult, error: str,
     failed_at = None
     if stmt is not None and stmt.path is not None and stmt.path != result.file.path:
         failed_at = f"{stmt.path.name}:{line}"
-    resumable = None if continue_on_error or result.rolled_back else result.digest
+    # After a rollback the digest is that of the statements still applied (those resumed over).
+    resumable = (None if continue_on_error or (result.rolled_back and not result.statements)
+                 else result.digest)
     for attempt in range(2):
         try:
             history.record_failed(
