@@ -253,7 +253,7 @@ def _initdb(files: tuple[Path, ...], sql_dir: Path | None, bind: str, show_statu
                 _status(checked, history.load(), exit_code)
                 return
             if dry_run:
-                _dry_run(checked, history.load(), quiet, comments, "")
+                _dry_run(checked, history.load(), quiet, comments, "", force)
                 return
             keeper = stack.enter_context(own_connection(settings))
             history = History(keeper, database)
@@ -298,16 +298,18 @@ def _status(files: list[SqlFile], applied: dict[str, Applied], exit_code: bool) 
 
 
 def _dry_run(files: list[SqlFile], applied: dict[str, Applied], quiet: bool, comments: bool,
-             note: str) -> None:
+             note: str, force: bool = False) -> None:
+    """The real run's plan, not executed: what it refuses (a changed file, a failed one that
+    cannot resume) it refuses here too, with the same line and exit code."""
+    states = status(files, applied)
+    resume = _plan(states, applied, force, comments)
     total = done = count = 0
-    for file, what in status(files, applied):
+    for file, what in states:
         if what == APPLIED:
             done += 1
             continue
         statements = count_statements(file.path, comments=comments)
-        row = applied.get(file.name)
-        if what == FAILED and row is not None and row.prefix_checksum:
-            statements -= row.statements  # a real run resumes after them (if unchanged)
+        statements -= resume.get(file.name, (0, None))[0]  # a real run resumes after them
         count += 1
         total += statements
         if not quiet:
