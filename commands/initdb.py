@@ -253,7 +253,7 @@ def _initdb(files: tuple[Path, ...], sql_dir: Path | None, bind: str, show_statu
                 _status(checked, history.load(), exit_code)
                 return
             if dry_run:
-                _dry_run(checked, history.load(), quiet, comments, "")
+                _dry_run(checked, history.load(), quiet, comments, "", force)
                 return
             keeper = stack.enter_context(own_connection(settings))
             history = History(keeper, database)
@@ -298,16 +298,18 @@ def _status(files: list[SqlFile], applied: dict[str, Applied], exit_code: bool) 
 
 
 def _dry_run(files: list[SqlFile], applied: dict[str, Applied], quiet: bool, comments: bool,
-             note: str) -> None:
+             note: str, force: bool = False) -> None:
+    """The real run's plan, not executed: what it refuses (a changed file, a failed one that
+    cannot resume) it refuses here too, with the same line and exit code."""
+    states = status(files, applied)
+    resume = _plan(states, applied, force, comments)
     total = done = count = 0
-    for file, what in status(files, applied):
+    for file, what in states:
         if what == APPLIED:
             done += 1
             continue
         statements = count_statements(file.path, comments=comments)
-        row = applied.get(file.name)
-        if what == FAILED and row is not None and row.prefix_checksum:
-            statements -= row.statements  # a real run resumes after them (if unchanged)
+        statements -= resume.get(file.name, (0, None))[0]  # a real run resumes after them
         count += 1
         total += statements
         if not quiet:
@@ -555,9 +557,14 @@ def _progress(result: FileResult) -> str:
     name = result.file.name if not result.file.is_stdin else "standard input"
     total = f" of {result.total}" if result.total is not None else ""
     count = result.total if result.total is not None else result.statements
-    if result.rolled_back:
+    if result.rolled_back and not result.statements:
         return (f"{name} ran as one transaction and was rolled back: none of its "
                 f"{_n(count, 'statement')} were kept")
+    if result.rolled_back:  # resumed: only what this run sent was in the transaction
+        return (f"what this run sent from statement {result.resumed + 1} on ran as one "
+                f"transaction and was rolled back; {result.statements}{total} "
+                f"{plural(count, 'statement')} of {name} were applied (by an earlier run) "
+                "and not undone")
     verb = "was" if result.statements == 1 and result.total is None else "were"
     with_it = result.rolled_back_with
     undone = (f" (the {_n(with_it, 'statement')} sent with the failing one in one transaction "
@@ -569,7 +576,7 @@ def _progress(result: FileResult) -> str:
 def _rerun(result: FileResult) -> str:
     if result.file.is_stdin:
         return "standard input is not recorded"
-    if result.rolled_back or result.statements == 0:
+    if result.statements == 0:
         return "it is recorded as failed; a rerun runs it whole"
     return "it is recorded as failed; a rerun resumes at the statement that stopped it"
 
@@ -583,7 +590,9 @@ def _record_failed(history: History, result: FileResult, error: str,
     failed_at = None
     if stmt is not None and stmt.path is not None and stmt.path != result.file.path:
         failed_at = f"{stmt.path.name}:{line}"
-    resumable = None if continue_on_error or result.rolled_back else result.digest
+    # After a rollback the digest is that of the statements still applied (those resumed over).
+    resumable = (None if continue_on_error or (result.rolled_back and not result.statements)
+                 else result.digest)
     for attempt in range(2):
         try:
             history.record_failed(

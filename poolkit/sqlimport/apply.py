@@ -19,7 +19,8 @@ callers get callbacks per statement, per result set and per progress step, and a
 digest of those statements (to resume a failed file, see :func:`prefix_digest`).
 
 With ``transaction=True`` (see :func:`.transaction.transactional`) a file runs as one
-transaction: a failure undoes it entirely.
+transaction: a failure undoes what this run sent (all of it, unless it resumed after
+statements a previous run applied, which stay).
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ class _Digest:
 
     def __init__(self) -> None:
         self.hash = hashlib.sha256()
+
+    def copy(self) -> _Digest:
+        """A digest that goes on from this one's state."""
+        copied = _Digest()
+        copied.hash = self.hash.copy()
+        return copied
 
     def add(self, stmt: Statement) -> None:
         self.hash.update(len(stmt.sql).to_bytes(8, "big"))
@@ -117,8 +124,9 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
     with ``KILL QUERY`` meanwhile counts as interrupted, not failed). *resume* skips that many
     statements (a previous run applied them), re-running only those that set up the session
     (``SET``, ``USE``). *batch_bytes* 0 sends one statement per round trip. With *transaction*
-    the file runs inside ``START TRANSACTION``; *before_commit* runs inside it on success
-    (history), and a failure rolls everything back. With *group_commit* (and neither
+    the statements this call sends run inside ``START TRANSACTION``; *before_commit* runs
+    inside it on success (history), and a failure rolls them back (the *resume* statements a
+    previous run applied stay applied, and counted). With *group_commit* (and neither
     *transaction* nor *continue_on_error*), a batch of DML on transactional tables commits once
     (:class:`.transaction.GroupCommit`); a failure in it rolls that batch back.
     :class:`~poolkit.errors.SqlFileError` (unreadable file, bad client command) and
@@ -136,6 +144,7 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
     counters = Counters(server)
     replay = Replay()
     digest = _Digest()
+    kept = digest.copy()  # the statements a rollback of this run's transaction leaves applied
     started = time.perf_counter()
     top = file.path
     statements = split_file(file.path, chunk_size=chunk_size, comments=comments)
@@ -337,6 +346,7 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
                 result.statements += 1
                 result.resumed += 1
                 digest.add(stmt)
+                kept = digest.copy()
                 continue
             if batch_bytes and batchable(stmt, comments) and len(stmt.sql) < batch_bytes:
                 dml = commits is not None and commits.wrappable(stmt.sql)
@@ -375,9 +385,10 @@ def apply_file(raw: t.Any, file: SqlFile, *, continue_on_error: bool = False,
                 run(b"COMMIT", lambda res: None)
             else:
                 run(b"ROLLBACK", lambda res: None)
-                counters.restore()  # the ids the rolled-back rows drew, as before the file
-                result.statements = 0
-                digest = _Digest()
+                counters.restore()  # the ids the rolled-back rows drew, as before the run
+                # Only what this run sent is undone: a previous run's statements stay.
+                result.statements = result.resumed
+                digest = kept
     except BaseException as error:
         if pending is not None and isinstance(error, Exception):
             with contextlib.suppress(Exception):  # read what the server did before raising

@@ -61,7 +61,8 @@ class FileResult:
     """What applying one file did."""
 
     file: SqlFile
-    #: Statements applied and kept (0 after a rolled-back transaction), resumed-over included.
+    #: Statements applied and kept, resumed-over included (after a rolled-back transaction:
+    #: only the resumed-over ones).
     statements: int = 0
     #: Statements in the file, when known (always on success; after a failure, counted).
     total: int | None = None
@@ -89,7 +90,8 @@ class FileResult:
 
     @property
     def rolled_back(self) -> bool:
-        """True when a failure undid the whole file (it ran as one transaction)."""
+        """True when a failure undid what this run sent (it ran as one transaction); the
+        statements a previous run applied (:attr:`resumed`) stay."""
         return self.transaction and not self.ok
 
 
