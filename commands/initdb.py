@@ -56,6 +56,7 @@ from poolkit.sqlimport.session import (
     max_allowed_packet,
     own_connection,
     start_file,
+    transaction_open,
     wait_for_server,
 )
 from poolkit.sqlimport.split import split_file
@@ -344,7 +345,8 @@ def _plan(files: list[tuple[SqlFile, str]], applied: dict[str, Applied], force: 
                  if row.prefix_checksum is not None else None)
         if found is None or found[0] != row.prefix_checksum:
             why = ("the statements it applied have changed since" if row.prefix_checksum
-                   else "it ran with --continue-on-error, so it cannot resume")
+                   else "it ran with --continue-on-error or stopped inside its own transaction, "
+                   "so it cannot resume")
             raise click.ClickException(
                 f"{_shown(file.path)}: failed at line {row.failed_line} with {row.progress()} "
                 f"and {why}: restore them and rerun to resume, or undo what it applied and "
@@ -461,6 +463,8 @@ def _run(raw: t.Any, history: History, files: list[SqlFile], database: str, forc
             result = _apply(raw, file, history, continue_on_error, comments, batch, skip, one,
                             verbose, quiet, settings)
         statements += result.statements - result.resumed
+        if not result.ok and not result.lost and not result.transaction:
+            result.open_transaction = transaction_open(raw)
         if not result.lost:
             end_file(raw)  # as the client's exit: an open transaction rolled back, locks freed
         if result.lost:
@@ -569,6 +573,10 @@ def _progress(result: FileResult) -> str:
     with_it = result.rolled_back_with
     undone = (f" (the {_n(with_it, 'statement')} sent with the failing one in one transaction "
               f"{'was' if with_it == 1 else 'were'} rolled back with it)" if with_it else "")
+    if result.open_transaction:
+        return (f"{name} stopped inside its own transaction, which was rolled back as the "
+                f"client's exit does: what it ran since its START TRANSACTION (or SET "
+                f"autocommit=0) is not kept")
     return (f"{result.statements}{total} {plural(count, 'statement')} of {name} {verb} "
             f"applied and not undone{undone}")
 
@@ -578,6 +586,9 @@ def _rerun(result: FileResult) -> str:
         return "standard input is not recorded"
     if result.statements == 0:
         return "it is recorded as failed; a rerun runs it whole"
+    if result.open_transaction:
+        return ("it is recorded as failed without a resume point: undo what it kept and "
+                "re-run it whole with --force")
     return "it is recorded as failed; a rerun resumes at the statement that stopped it"
 
 
@@ -591,8 +602,8 @@ def _record_failed(history: History, result: FileResult, error: str,
     if stmt is not None and stmt.path is not None and stmt.path != result.file.path:
         failed_at = f"{stmt.path.name}:{line}"
     # After a rollback the digest is that of the statements still applied (those resumed over).
-    resumable = (None if continue_on_error or (result.rolled_back and not result.statements)
-                 else result.digest)
+    resumable = (None if continue_on_error or result.open_transaction
+                 or (result.rolled_back and not result.statements) else result.digest)
     for attempt in range(2):
         try:
             history.record_failed(

@@ -80,6 +80,9 @@ class FileResult:
     digest: str = ""
     #: Statements rolled back with a failed statement of their batch (group commit).
     rolled_back_with: int = 0
+    #: The file's own transaction was open when it stopped: the client's exit (``end_file``)
+    #: rolls back an unknown part of what it counted as applied, so it cannot resume.
+    open_transaction: bool = False
     #: The first statement that failed (or was interrupted), if any.
     stopped_at: Statement | None = None
 

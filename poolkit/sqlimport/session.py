@@ -95,6 +95,22 @@ def start_file(raw: t.Any, database: str, charset: str = DEFAULT_CHARSET) -> Non
     _execute(raw, f"SET NAMES {charset}")
 
 
+def transaction_open(raw: t.Any) -> bool:
+    """Whether the file's session has a transaction open, as the server says; True when it
+    cannot say (the safe answer: the client's exit would roll back an unknown part)."""
+    for sql in ("SELECT @@in_transaction",  # MariaDB
+                "SELECT COUNT(*) FROM information_schema.INNODB_TRX "
+                "WHERE trx_mysql_thread_id = CONNECTION_ID()"):  # MySQL
+        try:
+            with raw.cursor() as cursor:
+                cursor.execute(sql)
+                row = cursor.fetchone()
+            return bool(row and row[0])
+        except Exception:
+            continue
+    return True
+
+
 def end_file(raw: t.Any) -> None:
     """End a file's session as the client's disconnect would: its open transaction rolled
     back, its table locks released, autocommit back on (the next file starts clean)."""

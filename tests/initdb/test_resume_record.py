@@ -95,3 +95,25 @@ def test_dry_run_refuses_a_failed_file_that_cannot_resume_like_the_run(twin: Twi
     line = [text for text in real.output.splitlines() if "have changed since" in text]
     assert line and line[0] in dry.output.splitlines(), (real.output, dry.output)
     assert rows(twin.initdb_url, "SELECT v FROM u ORDER BY v") == [(1,), (2,)]
+
+
+def test_a_failure_inside_the_files_own_transaction_never_resumes_past_its_rollback(
+        twin: Twin) -> None:
+    """The client's exit rolls the file's open transaction back: the rows it counted since
+    START TRANSACTION are gone, so a resume there would lose them (client: {1, 2})."""
+    own = (b"CREATE TABLE a (id INT PRIMARY KEY) ENGINE=InnoDB;\nSTART TRANSACTION;\n"
+           b"INSERT INTO a VALUES (1);\nINSERT INTO a VALUES (1);\nCOMMIT;\n")
+    twin.write(own, "10_own.sql")
+    first = twin.process("--create-database")
+    assert first.code == 1, first.output
+    assert "10_own.sql:4: ERROR 1062" in first.output, first.output
+    assert "stopped inside its own transaction, which was rolled back" in first.output
+    assert rows(twin.initdb_url, "SELECT id FROM a") == []
+    assert _record(twin, "10_own.sql")[1] is False  # no resume point
+
+    twin.write(own.replace(b"INSERT INTO a VALUES (1);\nCOMMIT", b"INSERT INTO a VALUES (2);\n"
+                           b"COMMIT"), "10_own.sql")
+    again = twin.process()
+    assert again.code == 1, again.output
+    assert "cannot resume" in again.output and "--force" in again.output, again.output
+    assert rows(twin.initdb_url, "SELECT id FROM a") == []  # nothing resumed past the loss
