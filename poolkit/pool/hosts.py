@@ -98,7 +98,8 @@ class HostSelector:
         #: Galera states (``wsrep_local_state_comment`` up to its "/") new and borrowed
         #: connections may use: ``{"Synced"}`` by default, ``{"Synced", "Donor"}`` to use
         #: desynced donors too (Connector/J's galeraAllowedState).
-        self.allowed_states = frozenset(allowed_states)
+        self.allowed_states = frozenset(
+            (allowed_states,) if isinstance(allowed_states, str) else allowed_states)
         self.reader = HostReader()  # role, Galera state, lag and facts (poolkit.pool.hoststate)
         # at_borrow applies: a replica pool, or once a Galera node was seen (never unset).
         self._check_borrows = self.target == "replica"
