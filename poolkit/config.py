@@ -55,8 +55,14 @@ KEYS: dict[str, t.Any] = {
     # Scale-out (issue 14): multi-host URLs, replicas, failover; see docs/scale.md.
     "MAX_REPLICA_LAG": None,
     "FAILOVER_TIMEOUT": 5.0,
+    "GALERA_ALLOWED_STATES": ("Synced",),
     "READ_YOUR_WRITES": True,
 }
+
+#: The Galera node states (``wsrep_local_state_comment`` up to its "/") that
+#: POOLKIT_GALERA_ALLOWED_STATES may name: the states in which a node can have
+#: ``wsrep_ready=ON`` (Joining, Waiting on SST and Initialized nodes refuse queries).
+GALERA_STATES = ("Synced", "Donor", "Joined")
 
 #: Keys that may be set per bind in POOLKIT_BINDS (the rest are app-wide).
 POOL_KEYS = frozenset(KEYS) - {"BINDS", "SQL_DIR", "COMMANDS_DIRS", "METRICS",
@@ -91,6 +97,7 @@ class PoolSettings:
     leak_threshold: float | None = None
     max_replica_lag: float | None = None  # scale-out (issue 14)
     failover_timeout: float = 5.0
+    galera_allowed_states: tuple[str, ...] = ("Synced",)
 
     def driver_kwargs(self) -> dict[str, t.Any]:
         """Arguments for the driver's connect(): defaults < URL options < CONNECT_ARGS."""
@@ -116,6 +123,7 @@ class PoolSettings:
             "reset": self.reset, "leak_threshold": self.leak_threshold,
             "target": self.url.target, "max_replica_lag": self.max_replica_lag,
             "failover_timeout": self.failover_timeout, "ssl_mode": self.url.ssl_mode,
+            "galera_allowed_states": list(self.galera_allowed_states),
         }
 
     def __repr__(self) -> str:
@@ -145,6 +153,19 @@ def _number(key: str, value: t.Any, *, minimum: float, integer: bool) -> t.Any:
     if value < minimum:
         raise ConfigError(f"{key} must be at least {minimum:g}, not {value!r}")
     return value
+
+
+def _galera_states(key: str, value: t.Any) -> tuple[str, ...]:
+    """The Galera states a pool's connections may use, in GALERA_STATES' spelling."""
+    valid = {state.lower(): state for state in GALERA_STATES}
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple, set, frozenset)):
+        names = None
+    if not names or not all(isinstance(v, str) and v.strip().lower() in valid for v in names):
+        raise ConfigError(f"{key} must be a non-empty list of Galera states out of "
+                          f"{', '.join(GALERA_STATES)} (e.g. [\"Synced\", \"Donor\"]), "
+                          f"not {value!r}")
+    return tuple(dict.fromkeys(valid[v.strip().lower()] for v in names))
 
 
 def _pool_settings(name: str, values: dict[str, t.Any], where: str) -> PoolSettings:
@@ -195,6 +216,8 @@ def _pool_settings(name: str, values: dict[str, t.Any], where: str) -> PoolSetti
         lag = float(_number(key("MAX_REPLICA_LAG"), lag, minimum=0, integer=False))
     return PoolSettings(
         max_replica_lag=lag,
+        galera_allowed_states=_galera_states(key("GALERA_ALLOWED_STATES"),
+                                             values["GALERA_ALLOWED_STATES"]),
         failover_timeout=float(_number(key("FAILOVER_TIMEOUT"), values["FAILOVER_TIMEOUT"],
                                        minimum=0, integer=False)),
         url=url,

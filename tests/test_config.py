@@ -10,6 +10,7 @@ from flask import Flask
 
 from poolkit import ConfigError, DriverNotInstalledError, Poolkit
 from poolkit.config import DEFAULT_DRIVER_TIMEOUTS, KEYS, PoolSettings, load_config
+from poolkit.pool.hosts import HostSelector
 
 URL = "mysql://app:s3cr3t@127.0.0.1:3306/shop"
 
@@ -49,6 +50,7 @@ def test_every_key_has_its_documented_default() -> None:
     assert s.ping_interval == 0.5
     assert s.reset == "auto"
     assert s.leak_threshold is None
+    assert s.galera_allowed_states == ("Synced",)
     config = load_config({"POOLKIT_DATABASE_URL": URL})
     assert list(config.pools) == ["default"]
     assert config.sql_dir is None
@@ -62,7 +64,7 @@ def test_the_keys_table_lists_exactly_these_keys() -> None:
         "PING_INTERVAL", "RESET", "LEAK_THRESHOLD", "BINDS", "SQL_DIR", "COMMANDS_DIRS",
         "METRICS",
         # scale-out (issue 14)
-        "MAX_REPLICA_LAG", "FAILOVER_TIMEOUT", "READ_YOUR_WRITES"}
+        "MAX_REPLICA_LAG", "FAILOVER_TIMEOUT", "GALERA_ALLOWED_STATES", "READ_YOUR_WRITES"}
 
 
 def test_class_style_config_through_from_object() -> None:
@@ -283,6 +285,53 @@ def test_scale_out_keys_defaults_and_per_bind_values() -> None:
 def test_scale_out_keys_are_validated(key: str, value: t.Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config({"POOLKIT_DATABASE_URL": URL, key: value})
+
+
+def test_galera_allowed_states_default_spelling_and_per_bind() -> None:
+    config = load_config({"POOLKIT_DATABASE_URL": URL,
+                          "POOLKIT_GALERA_ALLOWED_STATES": ["synced", " Donor", "Synced"],
+                          "POOLKIT_BINDS": {"reports": {"url": URL,
+                                                        "galera_allowed_states": "joined"}}})
+    assert config.pools["default"].galera_allowed_states == ("Synced", "Donor")
+    assert config.pools["reports"].galera_allowed_states == ("Joined",)
+    assert config.pools["default"].describe()["galera_allowed_states"] == ["Synced", "Donor"]
+    inherited = load_config({"POOLKIT_DATABASE_URL": URL,
+                             "POOLKIT_GALERA_ALLOWED_STATES": ("Synced", "Donor"),
+                             "POOLKIT_BINDS": {"other": URL}})
+    assert inherited.pools["other"].galera_allowed_states == ("Synced", "Donor")
+
+
+def test_the_selector_gets_the_allowed_states_it_is_given() -> None:
+    settings = load_config({"POOLKIT_DATABASE_URL": URL,
+                            "POOLKIT_GALERA_ALLOWED_STATES": ["Synced", "Donor"]}).pools["default"]
+    selector = HostSelector(settings.url, None, {},
+                            allowed_states=settings.galera_allowed_states)
+    assert selector.allowed_states == {"Synced", "Donor"}
+    assert HostSelector(settings.url, None, {}).allowed_states == {"Synced"}
+    assert HostSelector(settings.url, None, {}, allowed_states="Donor").allowed_states == {"Donor"}
+
+
+@pytest.mark.parametrize("value", [[], "Desynced", ["Synced", "Donor/Desynced"], ["Synced", 4],
+                                   None, {"Synced": True}])
+def test_galera_allowed_states_are_validated(value: t.Any) -> None:
+    text = config_error(POOLKIT_GALERA_ALLOWED_STATES=value)
+    assert text == ("POOLKIT_GALERA_ALLOWED_STATES must be a non-empty list of Galera states "
+                    f"out of Synced, Donor, Joined (e.g. [\"Synced\", \"Donor\"]), not {value!r}")
+    assert "\n" not in text
+
+
+def test_a_bad_galera_state_in_a_bind_names_the_bind() -> None:
+    text = config_error(POOLKIT_BINDS={"r": {"url": URL, "galera_allowed_states": ["Donr"]}})
+    assert text.startswith("POOLKIT_BINDS['r']['GALERA_ALLOWED_STATES'] must be a non-empty list")
+
+
+def test_init_app_rejects_a_bad_galera_state() -> None:
+    app = Flask(__name__)
+    app.config.update(POOLKIT_DATABASE_URL=URL, POOLKIT_GALERA_ALLOWED_STATES=["Desynced"])
+    with pytest.raises(ConfigError, match=r"POOLKIT_GALERA_ALLOWED_STATES must be .* Synced, "
+                                          r"Donor, Joined"):
+        Poolkit(app)
+    assert "poolkit" not in app.extensions
 
 
 # -- secrets and TLS in POOLKIT_CONNECT_ARGS --------------------------------------------------

@@ -30,39 +30,41 @@ desynced donors) with ``wsrep_ready=ON``, whatever the target; the state comes w
 query. :meth:`HostSelector.at_borrow` re-checks a borrowed connection's host at most once a
 second per host: a Galera node's state; for a replica pool, that the host is still a replica
 (a promoted one is left) and its lag under ``max_replica_lag``.
+
+The facts it decides on -- :class:`HostState`, the role, Galera state, lag and
+``pool-status`` queries -- are :mod:`poolkit.pool.hoststate`'s; this module chooses.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import threading
 import time
 import typing as t
-import weakref
-from dataclasses import dataclass, field
 
 from ..errors import NoHostAvailableError
-from ..url import DatabaseURL, format_host, mask_url
+from ..url import DatabaseURL
+from .hoststate import (
+    NODE_STATE_CODES,
+    READ_ONLY_CODES,
+    REFUSAL_CODES,
+    HostReader,
+    HostState,
+    Role,
+    close_quietly,
+    error_code,
+    is_read_only_error,
+    reason,
+)
+
+# The host facts and error codes live in hoststate; the drivers, retry and the tests import
+# them from here too.
+__all__ = ["DEFAULT_ALLOWED_STATES", "DOWN_HOST_GRACE", "LAG_CHECK_INTERVAL", "NODE_STATE_CODES",
+           "READ_ONLY_CODES", "REFUSAL_CODES", "ROUTING_COUNTER_KEYS", "HostSelector",
+           "HostState", "Role", "error_code", "is_read_only_error"]
 
 logger = logging.getLogger("poolkit")
-
-#: Server errors that mean "this server does not take writes (any more)".
-READ_ONLY_CODES = frozenset({
-    1290,  # ER_OPTION_PREVENTS_STATEMENT: running with the --read-only option
-    1792,  # ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
-    1836,  # ER_READ_ONLY_MODE
-})
-
-#: Errors of a Galera node that is not (or no longer) in the primary component.
-NODE_STATE_CODES = frozenset({
-    1047,  # ER_UNKNOWN_COM_ERROR: WSREP has not yet prepared node for application use
-    1180,  # ER_ERROR_DURING_COMMIT: … (provider status: Not connected to Primary Component)
-})
-
-#: Errors after which the host's role or state is read back (see HostSelector.note_read_only).
-REFUSAL_CODES = READ_ONLY_CODES | NODE_STATE_CODES
 
 #: Galera states a new connection may use unless told otherwise (wsrep_local_state_comment).
 DEFAULT_ALLOWED_STATES = frozenset({"Synced"})
@@ -76,81 +78,6 @@ DOWN_HOST_GRACE = 5.0
 #: Counters a routed pool adds to ``stats()`` (stable keys, present from the start).
 ROUTING_COUNTER_KEYS = ("read_only_errors", "replica_fallbacks", "lag_skips",
                         "node_state_skips", "refusals_explained")
-
-
-def error_code(error: BaseException) -> int | None:
-    args = getattr(error, "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
-
-
-def is_read_only_error(error: BaseException) -> bool:
-    """True when *error* may mean the host changed role or state: the drivers then call
-    ``poolkit_on_read_only``, which reads the role back before believing it."""
-    return error_code(error) in REFUSAL_CODES
-
-
-def _reason(error: BaseException) -> str:
-    text = str(error.args[1]) if len(getattr(error, "args", ())) > 1 else str(error)
-    code = error_code(error)
-    return mask_url(f"{code} {text}" if code is not None else f"{type(error).__name__}: {text}")
-
-
-@dataclass
-class HostState:
-    """What the selector knows about one host of the URL."""
-
-    host: str
-    port: int
-    role: str | None = None  # "primary" / "replica"; None until a connect has answered
-    error: str | None = None  # why the last connect or check failed
-    lag: float | None = None  # Seconds_Behind_Master; None: unknown or not replicating
-    lag_error: str | None = None
-    lag_checked: float = float("-inf")
-    demoted: float = float("-inf")  # when this host was seen turning from primary to read-only
-    failed: float = float("-inf")  # when a connect to this host last failed
-    node_state: str | None = None  # a Galera node's wsrep_local_state_comment; None: not Galera
-    ready: bool = True  # a Galera node's wsrep_ready
-    node_seen: float = float("-inf")  # when node_state was read
-    checked: float = float("-inf")  # when at_borrow last read this host's state
-    refused: str | None = None  # why at_borrow's last check turned this host down, or None
-    connections: weakref.WeakSet[t.Any] = field(default_factory=weakref.WeakSet)
-    probing: threading.Lock = field(default_factory=threading.Lock)  # one lag reader
-    checking: threading.Lock = field(default_factory=threading.Lock)  # one at_borrow check
-
-    @property
-    def address(self) -> str:
-        return format_host(self.host, self.port)
-
-    def describe(self) -> dict[str, t.Any]:
-        """Plain values for ``flask pool-status``."""
-        return {"host": self.address, "role": self.role, "lag": self.lag,
-                "lag_error": self.lag_error, "error": self.error,
-                "connections": len(self.connections), "node_state": self.node_state,
-                "ready": self.ready if self.node_state is not None else None}
-
-
-class Role(t.NamedTuple):
-    """What the role query read: ``read_only``, and a Galera node's state (None: not Galera)."""
-
-    read_only: bool
-    node_state: str | None = None
-    ready: bool = True
-
-
-# The role in one round trip. A Galera node's state is a status variable, read through a
-# subquery that only runs on a node with wsrep_on (information_schema stays readable on a
-# node cut off from the cluster); MySQL 8 has it in performance_schema only; MySQL without
-# Galera has no @@wsrep_on at all (1193): read_only alone.
-_STATE_OF = ("(SELECT GROUP_CONCAT(VARIABLE_VALUE ORDER BY VARIABLE_NAME SEPARATOR ',') FROM {} "
-             "WHERE VARIABLE_NAME IN ('WSREP_LOCAL_STATE_COMMENT', 'WSREP_READY'))")
-_ROLE_SQL = [
-    "SELECT @@GLOBAL.read_only, IF(@@GLOBAL.wsrep_on, "
-    + _STATE_OF.format("information_schema.GLOBAL_STATUS") + ", NULL)",
-    "SELECT @@GLOBAL.read_only, IF(@@GLOBAL.wsrep_on, "
-    + _STATE_OF.format("performance_schema.global_status") + ", NULL)",
-    "SELECT @@GLOBAL.read_only, NULL",
-]
-_NO_SUCH_THING = frozenset({1109, 1146, 1193})  # unknown table / table missing / variable
 
 
 class HostSelector:
@@ -171,9 +98,9 @@ class HostSelector:
         #: Galera states (``wsrep_local_state_comment`` up to its "/") new and borrowed
         #: connections may use: ``{"Synced"}`` by default, ``{"Synced", "Donor"}`` to use
         #: desynced donors too (Connector/J's galeraAllowedState).
-        self.allowed_states = frozenset(allowed_states)
-        self._status_sql: list[str] = ["SHOW REPLICA STATUS", "SHOW SLAVE STATUS"]
-        self._role_sql = list(_ROLE_SQL)  # the forms this server knows (see _read_role)
+        self.allowed_states = frozenset(
+            (allowed_states,) if isinstance(allowed_states, str) else allowed_states)
+        self.reader = HostReader()  # role, Galera state, lag and facts (poolkit.pool.hoststate)
         # at_borrow applies: a replica pool, or once a Galera node was seen (never unset).
         self._check_borrows = self.target == "replica"
         self._lock = threading.Lock()
@@ -227,7 +154,7 @@ class HostSelector:
         try:
             raw = driver.connect({**kwargs, "host": state.host, "port": state.port}, session)
         except Exception as error:
-            state.error = _reason(error)
+            state.error = reason(error)
             state.failed = time.monotonic()
             failures.append(f"{state.address}: cannot connect ({state.error})")
             return None
@@ -235,7 +162,7 @@ class HostSelector:
         try:
             why = self._unwanted(raw, state)
         except Exception as error:
-            state.error = _reason(error)
+            state.error = reason(error)
             failures.append(f"{state.address}: role check failed ({state.error})")
             why = "?"
         else:
@@ -243,14 +170,14 @@ class HostSelector:
             if why:
                 failures.append(f"{state.address}: {why}")
         if why:
-            _close(raw)
+            close_quietly(raw)
             return None
         self._adopt(raw, state)
         return raw
 
     def _unwanted(self, raw: t.Any, state: HostState) -> str | None:
         """Why *raw* (just opened on *state*) does not serve this pool, or None."""
-        found = self._read_role(raw)
+        found = self.reader.role(raw)
         self._note_role(state, found)
         why = self._node_refusal(state)
         if why is not None:
@@ -271,31 +198,6 @@ class HostSelector:
                 self.count("lag_skips")
                 return self._lag_text(state)
         return None
-
-    def _read_role(self, raw: t.Any) -> Role:
-        """``read_only`` and a Galera node's state, in one round trip."""
-        cursor = raw.cursor()
-        try:
-            while True:
-                sql = self._role_sql[0]
-                try:
-                    cursor.execute(sql)
-                    break
-                except Exception as error:
-                    if error_code(error) not in _NO_SUCH_THING or len(self._role_sql) < 2:
-                        raise
-                    with self._lock:
-                        if self._role_sql[0] == sql:  # another thread may have done it
-                            self._role_sql.pop(0)
-            read_only, galera = cursor.fetchone()
-        finally:
-            cursor.close()
-        if galera is None:
-            return Role(bool(int(read_only)))
-        if isinstance(galera, bytes):
-            galera = galera.decode()
-        node_state, _, ready = str(galera).rpartition(",")
-        return Role(bool(int(read_only)), node_state or "?", ready.upper() == "ON")
 
     def _note_role(self, state: HostState, found: Role) -> None:
         state.node_state, state.ready = found.node_state, found.ready
@@ -353,21 +255,21 @@ class HostSelector:
             # the server still has the role this pool wants; nothing to retire.
             self.count("refusals_explained")
             logger.debug("poolkit: %s refused a statement (%s) but still serves",
-                         state.address, _reason(error))
+                         state.address, reason(error))
             return
         self.count("read_only_errors")
         if served:  # the change itself (later refusals of the same change: retired already)
             logger.warning("poolkit: %s %s (%s): retiring its %d connection(s)", state.address,
-                           why, _reason(error), len(state.connections))
+                           why, reason(error), len(state.connections))
         self.retire(state)
 
     def _changed(self, raw: t.Any, state: HostState) -> str | None:
         """Why *state* no longer serves this pool, read back on *raw* (None: it still does)."""
         raw.poolkit_rechecking = True
         try:
-            found = self._read_role(raw)
+            found = self.reader.role(raw)
         except Exception as error:
-            return f"no longer answers the role query ({_reason(error)})"
+            return f"no longer answers the role query ({reason(error)})"
         finally:
             raw.poolkit_rechecking = False
         self._note_role(state, found)
@@ -414,9 +316,9 @@ class HostSelector:
         replica = self.target == "replica"
         if state.node_state is not None or replica:
             try:
-                found = self._read_role(raw)
+                found = self.reader.role(raw)
             except Exception as error:
-                return f"role query failed ({_reason(error)})"
+                return f"role query failed ({reason(error)})"
             self._note_role(state, found)
             why = self._node_refusal(state)
             if why is not None:
@@ -500,42 +402,15 @@ class HostSelector:
                 raw = self.driver.connect({**self.kwargs, "host": state.host,
                                            "port": state.port}, ())
             try:
-                state.lag, state.lag_error = self._read_lag(raw)
+                state.lag, state.lag_error = self.reader.lag(raw)
             finally:
                 if own:
-                    _close(raw)
+                    close_quietly(raw)
         except Exception as error:
-            state.lag, state.lag_error = None, _reason(error)
+            state.lag, state.lag_error = None, reason(error)
         finally:
             state.lag_checked = time.monotonic()
             state.probing.release()
-
-    def _read_lag(self, raw: t.Any) -> tuple[float | None, str | None]:
-        cursor = raw.cursor()
-        try:
-            while True:
-                sql = self._status_sql[0]
-                try:
-                    cursor.execute(sql)
-                    break
-                except Exception as error:
-                    # SHOW REPLICA STATUS: MariaDB >= 10.5, MySQL >= 8.0.22; else the old name.
-                    if error_code(error) != 1064 or len(self._status_sql) < 2:
-                        raise
-                    with self._lock:
-                        if self._status_sql[0] == sql:  # another thread may have done it
-                            self._status_sql.pop(0)
-            row = cursor.fetchone()
-            if not row:
-                return None, "not a replica (SHOW REPLICA STATUS is empty)"
-            names = [d[0] for d in cursor.description]
-            values = dict(zip(names, row, strict=False))
-        finally:
-            cursor.close()
-        lag = values.get("Seconds_Behind_Master", values.get("Seconds_Behind_Source"))
-        if lag is None:
-            return None, "replication is stopped (Seconds_Behind_Master is NULL)"
-        return float(lag), None
 
     def replicas_in_bounds(self) -> list[HostState]:
         """The replicas a read may use now (lag read at most once a second per host)."""
@@ -570,48 +445,15 @@ class HostSelector:
                 raw = self.driver.connect({**self.kwargs, "host": state.host,
                                            "port": state.port}, ())
             except Exception as error:
-                state.error = _reason(error)
+                state.error = reason(error)
                 report.append(state.describe())
                 continue
             try:
-                report.append(self._inspect_one(raw, state))
+                report.append(self.reader.inspect(raw, state, self._note_role))
             except Exception as error:
                 entry = state.describe()
-                entry["error"] = _reason(error)
+                entry["error"] = reason(error)
                 report.append(entry)
             finally:
-                _close(raw)
+                close_quietly(raw)
         return report
-
-    def _inspect_one(self, raw: t.Any, state: HostState) -> dict[str, t.Any]:
-        found = self._read_role(raw)
-        self._note_role(state, found)
-        cursor = raw.cursor()
-        try:
-            cursor.execute(_FACTS_SQL)
-            version, max_connections = cursor.fetchone()
-            # SHOW, not information_schema.GLOBAL_STATUS: MySQL 8 has no such table.
-            cursor.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
-        state.role = "replica" if found.read_only else "primary"
-        state.error = None
-        if found.read_only:
-            try:
-                state.lag, state.lag_error = self._read_lag(raw)
-            except Exception as error:  # 1227: the user may not read the replica status
-                state.lag, state.lag_error = None, _reason(error)
-            state.lag_checked = time.monotonic()
-        entry = state.describe()
-        entry.update(version=str(version), max_connections=int(max_connections),
-                     threads_connected=int(row[1] if row else 0))
-        return entry
-
-
-_FACTS_SQL = "SELECT VERSION(), @@GLOBAL.max_connections"
-
-
-def _close(raw: t.Any) -> None:
-    with contextlib.suppress(Exception):  # a server that is gone: nothing to say goodbye to
-        raw.close()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 from poolkit import Pool
+from poolkit.errors import NoHostAvailableError
 from poolkit.pool.hosts import NODE_STATE_CODES, error_code
 from poolkit.retry import retry_transaction
 from poolkit.testing.servers import DATABASE, GaleraCluster
@@ -152,6 +153,33 @@ def test_a_desynced_node_gets_no_new_connections_unless_donors_are_allowed(
     assert described[donor.address]["node_state"] == "Donor/Desynced"
     pool.hosts.allowed_states = frozenset({"Synced", "Donor"})
     assert donor.port in ports(30)
+
+
+@pytest.mark.xfail(strict=True, raises=NoHostAvailableError,
+                   reason="needs the engine change: PooledEngine passes "
+                   "allowed_states=settings.galera_allowed_states to HostSelector")
+def test_galera_allowed_states_config_lets_a_pool_use_a_desynced_donor(
+        galera: GaleraCluster, make_pool: t.Callable[..., Pool]) -> None:
+    donor = galera.nodes[2]
+    donor.desync()
+    donor.wait_state("Donor/Desynced", 10)
+    url = galera.url(donor)  # the donor alone: a pool either uses it or has no host
+    default = make_pool(url)
+    refused = pytest.raises(NoHostAvailableError, match=r"Donor/Desynced .*allowed: Synced\)")
+    with refused, default.connection():
+        pass
+    donors_too = make_pool(url, POOLKIT_GALERA_ALLOWED_STATES=["Synced", "Donor"])
+    for row in (1, 2):  # a new connection, then the same one re-checked at borrow
+        with donors_too.connection() as conn:
+            assert conn.scalar("SELECT @@port") == donor.port
+            conn.execute("INSERT INTO items (id, label, node) VALUES (%s, 'donor', %s)",
+                         (row, donor.port))
+            conn.commit()
+        time.sleep(1.05)  # the state of a host is read again at most once a second
+    assert donors_too.stats()["node_state_skips"] == 0
+    rows = donor.server.execute(
+        f"SELECT node FROM {DATABASE}.items WHERE label = 'donor' ORDER BY id")
+    assert [node for (node,) in rows] == [donor.port, donor.port]
 
 
 def test_a_borrowed_connection_is_rechecked_when_its_node_desyncs(
