@@ -65,7 +65,8 @@ class PooledEngine(Returning, PooledDB):  # type: ignore[misc]
         self.driver_kwargs = settings.driver_kwargs()
         self.hosts = HostSelector(  # issue 14: multi-host URLs, roles, replica lag
             settings.url, driver, self.driver_kwargs, max_replica_lag=settings.max_replica_lag,
-            failover_timeout=settings.failover_timeout)
+            failover_timeout=settings.failover_timeout,
+            allowed_states=settings.galera_allowed_states)
         self.stats = PoolStats()
         self._pid = os.getpid()
         # A plain lock (C-level enter/exit) on the hot path; each waiter sleeps on its own lock.

@@ -120,14 +120,18 @@ def test_a_node_cut_off_under_load_costs_at_most_one_failure_per_connection(
         assert raw.port == cut_node.port
     finally:
         raw.close()
-    # Rows: every write that succeeded is in the cluster once; every one that failed is not.
+    # Rows: every write that succeeded is in the cluster once; every one that failed is not,
+    # except a COMMIT the cut node answered with 1180: its write set may have been replicated
+    # before the cut, so its outcome is unknown to any client (as a connection lost at COMMIT).
     rows = {row for (row,) in galera.nodes[1].server.execute(
         f"SELECT id FROM {DATABASE}.items WHERE label = 'load'")}
     succeeded = {r.row for r in done if r.error is None}
     lost = succeeded - rows
     ghost = {r.row for r in failed} & rows
-    print(f"rows: {len(succeeded)} written, {len(lost)} lost, {len(ghost)} failed but stored")
-    assert not lost and not ghost and rows == succeeded
+    unknown = {r.row for r in failed if error_code(r.error) == 1180}
+    print(f"rows: {len(succeeded)} written, {len(lost)} lost, {len(ghost)} failed but stored "
+          f"(of {len(unknown)} commits answered 1180)")
+    assert not lost and not ghost - unknown and rows - ghost == succeeded
 
 
 def test_a_desynced_node_gets_no_new_connections_unless_donors_are_allowed(
@@ -155,9 +159,6 @@ def test_a_desynced_node_gets_no_new_connections_unless_donors_are_allowed(
     assert donor.port in ports(30)
 
 
-@pytest.mark.xfail(strict=True, raises=NoHostAvailableError,
-                   reason="needs the engine change: PooledEngine passes "
-                   "allowed_states=settings.galera_allowed_states to HostSelector")
 def test_galera_allowed_states_config_lets_a_pool_use_a_desynced_donor(
         galera: GaleraCluster, make_pool: t.Callable[..., Pool]) -> None:
     donor = galera.nodes[2]
