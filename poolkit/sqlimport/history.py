@@ -20,6 +20,7 @@ lost connection) releases it with its session.
 from __future__ import annotations
 
 import hashlib
+import re
 import typing as t
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from datetime import datetime, timezone
 from ..errors import SqlFileError
 from ..pool.drivers import error_code
 from .files import SqlFile
+from .split import limit_statements
+from .statement import WITHHELD
 
 TABLE = "poolkit_sql_history"
 
@@ -192,10 +195,26 @@ class History:
     def record_failed(self, file: SqlFile, duration_ms: int, statements: int, *,
                       total: int | None, line: int | None, failed_at: str | None,
                       statement: str | None, error: str, prefix_checksum: str | None) -> None:
-        """Record that *file* stopped after applying *statements* statements."""
+        """Record that *file* stopped after applying *statements* statements.
+
+        *statement* is :meth:`.Statement.excerpt`: for a statement that may carry a password
+        it holds only its first words, and the server's message (which may quote the
+        statement: ``near 'IDENTIFIED BY …'``) is not kept either, only the error's code."""
+        if statement is not None and WITHHELD in statement:
+            error = withhold_message(error)
         self._write(Applied(file.name, file.checksum, _utcnow(), duration_ms, statements,
                             FAILED, total, line, failed_at, statement, error[:4000],
                             prefix_checksum))
+
+
+_ERROR_HEAD = re.compile(r"^.*?ERROR(?: \d+)?(?: \([0-9A-Z]{5}\))?")
+
+
+def withhold_message(error: str) -> str:
+    """*error* (``file:line: ERROR code (state): message``) without its message."""
+    head = _ERROR_HEAD.match(error)
+    kept = head.group() if head is not None else "error"
+    return f"{kept}: (message withheld: the statement may carry a password)"
 
 
 def status(files: t.Iterable[SqlFile], applied: dict[str, Applied]) -> list[tuple[SqlFile, str]]:
@@ -222,7 +241,10 @@ def lock_name(database: str) -> str:
 
 @contextmanager
 def server_lock(raw: t.Any, database: str, timeout: float) -> t.Iterator[None]:
-    """Hold ``GET_LOCK`` for *database* on the session of *raw*, waiting up to *timeout* s."""
+    """Hold ``GET_LOCK`` for *database* on the session of *raw*, waiting up to *timeout* s.
+
+    While it is held, the splitter refuses statements above the server's
+    ``max_allowed_packet`` before reading them whole (see :func:`.split.limit_statements`)."""
     name = lock_name(database)
     cursor = raw.cursor()
     try:
@@ -236,7 +258,15 @@ def server_lock(raw: t.Any, database: str, timeout: float) -> t.Iterator[None]:
             f"another initdb run holds the lock {name!r}{holder}: wait for it to finish, or "
             f"wait longer with --lock-timeout (waited {timeout:g} s)")
     try:
-        yield
+        cursor = raw.cursor()
+        try:
+            cursor.execute("SELECT @@max_allowed_packet")
+            packet = cursor.fetchone()
+        finally:
+            cursor.close()
+        # The run's statements are bounded by what this server accepts (read once).
+        with limit_statements(int(packet[0]) if packet else 1 << 24):
+            yield
     finally:
         cursor = raw.cursor()
         # If the session is gone (an interrupt closed it), the lock went with it.

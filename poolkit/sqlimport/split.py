@@ -40,6 +40,7 @@ from __future__ import annotations
 import io
 import re
 import typing as t
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,9 @@ from .statement import Statement, get_arg, strip_comments
 
 CHUNK_SIZE = 1 << 20
 MAX_INCLUDE_DEPTH = 32
+#: The largest statement any server accepts (the ceiling of ``max_allowed_packet``).
+MAX_STATEMENT = 1 << 30
+_statement_limit = MAX_STATEMENT
 
 _WS = b" \t\n\r\f\v"
 _BOM = b"\xef\xbb\xbf"
@@ -61,6 +65,25 @@ _COMMAND_NAMES = {
     ord("!"): "system", ord("T"): "tee", ord("P"): "pager", ord("e"): "edit",
     ord("r"): "connect", ord("C"): "charset", ord("R"): "prompt",
 }
+
+
+def statement_limit() -> int:
+    """The size in bytes from which a statement is refused before it is read further."""
+    return _statement_limit
+
+
+@contextmanager
+def limit_statements(max_bytes: int) -> t.Iterator[None]:
+    """Refuse statements of *max_bytes* bytes or more while the block runs, in every thread
+    (a server refuses a query packet above its ``max_allowed_packet``, so holding a bigger
+    statement in memory would only lead to that error)."""
+    global _statement_limit
+    before = _statement_limit
+    _statement_limit = max(1, min(max_bytes, MAX_STATEMENT))
+    try:
+        yield
+    finally:
+        _statement_limit = before
 
 
 class _Readable(t.Protocol):
@@ -151,7 +174,9 @@ class _Splitter:
         # scanned a few times over, not once per chunk.
         stall_abs = self.base + stall - keep
         if stall_abs == self.stalled_at:
-            self.read_size = min(self.read_size * 2, 1 << 26)
+            # (at most an eighth of the statement limit: the buffer stays near the limit)
+            self.read_size = min(self.read_size * 2, 1 << 26,
+                                 max(self.chunk_size, statement_limit() // 8))
         else:
             self.read_size = self.chunk_size
         self.stalled_at = stall_abs
@@ -353,6 +378,7 @@ class _Splitter:
                 if eof:
                     yield self._emit(pieces, start, n, line, offset, n)
                     return None
+                self._bound(pieces, start, n, line)
                 shift = self._fill(start, pos)
                 start -= shift
                 pos -= shift
@@ -442,9 +468,21 @@ class _Splitter:
             else:
                 need = len(delimiter)
             if need:
+                self._bound(pieces, start, n, line)
                 shift = self._fill(start, pos)
                 start -= shift
                 pos -= shift
+
+    def _bound(self, pieces: list[bytes], start: int, stop: int, line: int) -> None:
+        """Refuse the statement at *line* once its bytes reach the limit, before reading more."""
+        size = stop - start + sum(len(piece) for piece in pieces)
+        limit = statement_limit()
+        if size >= limit:
+            where = f"{self.path}:{line}" if self.path is not None else f"line {line}"
+            raise SqlFileError(
+                f"{where}: statement larger than the server's max_allowed_packet ({limit} "
+                "bytes): the server would refuse it; raise max_allowed_packet on the server "
+                "or split the statement")
 
     def _backslash(self, pos: int, start: int, pieces: list[bytes]
                    ) -> t.Generator[Statement, None, tuple[str, int] | None]:
