@@ -12,14 +12,19 @@ app``, as MySQL's world.sql and sakila do). The rows are kept in memory for the 
 write finds the table (or the database) gone, it re-creates them, writes every row back, and
 says so in :attr:`History.restored`.
 
-The lock is the server's ``GET_LOCK('poolkit_initdb.<database>')``: it belongs to the session,
-so two runs against one database never interleave, and a run that dies (killed, Ctrl-C,
-lost connection) releases it with its session.
+The lock is the server's ``GET_LOCK``: it belongs to the session, so two runs against one
+database never interleave, and a run that dies (killed, Ctrl-C, lost connection) releases it
+with its session. Lock names are server-wide and any account may take any name, so the name
+holds a random token kept in the history table's comment: ``information_schema`` shows that
+comment only to accounts with a privilege on the table, so an account without rights on the
+app's database cannot guess the name and hold it to block every run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+import secrets
 import typing as t
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -28,6 +33,8 @@ from datetime import datetime, timezone
 from ..errors import SqlFileError
 from ..pool.drivers import error_code
 from .files import SqlFile
+from .split import limit_statements
+from .statement import WITHHELD
 
 TABLE = "poolkit_sql_history"
 
@@ -46,7 +53,7 @@ _CREATE = """CREATE TABLE IF NOT EXISTS {table} (
   failed_statement TEXT NULL,
   error TEXT NULL,
   prefix_checksum CHAR(64) NULL
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT={comment}"""
 #: Columns added since the first version of the table (added to an old table on ensure()).
 _ADDED = {
     "status": "VARCHAR(16) NOT NULL DEFAULT 'applied'",
@@ -125,7 +132,8 @@ class History:
 
     def ensure(self) -> None:
         """Create the table if it does not exist yet, and add the columns of newer versions."""
-        self._run(_CREATE.format(table=self.table))
+        self._run(_CREATE.format(table=self.table, comment=_comment(
+            _held_tokens.get(self.database) or secrets.token_hex(16))))
         have = {row[0] for row in self._run(
             "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
             "AND TABLE_NAME = %s", (self.database, TABLE))}
@@ -192,10 +200,26 @@ class History:
     def record_failed(self, file: SqlFile, duration_ms: int, statements: int, *,
                       total: int | None, line: int | None, failed_at: str | None,
                       statement: str | None, error: str, prefix_checksum: str | None) -> None:
-        """Record that *file* stopped after applying *statements* statements."""
+        """Record that *file* stopped after applying *statements* statements.
+
+        *statement* is :meth:`.Statement.excerpt`: for a statement that may carry a password
+        it holds only its first words, and the server's message (which may quote the
+        statement: ``near 'IDENTIFIED BY …'``) is not kept either, only the error's code."""
+        if statement is not None and WITHHELD in statement:
+            error = withhold_message(error)
         self._write(Applied(file.name, file.checksum, _utcnow(), duration_ms, statements,
                             FAILED, total, line, failed_at, statement, error[:4000],
                             prefix_checksum))
+
+
+_ERROR_HEAD = re.compile(r"^.*?ERROR(?: \d+)?(?: \([0-9A-Z]{5}\))?")
+
+
+def withhold_message(error: str) -> str:
+    """*error* (``file:line: ERROR code (state): message``) without its message."""
+    head = _ERROR_HEAD.match(error)
+    kept = head.group() if head is not None else "error"
+    return f"{kept}: (message withheld: the statement may carry a password)"
 
 
 def status(files: t.Iterable[SqlFile], applied: dict[str, Applied]) -> list[tuple[SqlFile, str]]:
@@ -212,18 +236,88 @@ def status(files: t.Iterable[SqlFile], applied: dict[str, Applied]) -> list[tupl
     return result
 
 
-def lock_name(database: str) -> str:
-    """``poolkit_initdb.<database>``, hashed when longer than the server's 64 characters."""
+#: Tokens of the locks this process holds, by database: a history table that a file dropped
+#: is re-created with the same token, so the lock's name stays the one held.
+_held_tokens: dict[str, str] = {}
+_TOKEN_PREFIX = "poolkit lock "
+
+
+def _comment(token: str) -> str:
+    return f"'{_TOKEN_PREFIX}{token}'"
+
+
+def lock_name(database: str, token: str = "") -> str:
+    """``poolkit_initdb.<database>`` without a token; with one (see :func:`run_lock_name`),
+    ``poolkit_initdb.`` and a digest of both, within the server's 64 characters."""
+    if token:
+        digest = hashlib.sha256(f"{database}\0{token}".encode()).hexdigest()[:48]
+        return f"poolkit_initdb.{digest}"
     name = f"poolkit_initdb.{database}"
     if len(name) > 64:
         name = "poolkit_initdb." + hashlib.sha256(database.encode()).hexdigest()[:40]
     return name
 
 
+def _one(raw: t.Any, sql: str, args: t.Sequence[t.Any] | None = None) -> t.Any:
+    cursor = raw.cursor()
+    try:
+        cursor.execute(sql, args)
+        row = cursor.fetchone()
+        cursor.fetchall()
+    finally:
+        cursor.close()
+    return row[0] if row else None
+
+
+def _read_token(raw: t.Any, database: str) -> str:
+    comment = _one(raw, "SELECT TABLE_COMMENT FROM information_schema.TABLES WHERE "
+                        "TABLE_SCHEMA = %s AND TABLE_NAME = %s", (database, TABLE)) or ""
+    return str(comment)[len(_TOKEN_PREFIX):] if str(comment).startswith(_TOKEN_PREFIX) else ""
+
+
+def run_lock_name(raw: t.Any, database: str) -> str:
+    """The name of initdb's lock for *database*, as an account with rights on its history table
+    reads it (creating the table, or giving an older table its token, when needed)."""
+    table = f"{quote_ident(database)}.{quote_ident(TABLE)}"
+    History(raw, database).ensure()
+    token = _read_token(raw, database)
+    if not token:  # a table made before tokens: give it one (a race is settled in server_lock)
+        cursor = raw.cursor()
+        try:
+            cursor.execute(f"ALTER TABLE {table} COMMENT = {_comment(secrets.token_hex(16))}")
+        finally:
+            cursor.close()
+        token = _read_token(raw, database)
+    return lock_name(database, token)
+
+
 @contextmanager
 def server_lock(raw: t.Any, database: str, timeout: float) -> t.Iterator[None]:
-    """Hold ``GET_LOCK`` for *database* on the session of *raw*, waiting up to *timeout* s."""
-    name = lock_name(database)
+    """Hold initdb's lock for *database* on the session of *raw*, waiting up to *timeout* s.
+
+    Its name is :func:`run_lock_name`'s; it is read again once the lock is held, and the lock
+    taken again under the new name if another run gave an older table its token meanwhile.
+    While it is held, the splitter refuses statements above the server's
+    ``max_allowed_packet`` before reading them whole (see :func:`.split.limit_statements`)."""
+    for _ in range(3):
+        name = run_lock_name(raw, database)
+        _take(raw, name, timeout)
+        if run_lock_name(raw, database) == name:
+            break
+        _release(raw, name)
+    token = _read_token(raw, database)
+    _held_tokens[database] = token
+    try:
+        packet = _one(raw, "SELECT @@max_allowed_packet")
+        # The run's statements are bounded by what this server accepts (read once).
+        with limit_statements(int(packet) if packet else 1 << 24):
+            yield
+    finally:
+        _held_tokens.pop(database, None)
+        _release(raw, name)
+
+
+def _take(raw: t.Any, name: str, timeout: float) -> None:
     cursor = raw.cursor()
     try:
         cursor.execute("SELECT GET_LOCK(%s, %s), IS_USED_LOCK(%s)", (name, timeout, name))
@@ -235,13 +329,13 @@ def server_lock(raw: t.Any, database: str, timeout: float) -> t.Iterator[None]:
         raise SqlFileError(
             f"another initdb run holds the lock {name!r}{holder}: wait for it to finish, or "
             f"wait longer with --lock-timeout (waited {timeout:g} s)")
-    try:
-        yield
-    finally:
-        cursor = raw.cursor()
-        # If the session is gone (an interrupt closed it), the lock went with it.
-        with suppress(Exception):
-            cursor.execute("SELECT RELEASE_LOCK(%s)", (name,))
-            cursor.fetchall()
-        with suppress(Exception):
-            cursor.close()
+
+
+def _release(raw: t.Any, name: str) -> None:
+    cursor = raw.cursor()
+    # If the session is gone (an interrupt closed it), the lock went with it.
+    with suppress(Exception):
+        cursor.execute("SELECT RELEASE_LOCK(%s)", (name,))
+        cursor.fetchall()
+    with suppress(Exception):
+        cursor.close()

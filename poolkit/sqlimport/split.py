@@ -38,8 +38,10 @@ the server's status flags; poolkit assumes the defaults).
 from __future__ import annotations
 
 import io
+import os
 import re
 import typing as t
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +53,10 @@ from .statement import Statement, get_arg, strip_comments
 
 CHUNK_SIZE = 1 << 20
 MAX_INCLUDE_DEPTH = 32
+#: The largest statement any server accepts (the ceiling of ``max_allowed_packet``).
+MAX_STATEMENT = 1 << 30
+_statement_limit = MAX_STATEMENT
+_sources_anywhere = False
 
 _WS = b" \t\n\r\f\v"
 _BOM = b"\xef\xbb\xbf"
@@ -61,6 +67,44 @@ _COMMAND_NAMES = {
     ord("!"): "system", ord("T"): "tee", ord("P"): "pager", ord("e"): "edit",
     ord("r"): "connect", ord("C"): "charset", ord("R"): "prompt",
 }
+
+
+def statement_limit() -> int:
+    """The size in bytes from which a statement is refused before it is read further."""
+    return _statement_limit
+
+
+@contextmanager
+def limit_statements(max_bytes: int) -> t.Iterator[None]:
+    """Refuse statements of *max_bytes* bytes or more while the block runs, in every thread
+    (a server refuses a query packet above its ``max_allowed_packet``, so holding a bigger
+    statement in memory would only lead to that error)."""
+    global _statement_limit
+    before = _statement_limit
+    _statement_limit = max(1, min(max_bytes, MAX_STATEMENT))
+    try:
+        yield
+    finally:
+        _statement_limit = before
+
+
+@contextmanager
+def sources_anywhere() -> t.Iterator[None]:
+    """Let ``source`` read files outside the folder of the files applied while the block
+    runs (by default ``..``, absolute paths, ``~`` and symlinks that leave it are refused)."""
+    global _sources_anywhere
+    before = _sources_anywhere
+    _sources_anywhere = True
+    try:
+        yield
+    finally:
+        _sources_anywhere = before
+
+
+def _root_of(path: Path | None) -> Path | None:
+    if _sources_anywhere:
+        return None
+    return Path(os.path.abspath(path.parent if path is not None else Path.cwd()))
 
 
 class _Readable(t.Protocol):
@@ -78,20 +122,23 @@ class _Session:
     sandbox: bool = False
     quit: bool = False
     stack: list[Path] = field(default_factory=list)
+    #: The folder ``source`` may read from (the first file's); None: anywhere.
+    root: Path | None = None
 
 
 def split_file(path: str | Path, *, chunk_size: int = CHUNK_SIZE,
                comments: bool = False) -> t.Iterator[Statement]:
     """Yield the statements of the SQL file at *path* (``-``: standard input), streaming."""
     path = Path(path)
-    yield from _split_path(path, _Session(comments=comments), chunk_size, None)
+    session = _Session(comments=comments, root=_root_of(path))
+    yield from _split_path(path, session, chunk_size, None)
 
 
 def split_bytes(data: bytes, *, chunk_size: int = CHUNK_SIZE, path: str | Path | None = None,
                 comments: bool = False) -> list[Statement]:
     """The statements of *data* (tests, small scripts); ``source`` resolves beside *path*."""
     where = Path(path) if path is not None else None
-    session = _Session(comments=comments)
+    session = _Session(comments=comments, root=_root_of(where))
     return list(_Splitter(io.BytesIO(data), where, session, chunk_size).statements())
 
 
@@ -151,7 +198,9 @@ class _Splitter:
         # scanned a few times over, not once per chunk.
         stall_abs = self.base + stall - keep
         if stall_abs == self.stalled_at:
-            self.read_size = min(self.read_size * 2, 1 << 26)
+            # (at most an eighth of the statement limit: the buffer stays near the limit)
+            self.read_size = min(self.read_size * 2, 1 << 26,
+                                 max(self.chunk_size, statement_limit() // 8))
         else:
             self.read_size = self.chunk_size
         self.stalled_at = stall_abs
@@ -332,7 +381,31 @@ class _Splitter:
         target = Path(name.decode("utf-8", "surrogateescape")).expanduser()
         if not target.is_absolute() and self.path is not None:
             target = self.path.parent / target
+        self._confine(target, name, where)
         yield from _split_path(target, self.session, self.chunk_size, where)
+
+    def _confine(self, target: Path, name: bytes, where: str) -> None:
+        """Refuse a ``source`` that reads outside the session's root folder."""
+        root = self.session.root
+        if root is None:
+            return
+        shown = name.decode("utf-8", "replace")
+        lexical = Path(os.path.abspath(target))
+        if not lexical.is_relative_to(root):
+            if name.startswith(b"~"):
+                why = "'~' is outside"
+            elif Path(shown).is_absolute():
+                why = "an absolute path outside"
+            else:
+                why = "'..' leaves"
+            raise SqlFileError(f"{where}: source {shown}: {why} the folder of the files "
+                               f"applied ({root}); move the file into it (or allow it with "
+                               "--allow-source-outside)")
+        real = target.resolve()
+        if target.exists() and not real.is_relative_to(root.resolve()):
+            raise SqlFileError(f"{where}: source {shown}: a symlink to {real}, outside the "
+                               f"folder of the files applied ({root}); copy the file into "
+                               "it (or allow it with --allow-source-outside)")
 
     def _statement(self, start: int, pieces: list[bytes]
                    ) -> t.Generator[Statement, None, tuple[int, bool] | None]:
@@ -353,6 +426,7 @@ class _Splitter:
                 if eof:
                     yield self._emit(pieces, start, n, line, offset, n)
                     return None
+                self._bound(pieces, start, n, line)
                 shift = self._fill(start, pos)
                 start -= shift
                 pos -= shift
@@ -442,9 +516,21 @@ class _Splitter:
             else:
                 need = len(delimiter)
             if need:
+                self._bound(pieces, start, n, line)
                 shift = self._fill(start, pos)
                 start -= shift
                 pos -= shift
+
+    def _bound(self, pieces: list[bytes], start: int, stop: int, line: int) -> None:
+        """Refuse the statement at *line* once its bytes reach the limit, before reading more."""
+        size = stop - start + sum(len(piece) for piece in pieces)
+        limit = statement_limit()
+        if size >= limit:
+            where = f"{self.path}:{line}" if self.path is not None else f"line {line}"
+            raise SqlFileError(
+                f"{where}: statement larger than the server's max_allowed_packet ({limit} "
+                "bytes): the server would refuse it; raise max_allowed_packet on the server "
+                "or split the statement")
 
     def _backslash(self, pos: int, start: int, pieces: list[bytes]
                    ) -> t.Generator[Statement, None, tuple[str, int] | None]:

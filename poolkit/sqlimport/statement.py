@@ -12,6 +12,8 @@ the file's own line.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,11 +62,58 @@ class Statement:
                 line += removed
         return line
 
+    @property
+    def secret(self) -> bool:
+        """The statement may carry a password (see :func:`carries_secret`)."""
+        return carries_secret(self.sql)
+
     def excerpt(self, limit: int = 200) -> str:
-        """The first *limit* characters, decoded leniently, on one line."""
+        """The first *limit* characters, decoded leniently, on one line; for a statement that
+        may carry a password only its first words and :data:`WITHHELD`."""
+        if self.secret:
+            head = " ".join(w.decode() for w in code_words(self.sql)[:2])
+            return f"{head} … ({WITHHELD}; sha256 {hashlib.sha256(self.sql).hexdigest()})"
         text = self.sql[: limit * 4].decode("utf-8", "replace")
         text = " ".join(text.split())
         return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+#: What an excerpt says instead of the text of a statement that may carry a password.
+WITHHELD = "text withheld: the statement may carry a password"
+_WORD = re.compile(rb"[A-Za-z_]+")
+#: Adjacent keywords that set a password (CREATE [OR REPLACE] USER, ALTER USER, SET PASSWORD).
+_SECRET_PAIRS = frozenset({(b"CREATE", b"USER"), (b"REPLACE", b"USER"), (b"ALTER", b"USER"),
+                           (b"SET", b"PASSWORD")})
+#: Keywords that give a password inside any statement (GRANT … IDENTIFIED BY, CHANGE MASTER
+#: TO MASTER_PASSWORD=, CREATE SERVER … OPTIONS (PASSWORD …)); a column named ``password``
+#: withholds an INSERT's text too, which only costs the record some detail.
+_SECRET_WORDS = frozenset({b"IDENTIFIED", b"PASSWORD", b"MASTER_PASSWORD", b"SOURCE_PASSWORD"})
+
+
+def code_words(sql: bytes) -> list[bytes]:
+    """The keywords and names of *sql* outside literals, quoted names and comments, upper-cased,
+    read with the tokens comment stripping uses (``/*! … */`` bodies are code)."""
+    words: list[bytes] = []
+    pos = 0
+    while pos <= len(sql):
+        found = _TOKEN.search(sql, pos)
+        stop = found.start() if found is not None else len(sql)
+        words.extend(w.upper() for w in _WORD.findall(sql, pos, stop))
+        if found is None:
+            break
+        pos = max(found.end(), pos + 1)
+    return words
+
+
+def carries_secret(sql: bytes) -> bool:
+    """True for a statement that may hold a password: ``CREATE USER``, ``ALTER USER``,
+    ``SET PASSWORD`` anywhere (``SET STATEMENT … FOR ALTER USER`` too), and any statement with
+    ``IDENTIFIED`` or ``PASSWORD`` among its keywords -- the words outside literals, quoted
+    names and comments, as the splitter's tokens show them (a literal saying ``CREATE USER``
+    is data, not a secret)."""
+    words = code_words(sql)
+    return (not _SECRET_WORDS.isdisjoint(words)
+            or any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words)))
 
 
 def strip_comments(sql: bytes, keep: bool = False) -> tuple[bytes, tuple[tuple[int, int], ...]]:
