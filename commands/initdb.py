@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import typing as t
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 import click
@@ -59,7 +59,7 @@ from poolkit.sqlimport.session import (
     transaction_open,
     wait_for_server,
 )
-from poolkit.sqlimport.split import split_file
+from poolkit.sqlimport.split import sources_anywhere, split_file
 from poolkit.sqlimport.statement import Statement
 from poolkit.sqlimport.transaction import transactional
 
@@ -180,6 +180,10 @@ def _interrupts(on_first: t.Callable[[], object]) -> t.Iterator[threading.Event]
                    "pool at once, table by table; 'auto': the machine's cores, capped by the "
                    "pool, for files that look like dumps. Default: one connection, in file "
                    "order. See docs/initdb-parallel.md.")
+@click.option("--allow-source-outside", is_flag=True,
+              help="Let 'source FILE' read files outside the folder of the files applied "
+                   "(by default '..', absolute paths, '~' and symlinks that leave it are "
+                   "refused).")
 @click.option("-v", "--verbose", is_flag=True,
               help="Print each statement and its duration (one statement per round trip).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors (not result sets).")
@@ -187,8 +191,8 @@ def _interrupts(on_first: t.Callable[[], object]) -> t.Iterator[threading.Event]
 def initdb_command(files: tuple[Path, ...], sql_dir: Path | None, bind: str, show_status: bool,
                    exit_code: bool, dry_run: bool, force: bool, continue_on_error: bool,
                    comments: bool, charset: str, batch_bytes: int, lock_timeout: float,
-                   wait_seconds: float, create_db: bool, jobs: str | None, verbose: bool,
-                   quiet: bool) -> None:
+                   wait_seconds: float, create_db: bool, jobs: str | None,
+                   allow_source_outside: bool, verbose: bool, quiet: bool) -> None:
     """Apply the project's .sql files (sql/*.sql in natural order, or FILES) once each.
 
     FILES may be '-' to read SQL from standard input (never recorded in history), and
@@ -202,9 +206,10 @@ def initdb_command(files: tuple[Path, ...], sql_dir: Path | None, bind: str, sho
     runs as one transaction. Exit codes: 0, 1 on an error, 130 on Ctrl-C.
     """
     try:
-        _initdb(files, sql_dir, bind, show_status, exit_code, dry_run, force,
-                continue_on_error, comments, charset, batch_bytes, lock_timeout, wait_seconds,
-                create_db, verbose, quiet, jobs)
+        with sources_anywhere() if allow_source_outside else nullcontext():
+            _initdb(files, sql_dir, bind, show_status, exit_code, dry_run, force,
+                    continue_on_error, comments, charset, batch_bytes, lock_timeout,
+                    wait_seconds, create_db, verbose, quiet, jobs)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         raise SystemExit(130) from None

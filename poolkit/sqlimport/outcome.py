@@ -40,10 +40,15 @@ class StatementError:
         """``sql/20_data.sql:62: ERROR 1064 (42000): <server message>``."""
         state = f" ({self.sqlstate})" if self.sqlstate else ""
         code = f"ERROR {self.code}{state}" if self.code is not None else "ERROR"
-        return f"{shown_path or self.path}:{self.line}: {code}: {self.message}"
+        # The server's message quotes the statement ("near 'BY …'"): withheld with its text.
+        message = ("(message withheld: the statement may carry a password)"
+                   if self.statement.secret else self.message)
+        return f"{shown_path or self.path}:{self.line}: {code}: {message}"
 
     def excerpt(self, context: int = 1) -> list[tuple[int, str]]:
         """The failing line of the statement with *context* lines around it, numbered."""
+        if self.statement.secret:
+            return [(self.statement.line, self.statement.excerpt())]
         lines = self.statement.sql.split(b"\n")
         index = min(max(self.line - self.statement.line, 0), len(lines) - 1)
         first = max(index - context, 0)

@@ -16,7 +16,7 @@ from flask import Flask
 
 from poolkit import Poolkit
 from poolkit.commands.initdb import initdb_command
-from poolkit.sqlimport.history import lock_name
+from poolkit.sqlimport.history import run_lock_name
 from poolkit.testing.plugin import admin_connect
 from poolkit.url import parse_url
 
@@ -177,7 +177,7 @@ def test_lock_held_elsewhere_fails_clearly(env: Env) -> None:
     holder = admin_connect(url)
     try:
         with holder.cursor() as cur:
-            cur.execute("SELECT GET_LOCK(%s, 1)", (lock_name(url.database),))
+            cur.execute("SELECT GET_LOCK(%s, 1)", (run_lock_name(holder, url.database),))
         result = env.run("--lock-timeout", "0.5")
     finally:
         holder.close()

@@ -22,7 +22,7 @@ import pytest
 from flask import Flask
 
 from poolkit.commands.initdb import initdb_command
-from poolkit.sqlimport.history import lock_name
+from poolkit.sqlimport.history import run_lock_name
 from poolkit.testing.faultproxy import FaultProxy
 from poolkit.testing.plugin import admin_connect
 from poolkit.url import parse_url
@@ -177,7 +177,7 @@ def test_ctrl_c_mid_file_leaves_history_consistent_and_releases_the_lock(
         lock_free = 0
         while not lock_free and time.monotonic() - interrupted_at < 5:
             with admin.cursor() as cur:
-                cur.execute("SELECT IS_FREE_LOCK(%s)", (lock_name(database),))
+                cur.execute("SELECT IS_FREE_LOCK(%s)", (run_lock_name(admin, database),))
                 lock_free = cur.fetchone()[0]
             if not lock_free:
                 time.sleep(0.02)

@@ -58,8 +58,6 @@ def test_history_keeps_location_and_digest_not_the_password(
 
 
 @pytest.mark.server
-@pytest.mark.xfail(strict=True, reason="needs the outcome.py change in the report: "
-                   "StatementError.headline/excerpt withhold a secret statement's text")
 def test_output_does_not_show_the_password(project: Project, app_database: str) -> None:
     result = _run(project, app_database)
     assert result.returncode == 1
